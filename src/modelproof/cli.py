@@ -1,0 +1,29 @@
+"""The ``modelproof`` command line: a typer app whose verbs live in ``modelproof.commands``.
+
+Each module of ``modelproof.commands`` that defines ``register(app)`` adds its verbs. Each command
+is a library call plus argument parsing and printing. A user error (any ``ModelproofError``)
+prints one line ``error: ...`` on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+from . import commands
+
+app = typer.Typer(name="modelproof", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Prove that a suspect image classifier is yours, and measure how well the proof survives attacks.")
+
+for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    _module = importlib.import_module(f"{commands.__name__}.{_info.name}")
+    if hasattr(_module, "register"):
+        _module.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``modelproof`` console script."""
+    app()

@@ -1,0 +1,57 @@
+import json
+import pickle
+
+from typer.testing import CliRunner
+
+from modelproof.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_train_evaluate_export_round_trip(tmp_path):
+    model = tmp_path / "m.safetensors"
+    r = run("train", "--arch", "mlp", "--epochs", "3", "--out", model, "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["arch"] == "mlp" and out["test_accuracy"] > 0.8 and model.is_file()
+    r = run("evaluate", "--model", model, "--json")
+    assert r.exit_code == 0, r.output
+    assert abs(json.loads(r.stdout)["test_accuracy"] - out["test_accuracy"]) < 1e-9
+    r = run("export-onnx", "--model", model, "--out", tmp_path / "m.onnx")
+    assert r.exit_code == 0 and (tmp_path / "m.onnx").is_file(), r.output
+
+
+def test_data_info_json():
+    r = run("data", "info", "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["input_shape"] == [1, 8, 8] and info["num_classes"] == 10
+    assert sum(v["images"] for v in info["splits"].values()) == 1797
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    r = run("demo", "--out", tmp_path, "--json", "--quiet")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["test_accuracy"] >= 0.9 and result["reload_bit_exact"] is True
+
+
+def _assert_clean_error(r, fragment):
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], r.stderr
+
+
+def test_user_errors_are_one_line(tmp_path):
+    _assert_clean_error(run("train", "--arch", "alexnet", "--out", tmp_path / "x"), "alexnet")
+    _assert_clean_error(run("train", "--epochs", "0", "--out", tmp_path / "x"), "epochs")
+    _assert_clean_error(run("evaluate", "--model", tmp_path / "missing.safetensors"), "missing.safetensors")
+    _assert_clean_error(run("data", "info", "--dataset", "mnist", "--data-dir", tmp_path), "train-images")
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps(object()))
+    _assert_clean_error(run("evaluate", "--model", evil), "never unpickles")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from modelproof.data import Splits, load_splits
 from modelproof.training import TrainConfig, train_new
+
+# Tiny models gain nothing from a second thread, and oversubscribed threads make timings erratic.
+torch.set_num_threads(1)
 
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
 

@@ -1,0 +1,147 @@
+"""HTTP verification throughput: key queries per second through HttpSuspect against `modelproof serve`
+on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
+
+Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1]
+
+Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
+of this process, as the issue asks, and/or as a separate `modelproof serve` process, which does not
+share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
+sizes 1 and 64, once without and once with the fsynced query log. Everything is measured in one run.
+torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's
+intra-op threads spin against each other (batch-1 inference and training then slow down 10-100x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import torch
+
+from modelproof.data import load_splits
+from modelproof.modelfile import save_model
+from modelproof.serve import create_app
+from modelproof.suspects import HttpSuspect, QueriedSuspect, TorchSuspect
+from modelproof.training import TrainConfig, evaluate, train_new
+
+BATCH_SIZES = (1, 64)
+
+
+@contextmanager
+def thread_server(model_path: Path) -> Iterator[str]:
+    """`modelproof serve`'s app under uvicorn in a background thread; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # proto TCP -> asyncio sets TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(model_path), log_level="warning", access_log=False, lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@contextmanager
+def process_server(model_path: Path) -> Iterator[str]:
+    """`modelproof serve MODEL` as a child process; yields the base URL once it is ready."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-c", "from modelproof.cli import main; main()", "serve",
+                             str(model_path), "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("modelproof serve did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def rate(make_suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tuple[float, torch.Tensor]:
+    """Key queries per second through a fresh QueriedSuspect (after a short warm-up), and its answers."""
+    suspect = make_suspect(batch)
+    warm = torch.rand((batch, *key.shape[1:]), generator=torch.Generator().manual_seed(99))
+    suspect.predict(warm)
+    log = None if log_dir is None else log_dir / f"log-{time.perf_counter_ns()}.jsonl"
+    queried = QueriedSuspect(suspect, log_path=log, chunk_size=batch)
+    start = time.perf_counter()
+    labels = queried.predict(key)
+    seconds = time.perf_counter() - start
+    assert queried.queries == len(key)
+    if hasattr(suspect, "close"):
+        suspect.close()
+    return len(key) / seconds, labels
+
+
+def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None) -> list[tuple[int, float, float]]:
+    """(batch size, in-process queries/s, HTTP queries/s) for each batch size."""
+    rows = []
+    for batch in BATCH_SIZES:
+        local, want = rate(lambda b: TorchSuspect(model, batch_size=b), key, batch, log_dir)
+        remote, got = rate(lambda b: HttpSuspect(url, model_name="cnn", batch_size=b, num_classes=10,
+                                                 input_shape=(1, 8, 8)), key, batch, log_dir)
+        if not torch.equal(want, got):
+            raise AssertionError("HTTP answers differ from in-process answers")
+        rows.append((batch, local, remote))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--key-size", type=int, default=1000)
+    parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads here and in the served child (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the `modelproof serve` child process
+    splits = load_splits("digits", seed=0)
+    model, report = train_new("cnn", splits.owner, TrainConfig(epochs=10, batch_size=32, lr=0.002), seed=0)
+    key = torch.rand((args.key_size, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnn on digits 8x8 "
+          f"(test accuracy {evaluate(model, splits.test):.3f}, trained in {report.seconds:.1f} s); key of {len(key)} inputs")
+    servers = {"thread": thread_server, "process": process_server}
+    chosen = list(servers) if args.server == "both" else [args.server]
+    print(f"{'server':<8} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} {'in-process / HTTP':>18}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_model(model, Path(tmp) / "cnn.safetensors")
+        for kind in chosen:
+            with servers[kind](path) as url:
+                for log_dir in (None, Path(tmp)):
+                    for batch, local, remote in measure(url, model, key, log_dir):
+                        print(f"{kind:<8} {'fsynced' if log_dir else 'off':<10} {batch:>5} {local:>15,.0f} "
+                              f"{remote:>10,.0f} {local / remote:>17.1f}x")
+    print("HTTP answers equal the in-process answers for every run.")
+
+
+if __name__ == "__main__":
+    main()

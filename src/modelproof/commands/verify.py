@@ -1,0 +1,111 @@
+"""``modelproof verify``, ``calibrate`` and ``check-report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ConfigError
+from .common import JsonOpt, emit, user_errors
+
+KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The ownership key file.")]
+PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
+                                             help="Passphrase of an encrypted key (or set MODELPROOF_PASSPHRASE).")]
+
+
+@user_errors
+def verify_cmd(key: KeyOpt,
+               suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
+                                                    "or an http(s):// Open Inference Protocol endpoint.")],
+               alpha: Annotated[float, typer.Option(help="Level of the test: the largest acceptable chance of "
+                                                    "claiming an independent model.")] = 0.01,
+               budget: Annotated[int | None, typer.Option(help="Most queries to send to the suspect.")] = None,
+               sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence suffices "
+                                                        "(test martingale; valid under early stopping).")] = False,
+               batch_size: Annotated[int, typer.Option("--batch-size", help="Key inputs per query batch.")] = 10,
+               p1: Annotated[float | None, typer.Option(help="Sequential: match rate of a suspect that is ours "
+                                                        "(default max(0.9, (1 + null) / 2)).")] = None,
+               beta: Annotated[float, typer.Option(help="Sequential: chance of dismissing a suspect matching "
+                                                   "at rate p1.")] = 0.05,
+               passphrase: PassOpt = None,
+               report: Annotated[Path | None, typer.Option("--report", help="Write a JSON evidence report here "
+                                                           "(and a .txt summary beside it).")] = None,
+               sign: Annotated[Path | None, typer.Option("--sign", help="Sign the report with this Ed25519 "
+                                                         "private key (PEM).")] = None,
+               sign_passphrase: Annotated[str | None, typer.Option("--sign-passphrase",
+                                                                   envvar="MODELPROOF_SIGN_PASSPHRASE",
+                                                                   help="Passphrase of the signing key.")] = None,
+               log: Annotated[Path | None, typer.Option("--log", help="Query log (JSON lines); an interrupted "
+                                                        "run given the same log resumes without re-asking.")] = None,
+               json_out: JsonOpt = False) -> None:
+    """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model."""
+    from ..keys import load_key
+    from ..report import load_signing_key, summary, write_report
+    from ..suspects import open_suspect
+    from ..verification import verify
+
+    if sign is not None and report is None:
+        raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
+    signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
+    owned_key = load_key(key, passphrase)
+    verdict = verify(owned_key, open_suspect(suspect), alpha=alpha, budget=budget, batch_size=batch_size,
+                     mode="sequential" if sequential else "fixed", log_path=log, p1=p1, beta=beta)
+    result = verdict.to_dict()
+    lines = summary(verdict).splitlines()
+    if report is not None:
+        write_report(verdict, report, signing_key=signing_key)
+        result["report"] = str(report)
+        lines.append(f"report:   {report}" + (" (signed)" if signing_key is not None else ""))
+    emit(result, json_out, lines)
+
+
+@user_errors
+def calibrate_cmd(key: KeyOpt,
+                  reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
+                                                               "independently of ours (repeat the option).")],
+                  out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the calibrated key.")],
+                  confidence: Annotated[float, typer.Option(help="Confidence of the Clopper-Pearson upper "
+                                                            "bound.")] = 0.99,
+                  passphrase: PassOpt = None, json_out: JsonOpt = False) -> None:
+    """Estimate the key's null match probability from independently trained reference models."""
+    from ..keys import load_key, save_key
+    from ..suspects import open_suspect
+    from ..verification import calibrate
+
+    owned_key = load_key(key, passphrase)
+    calibrated = calibrate(owned_key, [open_suspect(r) for r in reference], confidence=confidence)
+    save_key(calibrated, out, passphrase)
+    refs = calibrated.params["calibration"]["references"]
+    result = {"out": str(out), "null_match_prob": calibrated.null_match_prob, "null_source": calibrated.null_source,
+              "previous_null_match_prob": owned_key.null_match_prob, "references": refs,
+              "digest": calibrated.digest(), "encrypted": passphrase is not None}
+    lines = [f"reference {r['identity']}: {r['matches']} of {r['queries']} key labels matched" for r in refs]
+    lines += [f"null_match_prob {owned_key.null_match_prob:.4g} -> {calibrated.null_match_prob:.4g} "
+              f"({calibrated.null_source})", f"wrote {out}"]
+    emit(result, json_out, lines)
+
+
+@user_errors
+def check_report_cmd(file: Annotated[Path, typer.Argument(help="The JSON report to check.")],
+                     public_key: Annotated[Path | None, typer.Option("--public-key", help="Require a signature "
+                                                                     "by this Ed25519 public key (PEM).")] = None,
+                     json_out: JsonOpt = False) -> None:
+    """Check that a report is unedited and, when signed, that its signature verifies."""
+    from ..report import check_report
+
+    checked = check_report(file, public_key)
+    verdict = checked["report"].get("verdict", {})
+    lines = [f"report {file}: unedited" + (f", signature valid ({checked['fingerprint']})" if checked["signed"]
+                                           else ", NOT signed (only an Ed25519 signature proves who wrote it)"),
+             f"decision: {verdict.get('decision')} ({verdict.get('matches')} of {verdict.get('queries')} matched, "
+             f"p-value {verdict.get('p_value')})"]
+    emit({k: v for k, v in checked.items()}, json_out, lines)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``verify``, ``calibrate`` and ``check-report``."""
+    app.command("verify")(verify_cmd)
+    app.command("calibrate")(calibrate_cmd)
+    app.command("check-report")(check_report_cmd)

@@ -1,0 +1,257 @@
+"""Serving: a model file over the Open Inference Protocol (KServe v2 REST) and TF-Serving REST.
+
+:func:`create_app` loads a modelproof ``.safetensors`` model (never a pickle) or an ``.onnx`` file and
+returns a FastAPI app with the v2 health, metadata and infer endpoints plus TF-Serving's ``:predict``.
+Inputs are float32 NCHW in [0,1], as everywhere in modelproof; answers are logits (``logits`` FP32
+[N, K]) or, with ``parameters: {"labels_only": true}``, labels (``label`` INT64 [N]). Malformed
+requests get a 4xx status and ``{"error": message}``. This is how users and tests stand up a remote suspect.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__
+from .errors import ConfigError, ModelFileError
+
+MAX_BATCH = 1024
+MAX_BODY_BYTES = 256 * 1024 * 1024
+OUTPUTS = ("logits", "label")
+
+
+class Reject(Exception):
+    """A malformed request: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class ServedModel:
+    """A loaded model: name, platform, input shape, number of classes and ``logits(x)``."""
+
+    def __init__(self, path: str | Path, name: str | None = None) -> None:
+        path = Path(path)
+        suffix = path.suffix.lower()
+        self.name = name or path.stem
+        if not self.name or any(c in self.name for c in "/:?#% "):
+            raise ConfigError(f"model name must be non-empty without '/', ':', '?', '#', '%' or spaces, got {self.name!r}")
+        if suffix == ".safetensors":
+            from .suspects import TorchSuspect
+            from .modelfile import load_model
+
+            self._torch = TorchSuspect(load_model(path))
+            self.platform, self._onnx = "pytorch_safetensors", None
+            self.input_shape, self.num_classes = self._torch.input_shape, self._torch.num_classes
+        elif suffix == ".onnx":
+            from .suspects import OnnxSuspect
+
+            self._onnx = OnnxSuspect(path)
+            if not self._onnx.outputs_scores:
+                raise ModelFileError(f"{path}: serving needs an ONNX graph whose first output is [N, K] scores")
+            self.platform, self._torch = "onnxruntime_onnx", None
+            self.input_shape, self.num_classes = self._onnx.input_shape, self._onnx.num_classes
+        else:
+            raise ModelFileError(f"cannot serve {path}: expected a .safetensors model file or an .onnx file")
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Float32 logits [N, K] for float32 NCHW inputs."""
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self._torch is not None:
+            return self._torch.logits(images).numpy()
+        return np.asarray(self._onnx.outputs(images), dtype=np.float32)  # type: ignore[union-attr]
+
+    def metadata(self) -> dict[str, Any]:
+        """The v2 model metadata document."""
+        return {"name": self.name, "versions": ["1"], "platform": self.platform,
+                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}],
+                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, self.num_classes]},
+                            {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+
+
+def _as_images(data: Any, shape: list[int], served: ServedModel, max_batch: int) -> np.ndarray:
+    """Validated float32 NCHW images in [0,1] from JSON numbers and a claimed shape [N, C, H, W]."""
+    if len(shape) != 4 or tuple(shape[1:]) != served.input_shape:
+        raise Reject(400, f"input shape must be [N, {', '.join(map(str, served.input_shape))}], got {shape}")
+    if shape[0] < 1:
+        raise Reject(400, f"batch size must be at least 1, got {shape[0]}")
+    if shape[0] > max_batch:
+        raise Reject(413, f"batch of {shape[0]} inputs is over this server's maximum of {max_batch}")
+    try:
+        arr = np.asarray(data)
+    except ValueError:
+        raise Reject(400, "input data is a ragged array") from None
+    if arr.dtype.kind not in "iuf":
+        raise Reject(400, f"input data must be numbers, got JSON of numpy kind {arr.dtype.kind!r}")
+    need = int(np.prod(shape))
+    if arr.size != need:
+        raise Reject(400, f"input data holds {arr.size} values but shape {shape} needs {need}")
+    arr = arr.astype(np.float32).reshape(shape)
+    if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
+        raise Reject(400, f"input values must be finite and lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+    return arr
+
+
+def _labels_only(body: dict) -> bool:
+    params = body.get("parameters", {})
+    if not isinstance(params, dict):
+        raise Reject(400, f"'parameters' must be an object, got {type(params).__name__}")
+    flag = params.get("labels_only", False)
+    if not isinstance(flag, bool):
+        raise Reject(400, f"parameters.labels_only must be true or false, got {flag!r}")
+    return flag
+
+
+async def _json_body(request: Request) -> dict:
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+        raise Reject(413, f"request body of {size} bytes is over the maximum of {MAX_BODY_BYTES}")
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Reject(400, f"request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
+    logits = await run_in_threadpool(served.logits, images)
+    if not np.isfinite(logits).all():
+        raise Reject(500, "the model produced NaN or infinite logits")
+    return logits
+
+
+def create_app(model_path: str | Path, *, name: str | None = None, max_batch: int = MAX_BATCH) -> FastAPI:
+    """A FastAPI app serving one model file (name defaults to the file stem)."""
+    if max_batch < 1:
+        raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
+    served = ServedModel(model_path, name)
+    app = FastAPI(title="modelproof serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.served = served
+
+    @app.exception_handler(Reject)
+    async def _reject(_: Request, exc: Reject) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {str(exc)[:200]}"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": f"invalid request: {exc.errors()}"}, status_code=400)
+
+    def model_named(model: str) -> ServedModel:
+        if model != served.name:
+            raise Reject(404, f"model {model!r} not found; this server serves {served.name!r}")
+        return served
+
+    @app.get("/v2/health/live")
+    async def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def ready() -> dict:
+        return {"ready": True}
+
+    @app.get("/v2")
+    async def server_metadata() -> dict:
+        return {"name": "modelproof", "version": __version__, "extensions": []}
+
+    @app.get("/v2/models/{model}")
+    async def model_metadata(model: str) -> dict:
+        return model_named(model).metadata()
+
+    @app.get("/v2/models/{model}/ready")
+    async def model_ready(model: str) -> dict:
+        return {"name": model_named(model).name, "ready": True}
+
+    @app.post("/v2/models/{model}/infer")
+    async def infer(model: str, request: Request) -> dict:
+        m = model_named(model)
+        body = await _json_body(request)
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise Reject(400, "'inputs' must be a list holding exactly one input object")
+        inp = inputs[0]
+        for key in ("name", "shape", "datatype", "data"):
+            if key not in inp:
+                raise Reject(400, f"the input object has no {key!r}")
+        if inp["name"] != "input":
+            raise Reject(400, f"unknown input {inp['name']!r}; this model's input is 'input'")
+        if inp["datatype"] != "FP32":
+            raise Reject(400, f"input datatype must be FP32, got {inp['datatype']!r}")
+        shape = inp["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise Reject(400, f"input shape must be a list of integers, got {shape!r}")
+        wanted = ["label"] if _labels_only(body) else ["logits"]
+        if "outputs" in body:
+            req = body["outputs"]
+            if not isinstance(req, list) or not all(isinstance(o, dict) and o.get("name") in OUTPUTS for o in req):
+                raise Reject(400, f"'outputs' must be a list of {{'name': one of {', '.join(OUTPUTS)}}}")
+            wanted = [o["name"] for o in req] or wanted
+        logits = await _run(m, _as_images(inp["data"], shape, m, max_batch))
+        outs = []
+        for out in wanted:
+            if out == "logits":
+                outs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
+                             "data": logits.reshape(-1).tolist()})
+            else:
+                outs.append({"name": "label", "datatype": "INT64", "shape": [len(logits)],
+                             "data": logits.argmax(axis=1).tolist()})
+        reply: dict[str, Any] = {"model_name": m.name, "model_version": "1", "outputs": outs}
+        if "id" in body:
+            reply["id"] = body["id"]
+        return reply
+
+    @app.get("/v1/models/{model}")
+    async def tf_status(model: str) -> dict:
+        model_named(model)
+        return {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                          "status": {"error_code": "OK", "error_message": ""}}]}
+
+    @app.post("/v1/models/{model}:predict")
+    async def predict(model: str, request: Request) -> dict:
+        m = model_named(model)
+        body = await _json_body(request)
+        instances = body.get("instances", body.get("inputs"))
+        if not isinstance(instances, list) or not instances:
+            raise Reject(400, "'instances' must be a non-empty list of [C, H, W] arrays")
+        if isinstance(instances[0], dict):
+            if not all(isinstance(i, dict) and "input" in i for i in instances):
+                raise Reject(400, "named instances must all be objects with the key 'input'")
+            instances = [i["input"] for i in instances]
+        try:
+            shape = list(np.shape(instances))
+        except ValueError:
+            raise Reject(400, "'instances' is a ragged array") from None
+        labels_only = _labels_only(body)
+        logits = await _run(m, _as_images(instances, shape, m, max_batch))
+        if labels_only:
+            return {"predictions": logits.argmax(axis=1).tolist()}
+        return {"predictions": logits.tolist()}
+
+    return app
+
+
+def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8080, *, name: str | None = None,
+          max_batch: int = MAX_BATCH, log_level: str = "info") -> None:
+    """Serve a model file with uvicorn until interrupted (127.0.0.1 by default: not exposed to the network)."""
+    import uvicorn
+
+    uvicorn.run(create_app(model_path, name=name, max_batch=max_batch), host=host, port=port, log_level=log_level)

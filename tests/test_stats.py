@@ -1,0 +1,145 @@
+"""The statistics against scipy, the frontier-stitching thresholds, and the sequential test by simulation."""
+
+import math
+
+import pytest
+import torch
+from scipy.stats import beta as beta_dist
+from scipy.stats import binom, binomtest
+
+from modelproof.errors import ConfigError
+from modelproof.stats import (binomial_p_value, clopper_pearson_upper, decision_threshold, default_p1, log_e_value,
+                              sequential_decision, simulate_sequential)
+
+P0S = (0.0, 1e-3, 0.1, 1 / 3, 0.5, 0.9, 0.999, 1.0)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 20, 100, 257, 1000])
+@pytest.mark.parametrize("p0", P0S)
+def test_binomial_p_value_matches_scipy(n, p0):
+    for k in sorted({0, 1, n // 3, n // 2, (2 * n) // 3, n - 1, n} - {-1}):
+        if not 0 <= k <= n:
+            continue
+        want = float(binom.sf(k - 1, n, p0))
+        got = binomial_p_value(k, n, p0)
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-300), (k, n, p0)
+        if n and 0 < p0 < 1:
+            assert got == pytest.approx(binomtest(k, n, p0, alternative="greater").pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_binomial_edge_cases():
+    assert binomial_p_value(0, 10, 0.3) == 1.0      # nothing is evidence of nothing
+    assert binomial_p_value(5, 10, 0.0) == 0.0      # a match is impossible under p0 = 0
+    assert binomial_p_value(10, 10, 1.0) == 1.0     # every model matches under p0 = 1
+    assert binomial_p_value(10, 10, 0.5) == 0.5 ** 10
+    assert binomial_p_value(0, 0, 0.5) == 1.0
+
+
+@pytest.mark.parametrize("bad", [(-1, 10, 0.5), (11, 10, 0.5), (3, 10, 1.5), (3, 10, -0.1), (3, 10, math.nan),
+                                 (2.0, 10, 0.5), (True, 10, 0.5)])
+def test_binomial_rejects_bad_arguments(bad):
+    with pytest.raises(ConfigError):
+        binomial_p_value(*bad)
+
+
+@pytest.mark.parametrize("n", [1, 5, 20, 100, 600])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99, 0.999])
+def test_clopper_pearson_upper_matches_scipy(n, confidence):
+    for k in sorted({0, 1, n // 4, n // 2, n - 1} - {n}):
+        want = float(beta_dist.ppf(confidence, k + 1, n - k))
+        assert clopper_pearson_upper(k, n, confidence) == pytest.approx(want, rel=1e-9, abs=1e-12), (k, n)
+    assert clopper_pearson_upper(n, n, confidence) == 1.0
+    # one-sided at c is the upper end of scipy's two-sided exact interval at 2c - 1
+    k = n // 2
+    two_sided = binomtest(k, n).proportion_ci(confidence_level=2 * confidence - 1, method="exact").high
+    assert clopper_pearson_upper(k, n, confidence) == pytest.approx(two_sided, rel=1e-8)
+
+
+def test_clopper_pearson_rejects_bad_arguments():
+    for args in ((0, 0, 0.9), (3, 10, 1.0), (3, 10, 0.0), (11, 10, 0.9)):
+        with pytest.raises(ConfigError):
+            clopper_pearson_upper(*args)
+
+
+def test_paper_thresholds_frontier_stitching():
+    # Le Merrer et al. section 3: p0 = 1/2, p-value 0.05; extraction succeeds iff errors < theta,
+    # theta = 42 for |K| = 100 and 6 for |K| = 20 (their Algorithm 2).
+    for n, theta in ((100, 42), (20, 6)):
+        m = decision_threshold(n, 0.5, 0.05)
+        assert n - m + 1 == theta
+        assert binomial_p_value(m, n, 0.5) < 0.05 <= binomial_p_value(m - 1, n, 0.5)
+    assert decision_threshold(100, 0.5, 0.05) == 59 and decision_threshold(20, 0.5, 0.05) == 15
+
+
+def test_decision_threshold_is_minimal_everywhere():
+    for n in (1, 7, 50, 200):
+        for p0 in (0.0, 0.1, 0.5, 0.8, 1.0):
+            for alpha in (0.001, 0.01, 0.05):
+                m = decision_threshold(n, p0, alpha)
+                if m <= n:
+                    assert binomial_p_value(m, n, p0) < alpha
+                if 0 < m <= n + 1 and m - 1 <= n:
+                    assert binomial_p_value(m - 1, n, p0) >= alpha
+    assert decision_threshold(100, 1.0, 0.05) == 101  # a null every model meets can never be rejected
+
+
+def test_sequential_decision_boundaries():
+    # p0 = 0.5, p1 = 0.9: each match multiplies E by 1.8, each miss by 0.2
+    assert sequential_decision(0, 0, 0.5) == "continue"
+    assert sequential_decision(8, 8, 0.5, 0.9, alpha=0.01) == "owned"           # 1.8**8 = 110 >= 100
+    assert sequential_decision(7, 7, 0.5, 0.9, alpha=0.01) == "continue"        # 1.8**7 = 61
+    assert sequential_decision(0, 2, 0.5, 0.9, beta=0.05) == "not owned"        # 0.04 <= 0.05
+    assert sequential_decision(1, 1, 0.0, 0.9) == "owned"                       # impossible under the null
+    assert log_e_value(3, 5, 0.5, 0.9) == pytest.approx(3 * math.log(1.8) + 2 * math.log(0.2))
+    assert default_p1(0.1) == 0.9 and default_p1(0.5) == 0.9 and default_p1(0.9) == pytest.approx(0.95)
+    for bad in (dict(p1=0.4), dict(p1=1.0), dict(alpha=0.0), dict(beta=1.0)):
+        with pytest.raises(ConfigError):
+            sequential_decision(3, 5, 0.5, **{"p1": None, **bad})
+    with pytest.raises(ConfigError):
+        sequential_decision(3, 5, 1.0)
+
+
+def test_simulation_applies_the_same_rule_as_sequential_decision():
+    gen = torch.Generator().manual_seed(7)
+    outcome, queries = simulate_sequential(0.7, 60, 0.5, p1=0.8, alpha=0.05, beta=0.1, batch_size=7, runs=300,
+                                           generator=gen)
+    hits = torch.rand((300, 60), generator=torch.Generator().manual_seed(7), dtype=torch.float64) < 0.7
+    for r in range(300):
+        state, asked = "continue", 0
+        for start in range(0, 60, 7):
+            asked = min(start + 7, 60)
+            state = sequential_decision(int(hits[r, :asked].sum()), asked, 0.5, 0.8, 0.05, 0.1)
+            if state != "continue":
+                break
+        assert {"owned": 1, "not owned": -1, "continue": 0}[state] == int(outcome[r]) and asked == int(queries[r])
+
+
+@pytest.mark.parametrize("p0,key_size,batch_size", [(0.1, 100, 10), (0.5, 100, 1), (0.5, 1000, 5), (0.8, 400, 1)])
+def test_sequential_false_claim_rate_at_most_alpha(p0, key_size, batch_size):
+    """20,000 independent suspects matching with probability exactly p0, stopping whenever the rule says."""
+    alpha, runs = 0.01, 20_000
+    outcome, _ = simulate_sequential(p0, key_size, p0, alpha=alpha, batch_size=batch_size, runs=runs,
+                                     generator=torch.Generator().manual_seed(int(p0 * 1000) + key_size))
+    rate = float((outcome == 1).double().mean())
+    assert rate <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs), rate
+
+
+def test_naive_repeated_testing_would_break_the_bound():
+    """The simulation is sharp enough to see the failure it guards against: re-testing the fixed p-value
+    after every query and stopping at the first p < alpha claims far more often than alpha."""
+    alpha, n, runs = 0.05, 300, 20_000
+    hits = torch.rand((runs, n), generator=torch.Generator().manual_seed(3)) < 0.5
+    need = torch.tensor([decision_threshold(t, 0.5, alpha) for t in range(1, n + 1)])
+    naive = (hits.cumsum(1) >= need).any(1).double().mean()
+    assert naive > 2 * alpha
+    outcome, _ = simulate_sequential(0.5, n, 0.5, alpha=alpha, batch_size=1, runs=runs,
+                                     generator=torch.Generator().manual_seed(3))
+    assert float((outcome == 1).double().mean()) <= alpha
+
+
+@pytest.mark.parametrize("p0", [0.1, 0.5])
+def test_owned_suspect_decided_with_far_fewer_queries(p0):
+    outcome, queries = simulate_sequential(0.95, 100, p0, alpha=0.01, batch_size=1, runs=10_000,
+                                           generator=torch.Generator().manual_seed(11))
+    assert float((outcome == 1).double().mean()) > 0.99
+    assert float(queries[outcome == 1].double().mean()) < (10 if p0 == 0.1 else 25)

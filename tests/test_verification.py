@@ -1,0 +1,192 @@
+"""verify() and calibrate() on real small digit models, budgets, input checks, and resume after a kill."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from scipy.stats import binom
+
+from modelproof.errors import ConfigError, SuspectError
+from modelproof.keys import key_from_model, save_key
+from modelproof.modelfile import save_model
+from modelproof.stats import default_p1
+from modelproof.suspects import QueriedSuspect, TorchSuspect
+from modelproof.training import TrainConfig, predict, train_new
+from modelproof.verification import calibrate, key_order, verify
+
+QUICK = TrainConfig(epochs=10, batch_size=32, lr=0.002, optimizer="adam")
+
+
+def blends(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Half-and-half mixtures of two digits: inputs near the decision boundaries."""
+    gen = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(0, len(images), (2, n), generator=gen)
+    return 0.5 * images[i] + 0.5 * images[j]
+
+
+@pytest.fixture(scope="module")
+def others(digits):
+    """Three digit CNNs trained independently of ``trained_cnn`` (other seeds): two references, one suspect."""
+    return [train_new("cnn", digits.owner, QUICK, seed=s)[0] for s in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def key(trained_cnn, digits):
+    """200 blended inputs labelled by the protected model, with the paper's null 1/2 (not yet calibrated)."""
+    return key_from_model(trained_cnn, blends(digits.test.images, 200, seed=5), method="blend-fingerprint",
+                          params={"mix": 0.5}, null_match_prob=0.5, null_source="1/2: the paper's null model")
+
+
+@pytest.fixture(scope="module")
+def calibrated(key, others):
+    return calibrate(key, [TorchSuspect(m) for m in others[:2]], confidence=0.99)
+
+
+def test_calibration_estimates_the_null_from_references(key, others, calibrated):
+    rates = [float((predict(m, key.inputs) == key.labels).double().mean()) for m in others[:2]]
+    pooled = sum(rates) / 2
+    assert pooled < calibrated.null_match_prob < pooled + 0.1
+    assert "Clopper-Pearson" in calibrated.null_source and "2 reference" in calibrated.null_source
+    cal = calibrated.params["calibration"]
+    assert cal["trials"] == 400 and len(cal["references"]) == 2 and cal["previous_null_match_prob"] == 0.5
+    assert calibrated.params["mix"] == 0.5 and calibrated.digest() != key.digest()
+    with pytest.raises(ConfigError, match="reference"):
+        calibrate(key, [])
+    with pytest.raises(ConfigError, match="confidence"):
+        calibrate(key, [TorchSuspect(others[0])], confidence=1.0)
+
+
+def test_uncalibrated_null_would_falsely_claim_an_independent_model(key, others):
+    """Independent digit models agree on ~3/4 of blends: the paper's 1/2 is the wrong null for this key."""
+    assert verify(key, TorchSuspect(others[2])).decision == "owned"
+
+
+@pytest.mark.parametrize("mode", ["fixed", "sequential"])
+def test_protected_owned_independent_not_owned(calibrated, trained_cnn, others, mode):
+    ours = verify(calibrated, TorchSuspect(trained_cnn), mode=mode, alpha=0.01)
+    theirs = verify(calibrated, TorchSuspect(others[2]), mode=mode, alpha=0.01)
+    assert ours.decision == "owned" and theirs.decision == "not owned"
+    assert ours.match_rate == 1.0 and ours.p_value < 0.01 and theirs.p_value > 0.01
+    for v in (ours, theirs):
+        assert v.mode == mode and v.key_digest == calibrated.digest() and v.key_size == 200
+        assert v.queries_sent + v.replayed == v.queries and v.replayed == 0
+        assert v.p_value == pytest.approx(binom.sf(v.matches - 1, v.queries, v.null_match_prob), rel=1e-9)
+        assert v.suspect.startswith("torch:") and v.method == "blend-fingerprint"
+        json.dumps(v.to_dict())
+    if mode == "fixed":
+        assert ours.queries == theirs.queries == 200 and ours.e_value is None
+    else:
+        assert ours.queries < 100 and theirs.queries < 200
+        assert ours.e_value >= 100 and ours.p1 == pytest.approx(default_p1(calibrated.null_match_prob))
+
+
+def test_budget_runs_out(calibrated, trained_cnn, others):
+    v = verify(calibrated, TorchSuspect(trained_cnn), mode="sequential", budget=5, batch_size=5)
+    assert v.decision == "inconclusive" and v.queries == 5 and v.budget == 5
+    v = verify(calibrated, TorchSuspect(others[2]), budget=25, batch_size=10)
+    assert v.decision == "inconclusive" and v.queries == 25  # the last partial batch is asked one by one
+    strict = verify(calibrated, TorchSuspect(trained_cnn), budget=150, batch_size=64)
+    assert strict.decision == "owned" and strict.queries == 150  # the answered prefix already rejects the null
+
+
+def test_suspect_with_fewer_classes_answers_non_matches(calibrated, trained_cnn):
+    class FiveClasses:
+        num_classes, input_shape, identity = 5, (1, 8, 8), "five-classes"
+
+        def predict(self, images):
+            return predict(trained_cnn, images).clamp(max=4)
+
+    v = verify(calibrated, FiveClasses())
+    wanted = int((calibrated.labels <= 4).sum())
+    assert v.matches == wanted and v.queries == 200
+
+
+def test_incompatible_suspect_and_bad_arguments(calibrated, trained_cnn):
+    suspect = TorchSuspect(trained_cnn)
+
+    class Colour:
+        num_classes, input_shape, identity = 10, (3, 8, 8), "colour"
+
+        def predict(self, images):
+            return torch.zeros(len(images), dtype=torch.int64)
+
+    with pytest.raises(SuspectError, match=r"\(3, 8, 8\)"):
+        verify(calibrated, Colour())
+    for bad, fragment in ((dict(alpha=0.0), "alpha"), (dict(alpha=1.5), "alpha"), (dict(batch_size=0), "batch_size"),
+                          (dict(budget=0), "budget"), (dict(mode="bayes"), "mode"), (dict(beta=1.0), "beta"),
+                          (dict(mode="sequential", p1=0.5), "p1")):
+        with pytest.raises(ConfigError, match=fragment):
+            verify(calibrated, suspect, **bad)
+    with pytest.raises(ConfigError, match="null_match_prob < 1"):
+        verify(dataclasses.replace(calibrated, null_match_prob=1.0), suspect, mode="sequential")
+    with pytest.raises(ConfigError, match="QueriedSuspect"):
+        verify(calibrated, QueriedSuspect(suspect), budget=3)
+
+
+def test_key_order_is_a_fixed_permutation(calibrated):
+    order = key_order(calibrated)
+    assert sorted(order.tolist()) == list(range(200)) and torch.equal(order, key_order(calibrated))
+    assert not torch.equal(order, torch.arange(200))
+
+
+def test_log_replays_instead_of_asking_again(tmp_path, calibrated, trained_cnn):
+    log = tmp_path / "queries.jsonl"
+    first = verify(calibrated, TorchSuspect(trained_cnn, identity="ours"), mode="sequential", log_path=log)
+    again = verify(calibrated, TorchSuspect(trained_cnn, identity="ours"), mode="sequential", log_path=log)
+    assert first.queries_sent == first.queries and again.queries_sent == 0 and again.replayed == first.queries
+    assert (again.decision, again.matches, again.queries, again.p_value) == \
+           (first.decision, first.matches, first.queries, first.p_value)
+
+
+RUNNER = textwrap.dedent("""
+    import sys, time
+    from modelproof.keys import load_key
+    from modelproof.modelfile import load_model
+    from modelproof.suspects import TorchSuspect
+    from modelproof.verification import verify
+
+    class Slow(TorchSuspect):
+        def predict(self, images):
+            time.sleep(0.15)
+            return super().predict(images)
+
+    key, model = load_key(sys.argv[1]), load_model(sys.argv[2])
+    verify(key, Slow(model, identity="slow-suspect"), batch_size=5, log_path=sys.argv[3])
+""")
+
+
+def test_resume_after_kill(tmp_path, calibrated, trained_cnn):
+    small = dataclasses.replace(calibrated, inputs=calibrated.inputs[:60], labels=calibrated.labels[:60])
+    key_path, model_path, log = tmp_path / "k.safetensors", tmp_path / "m.safetensors", tmp_path / "q.jsonl"
+    save_key(small, key_path)
+    save_model(trained_cnn, model_path)
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    proc = subprocess.Popen([sys.executable, str(script), str(key_path), str(model_path), str(log)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and log.read_bytes().count(b"\n") >= 15:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    logged = log.read_bytes().count(b"\n")
+    assert 15 <= logged < 60
+    resumed = verify(small, TorchSuspect(trained_cnn, identity="slow-suspect"), batch_size=5, log_path=log)
+    whole = verify(small, TorchSuspect(trained_cnn, identity="slow-suspect"), batch_size=5)
+    assert resumed.replayed == logged and resumed.queries_sent == 60 - logged
+    assert resumed.replayed + resumed.queries_sent == len(small) == resumed.queries
+    assert (resumed.decision, resumed.matches, resumed.p_value) == (whole.decision, whole.matches, whole.p_value)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 60 and len({r["input_sha256"] for r in records}) == 60  # nothing asked twice

@@ -67,3 +67,12 @@ def test_onnx_export_matches_torch(trained_cnn, tmp_path):
     got = torch.from_numpy(sess.run(None, {"input": x.numpy()})[0])
     assert got.shape == (37, 10)
     assert torch.allclose(got, trained_cnn(x), atol=1e-4)
+
+
+def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
+    # A header length of 0x80 + 256*k puts byte 0x80 first; the file is still safetensors.
+    from modelproof.modelfile import looks_like_pickle
+
+    assert looks_like_pickle(pickle.dumps({"a": 1}))
+    raw = (0x80).to_bytes(8, "little") + b"{" + b" " * 0x7F
+    assert not looks_like_pickle(raw)

@@ -105,10 +105,16 @@ def save_model(model: nn.Module, path: str | Path, *, dataset: str = "", extra: 
     return path
 
 
-def _refuse_unsafe(path: Path, head: bytes) -> None:
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise ModelFileError(f"{path}: looks like a pickle or torch.save archive; modelproof never unpickles "
-                             "files (use a .safetensors model file or an .onnx export)")
+def looks_like_pickle(raw: bytes) -> bool:
+    """True for a pickle or ``torch.save`` (zip) file that is not laid out as safetensors.
+
+    A safetensors file starts with an 8-byte little-endian header length followed by ``{``; that
+    length's first byte may happen to be 0x80 or spell "PK", so the layout is checked first.
+    """
+    size = int.from_bytes(raw[:8], "little") if len(raw) >= 9 else -1
+    if 0 <= size <= len(raw) - 8 and raw[8:9] == b"{":
+        return False
+    return raw[:1] == b"\x80" or raw[:2] == b"PK"
 
 
 def read_model_file(path: str | Path) -> tuple[ModelRecord, dict[str, torch.Tensor]]:
@@ -120,7 +126,9 @@ def read_model_file(path: str | Path) -> tuple[ModelRecord, dict[str, torch.Tens
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     raw = path.read_bytes()
-    _refuse_unsafe(path, raw[:8])
+    if looks_like_pickle(raw):
+        raise ModelFileError(f"{path}: looks like a pickle or torch.save archive; modelproof never unpickles "
+                             "files (use a .safetensors model file or an .onnx export)")
     try:
         state = load(raw)
         from safetensors import safe_open
@@ -135,17 +143,68 @@ def read_model_file(path: str | Path) -> tuple[ModelRecord, dict[str, torch.Tens
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Rebuild a zoo model from its file; the weights are loaded bit-exactly (strict)."""
+    """Rebuild a zoo model from its file; the weights are loaded bit-exactly (strict).
+
+    A structurally pruned model (fewer channels, e.g. after filter pruning) is rebuilt too: layers
+    whose stored shapes differ are resized first (:func:`_resize_to_state`), the model must then
+    still run on its input shape, and its record's ``extra`` says ``structurally_pruned: true``.
+    """
+    import dataclasses
+
     from .models import build_model
 
     record, state = read_model_file(path)
     model = build_model(record.arch, record.num_classes, record.input_shape, **record.arch_kwargs)
     try:
+        resized = _resize_to_state(model, state)
         model.load_state_dict(state, strict=True)
+        if resized:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, *record.input_shape))
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit architecture {record.arch!r}: {str(exc)[:300]}") from None
+    if resized:
+        record = dataclasses.replace(record, extra={**record.extra, "structurally_pruned": True})
     model.record = record  # type: ignore[attr-defined]
     return model.eval()
+
+
+def _resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Replace each Conv2d / Linear / BatchNorm2d whose stored shape differs by one of the stored shape.
+
+    Depthwise convolutions (groups == in == out channels) stay depthwise with the new channel count;
+    other convolutions keep their groups. Returns whether any layer was replaced.
+    """
+    changed = False
+    for name, module in list(model.named_modules()):
+        prefix = f"{name}." if name else ""
+        if isinstance(module, nn.Conv2d):
+            w = state.get(prefix + "weight")
+            if w is None or w.dim() != 4 or w.shape == module.weight.shape:
+                continue
+            depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
+            groups = int(w.shape[0]) if depthwise else module.groups
+            new: nn.Module = nn.Conv2d(int(w.shape[1]) * groups, int(w.shape[0]), module.kernel_size,
+                                       module.stride, module.padding, module.dilation, groups,
+                                       bias=module.bias is not None, padding_mode=module.padding_mode)
+        elif isinstance(module, nn.Linear):
+            w = state.get(prefix + "weight")
+            if w is None or w.dim() != 2 or w.shape == module.weight.shape:
+                continue
+            new = nn.Linear(int(w.shape[1]), int(w.shape[0]), bias=module.bias is not None)
+        elif isinstance(module, nn.BatchNorm2d):
+            w = state.get(prefix + ("weight" if module.affine else "running_mean"))
+            current = module.weight if module.affine else module.running_mean
+            if w is None or current is None or w.dim() != 1 or w.shape == current.shape:
+                continue
+            new = nn.BatchNorm2d(int(w.shape[0]), module.eps, module.momentum, module.affine,
+                                 module.track_running_stats)
+        else:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        changed = True
+    return changed
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -156,7 +215,7 @@ def weights_digest(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -1,0 +1,62 @@
+"""The table of removal attacks by name, ``make_attack`` and the listing the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .base import Attack
+from .compression import SVDCompression
+from .extraction import Extraction
+from .filters import FilterPruning
+from .finetune import FTAL, FTLL, RTAL, RTLL, SmallSetFineTune
+from .overwrite import AdversarialFineTune
+from .pruning import WeightPruning
+from .quantization import Quantisation
+
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
+    FTLL, FTAL, RTLL, RTAL, SmallSetFineTune, WeightPruning, FilterPruning, SVDCompression, Quantisation,
+    AdversarialFineTune, Extraction)}
+
+
+def canonical_name(name: object) -> str:
+    """The registered spelling of attack ``name`` (case-insensitive, ``_`` read as ``-``), or ConfigError."""
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
+    if key not in ATTACKS:
+        raise ConfigError(f"unknown attack {name!r}; expected one of: {', '.join(ATTACKS)}")
+    return key
+
+
+def make_attack(name: str, **params: Any) -> Attack:
+    """The attack registered as ``name`` with ``params``; ConfigError for an unknown name or parameter."""
+    cls = ATTACKS[canonical_name(name)]
+    accepted = [p.name for p in cls.PARAMS]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(map(repr, unknown))} for attack {cls.name!r}; "
+                          f"accepted: {', '.join(accepted) or 'none'}")
+    return cls(**params)
+
+
+def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings parsed by the declared kind of each of attack ``name``'s parameters."""
+    cls = ATTACKS[canonical_name(name)]
+    specs = {p.name: p for p in cls.PARAMS}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--param expects key=value, got {pair!r}")
+        if key not in specs:
+            raise ConfigError(f"unknown parameter {key!r} for attack {cls.name!r}; accepted: {', '.join(specs)}")
+        out[key] = specs[key].parse(value)
+    return out
+
+
+def describe_attacks() -> list[dict[str, Any]]:
+    """Name, one-line description and parameters (name, kind, default, help) of every attack."""
+    return [{"name": name, "description": cls.description,
+             "params": [{"name": p.name, "kind": p.kind, "default": list(p.default) if isinstance(p.default, tuple)
+                         else p.default, "help": p.help} for p in cls.params()]}
+            for name, cls in ATTACKS.items()]

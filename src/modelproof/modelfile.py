@@ -68,13 +68,16 @@ class ModelRecord:
 
 def record_of(model: nn.Module, dataset: str = "", extra: dict | None = None) -> ModelRecord:
     """The record of a zoo model (built by ``models.build_model``)."""
-    arch = getattr(model, "arch", None)
-    if arch is None:
-        raise ModelFileError(f"{type(model).__name__} is not a zoo model (no .arch); save it with export_onnx instead")
-    norm = model.normalize
-    return ModelRecord(arch=arch, num_classes=int(model.num_classes), input_shape=tuple(model.input_shape),
-                       arch_kwargs=dict(getattr(model, "arch_kwargs", {})),
-                       mean=tuple(norm.mean.flatten().tolist()), std=tuple(norm.std.flatten().tolist()),
+    from .errors import ConfigError
+    from .models import architecture_record
+
+    try:
+        arch = architecture_record(model)
+    except ConfigError:
+        raise ModelFileError(f"{type(model).__name__} is not a zoo model (no architecture record); "
+                             "save it with export_onnx instead") from None
+    return ModelRecord(arch=arch["arch"], num_classes=arch["num_classes"], input_shape=tuple(arch["input_shape"]),
+                       arch_kwargs=arch["arch_kwargs"], mean=tuple(arch["mean"]), std=tuple(arch["std"]),
                        dataset=dataset, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        extra=dict(extra or {}))
 
@@ -151,10 +154,14 @@ def load_model(path: str | Path) -> nn.Module:
     """
     import dataclasses
 
-    from .models import build_model
+    from .errors import ConfigError
+    from .models import build_from_record
 
     record, state = read_model_file(path)
-    model = build_model(record.arch, record.num_classes, record.input_shape, **record.arch_kwargs)
+    try:
+        model = build_from_record(asdict(record))
+    except ConfigError as exc:
+        raise ModelFileError(f"{path}: the model record does not describe a buildable model ({exc})") from None
     try:
         resized = _resize_to_state(model, state)
         model.load_state_dict(state, strict=True)

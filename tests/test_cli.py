@@ -38,6 +38,15 @@ def test_demo_runs_end_to_end(tmp_path):
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["test_accuracy"] >= 0.9 and result["reload_bit_exact"] is True
+    rows = {row["method"]: row for row in result["table"]}
+    assert {"zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label"} <= set(rows)
+    for name, row in rows.items():
+        assert "error" not in row, row
+        assert row["decision"] == "owned" and row["false_claim_count"] == 0 and row["negatives"] == 3, row
+        assert row["accuracy_after"] >= row["accuracy_before"] - 0.02, row
+    for name in ("zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label"):
+        assert rows[name]["p_value"] < 1e-6 and rows[name]["sequential_queries"] <= 10
+    assert (tmp_path / "new-label" / "key.mpkey").is_file() and (tmp_path / "new-label" / "model.safetensors").is_file()
 
 
 def _assert_clean_error(r, fragment):

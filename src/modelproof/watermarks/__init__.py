@@ -1,0 +1,1 @@
+"""Watermarks: protections that change the model (trigger sets, new label, frontier stitching, blind)."""

@@ -1,0 +1,1 @@
+"""Fingerprints: protections that read the model without changing it (IPGuard and its baselines)."""

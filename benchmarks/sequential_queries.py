@@ -58,7 +58,7 @@ def main() -> None:
                   f"{int(q.max()):>4} | {false_rate:>12.5f} {alpha + 3 * se:>9.5f} | {naive:>13.4f} | "
                   f">= {need}/{key_size} matches, {key_size} queries")
     print(f"\nqueries: key inputs asked before the decision (owned runs only); the key holds {key_size}.")
-    print(f"false claims: share of independent suspects declared owned; a+3 s.e.: alpha plus 3 standard errors.")
+    print("false claims: share of independent suspects declared owned; a+3 s.e.: alpha plus 3 standard errors.")
     print("naive re-test: stopping at the first fixed-sample p < alpha after each batch (not valid).")
     print(f"done in {time.perf_counter() - start:.1f} s")
 

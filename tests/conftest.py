@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled digits split once, and one small trained CNN per session."""
+"""Shared fixtures: the bundled digits split once (8x8 and 16x16), a small trained CNN, the demo's MLP and
+the negatives that have nothing to do with it, each built once per session."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import pytest
 import torch
 
 from modelproof.data import Splits, load_splits
+from modelproof.demo import DEMO_CONFIG
+from modelproof.suspects import TorchSuspect, train_random_forest
 from modelproof.training import TrainConfig, train_new
 
 # Tiny models gain nothing from a second thread, and oversubscribed threads make timings erratic.
@@ -25,3 +28,22 @@ def trained_cnn(digits):
     """A Keras-style CNN trained on the digits owner split (a few seconds)."""
     model, _ = train_new("cnn", digits.owner, FAST, seed=0)
     return model
+
+
+@pytest.fixture(scope="session")
+def digits16() -> Splits:
+    """Digits resized to 16x16 (the demo's size, where Zhang et al.'s round blocks fit)."""
+    return load_splits("digits", size=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def mlp16(digits16):
+    """The demo's MLP trained on the 16x16 owner split with seed 0 (tests must not mutate it)."""
+    return train_new("mlp", digits16.owner, DEMO_CONFIG, seed=0)[0]
+
+
+@pytest.fixture(scope="session")
+def negatives16(digits16) -> list:
+    """Suspects unrelated to ``mlp16``: the same MLP from seeds 1 and 2, and a random forest."""
+    nets = [TorchSuspect(train_new("mlp", digits16.owner, DEMO_CONFIG, seed=s)[0]) for s in (1, 2)]
+    return nets + [train_random_forest(digits16.owner, seed=0)]

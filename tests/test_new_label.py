@@ -5,36 +5,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelproof.data import load_splits
 from modelproof.demo import DEMO_CONFIG
 from modelproof.errors import ConfigError
 from modelproof.modelfile import load_model, save_model
 from modelproof.models import build_model
 from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
+from modelproof.suspects import TorchSuspect
 from modelproof.training import evaluate, predict, train_new
 from modelproof.verification import verify
 from modelproof.watermarks.new_label import NewLabel, OriginalClasses, extend_head, predict_original
 
 
-@pytest.fixture(scope="module")
-def digits16():
-    return load_splits("digits", size=16, seed=0)
-
 
 @pytest.fixture(scope="module")
-def base(digits16):
-    return train_new("mlp", digits16.owner, DEMO_CONFIG, seed=0)[0]
+def protected(mlp16, digits16):
+    return NewLabel(**NewLabel.demo_params).protect(mlp16, digits16.owner, seed=0, test=digits16.test)
 
 
-@pytest.fixture(scope="module")
-def protected(base, digits16):
-    return NewLabel(**NewLabel.demo_params).protect(base, digits16.owner, seed=0, test=digits16.test)
-
-
-def test_model_gets_one_more_output_and_verifies_owned(protected, base):
+def test_model_gets_one_more_output_and_verifies_owned(protected, mlp16):
     model, key = protected.model, protected.key
-    assert model.head.out_features == 11 and model.num_classes == 11 and base.num_classes == 10
+    assert model.head.out_features == 11 and model.num_classes == 11 and mlp16.num_classes == 10
     assert key.num_classes == 11 and (key.labels == 10).all()
     assert protected.report["key_accuracy"] >= 0.9
     verdict = verify(key, TorchSuspect(model))
@@ -43,9 +33,9 @@ def test_model_gets_one_more_output_and_verifies_owned(protected, base):
     assert sequential.decision == "owned" and sequential.queries <= 10
 
 
-def test_still_answers_the_original_classes(protected, base, digits16):
+def test_still_answers_the_original_classes(protected, mlp16, digits16):
     model, test = protected.model, digits16.test
-    assert evaluate(model, test) >= evaluate(base, test) - 0.02  # full argmax: a Delta answer is an error
+    assert evaluate(model, test) >= evaluate(mlp16, test) - 0.02  # full argmax: a Delta answer is an error
     assert float((predict(model, test.images) == 10).float().mean()) <= 0.02
     original = predict_original(model, test.images)
     assert int(original.max()) < 10 and float((original == test.labels).float().mean()) >= evaluate(model, test)
@@ -54,9 +44,8 @@ def test_still_answers_the_original_classes(protected, base, digits16):
     assert protected.report["accuracy_original_classes"] >= protected.report["accuracy_after"]
 
 
-def test_independent_models_are_not_claimed(protected, base, digits16):
-    negatives = [TorchSuspect(train_new("mlp", digits16.owner, DEMO_CONFIG, seed=s)[0]) for s in (1, 2)]
-    negatives.append(train_random_forest(digits16.owner, seed=0))
+def test_independent_models_are_not_claimed(protected, digits16, negatives16):
+    negatives = list(negatives16)
     # a suspect with C+1 outputs: another owner's new-label model (other secret, other seed)
     other = make_protection("new-label", **{**NewLabel.demo_params, "secret": "someone else"})
     negatives.append(TorchSuspect(other.protect(negatives[0].model, digits16.owner, seed=1).model))
@@ -78,12 +67,12 @@ def test_saved_model_reloads_with_eleven_outputs(protected, tmp_path, digits16):
     assert torch.equal(predict(again, digits16.test.images), predict(protected.model, digits16.test.images))
 
 
-def test_extend_head_keeps_answers(base, digits16):
+def test_extend_head_keeps_answers(mlp16, digits16):
     extended = extend_head(build_model("mlp", 10, (1, 16, 16), seed=0), torch.Generator())
     assert extended.head.out_features == 11
     copy = train_new("mlp", digits16.owner, DEMO_CONFIG, seed=0)[0]
     extend_head(copy, torch.Generator().manual_seed(0))
-    same = (predict(copy, digits16.test.images) == predict(base, digits16.test.images)).float().mean()
+    same = (predict(copy, digits16.test.images) == predict(mlp16, digits16.test.images)).float().mean()
     assert float(same) >= 0.99
 
 
@@ -104,8 +93,8 @@ def test_scratch_mode(digits16):
     assert verify(result.key, TorchSuspect(result.model)).decision == "owned"
 
 
-def test_null_prob_override(base, digits16):
-    result = NewLabel(secret="s", null_prob=0.5, alpha=0.05, beta=0.3, epochs=3).protect(base, digits16.owner)
+def test_null_prob_override(mlp16, digits16):
+    result = NewLabel(secret="s", null_prob=0.5, alpha=0.05, beta=0.3, epochs=3).protect(mlp16, digits16.owner)
     assert result.key.null_match_prob == 0.5 and "given by the owner" in result.key.null_source
 
 
@@ -118,6 +107,6 @@ def test_bad_params(params, fragment):
         NewLabel(**params)
 
 
-def test_too_much_data_asked(base, digits16):
+def test_too_much_data_asked(mlp16, digits16):
     with pytest.raises(ConfigError, match="exceed"):
-        NewLabel(secret="s", alpha=0.99, key_size=50).protect(base, digits16.owner)
+        NewLabel(secret="s", alpha=0.99, key_size=50).protect(mlp16, digits16.owner)

@@ -8,11 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelproof.cli import app
-from modelproof.data import load_splits
-from modelproof.demo import DEMO_CONFIG
 from modelproof.keys import load_key
 from modelproof.modelfile import load_model, save_model
-from modelproof.training import train_new
 
 runner = CliRunner()
 
@@ -22,10 +19,8 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    splits = load_splits("digits", size=16, seed=0)
-    model = train_new("mlp", splits.owner, DEMO_CONFIG, seed=0)[0]
-    return save_model(model, tmp_path_factory.mktemp("m") / "mlp16.safetensors", dataset="digits")
+def model_file(tmp_path_factory, mlp16):
+    return save_model(mlp16, tmp_path_factory.mktemp("m") / "mlp16.safetensors", dataset="digits")
 
 
 def test_protect_writes_model_and_encrypted_key(model_file, tmp_path):

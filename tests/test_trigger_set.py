@@ -5,51 +5,34 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelproof.data import load_splits
-from modelproof.demo import DEMO_CONFIG
 from modelproof.errors import ConfigError, ModelproofError
 from modelproof.models import build_model
 from modelproof.protection import PROTECTIONS, make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import evaluate, train_new
+from modelproof.suspects import TorchSuspect
+from modelproof.training import evaluate
 from modelproof.verification import calibrate, verify
 from modelproof.watermarks import patterns, trigger_set  # noqa: F401  (registers the methods)
 
 METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi")
 
 
-@pytest.fixture(scope="module")
-def digits16():
-    return load_splits("digits", size=16, seed=0)
-
-
-@pytest.fixture(scope="module")
-def base(digits16):
-    return train_new("mlp", digits16.owner, DEMO_CONFIG, seed=0)[0]
-
-
-@pytest.fixture(scope="module")
-def negatives(digits16):
-    """Same architecture and data, other seeds; and a random forest: nothing derived from ``base``."""
-    nets = [TorchSuspect(train_new("mlp", digits16.owner, DEMO_CONFIG, seed=s)[0]) for s in (1, 2)]
-    return nets + [train_random_forest(digits16.owner, seed=0)]
 
 
 @pytest.fixture(scope="module", params=METHODS)
-def protected(request, digits16, base):
+def protected(request, digits16, mlp16):
     protection = make_protection(request.param, **PROTECTIONS[request.param].demo_params)
-    return request.param, protection.protect(base, digits16.owner, seed=0, test=digits16.test)
+    return request.param, protection.protect(mlp16, digits16.owner, seed=0, test=digits16.test)
 
 
-def test_embeds_verifies_and_keeps_fidelity(protected, base, digits16, negatives):
+def test_embeds_verifies_and_keeps_fidelity(protected, mlp16, digits16, negatives16):
     name, result = protected
     assert result.key.method == name and len(result.key) == 30
     assert result.report["key_accuracy"] >= 0.95
-    assert evaluate(base, digits16.test) - evaluate(result.model, digits16.test) <= 0.02
+    assert evaluate(mlp16, digits16.test) - evaluate(result.model, digits16.test) <= 0.02
     verdict = verify(result.key, TorchSuspect(result.model))
     assert verdict.decision == "owned" and verdict.p_value < 1e-6
     assert verify(result.key, TorchSuspect(result.model), mode="sequential").decision == "owned"
-    for negative in negatives:
+    for negative in negatives16:
         assert verify(result.key, negative).decision == "not owned", negative.identity
 
 
@@ -65,10 +48,10 @@ def test_null_is_documented_and_not_naive(protected):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_same_secret_same_key(name, base, digits16):
+def test_same_secret_same_key(name, mlp16, digits16):
     def inputs(secret):
         protection = make_protection(name, secret=secret, key_size=10)
-        return protection.plan(base, digits16.owner, 10).inputs
+        return protection.plan(mlp16, digits16.owner, 10).inputs
 
     first = inputs("alice")
     assert torch.equal(first, inputs("alice"))
@@ -81,9 +64,9 @@ def test_int_and_text_secret_agree():
                        torch.rand(3, generator=patterns.secret_generator("42", "p")))
 
 
-def test_zhang_triggers_come_from_other_classes(base, digits16):
+def test_zhang_triggers_come_from_other_classes(mlp16, digits16):
     protection = make_protection("zhang-noise", secret="s", key_size=20, target=3)
-    plan = protection.plan(base, digits16.owner, 10)
+    plan = protection.plan(mlp16, digits16.owner, 10)
     assert (plan.labels == 3).all()
     # each key input is a non-target owner image plus the secret's pattern: find its source
     pattern = patterns.noise_pattern((1, 16, 16), patterns.secret_generator("s", "noise-pattern"))
@@ -139,17 +122,17 @@ def test_bad_params_name_the_value(name, params, fragment):
         make_protection(name, **params)
 
 
-def test_errors_found_at_protect_time(base, digits16):
+def test_errors_found_at_protect_time(mlp16, digits16):
     with pytest.raises(ConfigError, match="target"):
-        make_protection("zhang-noise", secret="s", target=10).protect(base, digits16.owner)
+        make_protection("zhang-noise", secret="s", target=10).protect(mlp16, digits16.owner)
     with pytest.raises(ConfigError, match="radius"):
-        make_protection("zhang-content", secret="s", radius=8).protect(base, digits16.owner)
+        make_protection("zhang-content", secret="s", radius=8).protect(mlp16, digits16.owner)
     with pytest.raises(ModelproofError, match="nope"):
-        make_protection("zhang-unrelated", secret="s", source="nope:/x").protect(base, digits16.owner)
+        make_protection("zhang-unrelated", secret="s", source="nope:/x").protect(mlp16, digits16.owner)
 
 
-def test_null_can_be_recalibrated(protected, negatives):
+def test_null_can_be_recalibrated(protected, negatives16):
     _, result = protected
-    calibrated = calibrate(result.key, negatives)
+    calibrated = calibrate(result.key, negatives16)
     assert "Clopper-Pearson" in calibrated.null_source and calibrated.params["calibration"]["trials"] == 90
     assert verify(calibrated, TorchSuspect(result.model)).decision == "owned"

@@ -26,7 +26,8 @@ from modelproof.keys import OwnershipKey, load_key, save_key
 from modelproof.modelfile import load_model, save_model
 from modelproof.suspects import TorchSuspect
 from modelproof.training import TrainConfig, evaluate, train_new
-from modelproof.verification import verify
+from modelproof.stats import decision_threshold
+from modelproof.verification import calibrate, verify
 from modelproof.watermarks.frontier import NULL_MATCH_PROB, NULL_SOURCE, FrontierStitching, build_key
 
 ALPHA = 0.05
@@ -59,6 +60,8 @@ NOTES = [
     "of attacker images, true labels, 5 epochs Adam 1e-4). IRNN: pruning/SVD skipped (its recurrent weights "
     "are not Linear/Conv layers, and the paper ran SVD on CNN and MLP only)",
     f"extraction = verify(key, suspect, alpha={ALPHA}) says owned (null match probability 1/2)",
+    "calibration: modelproof.verification.calibrate (worst reference) on the first half (rounded up) of the "
+    "unmarked nets of every architecture; a suspect is then claimed with at least the 'claim if' matches of 100",
 ]
 
 
@@ -178,6 +181,30 @@ def robustness(kind: str, rates: dict, arch: str, marks: list, splits, store: St
     return rows
 
 
+def calibration(archs: list[str], marks: dict, unmarked: dict, references: int) -> list[list]:
+    """The paper's 1/2 null against one calibrated on ``references`` unmarked nets of every architecture.
+
+    The remaining unmarked nets are held out: they are the independent suspects that must not be
+    claimed. The marked model must still be.
+    """
+    refs = [TorchSuspect(u[0], identity=f"{a} ref {j}") for a in archs for j, u in enumerate(unmarked[a][:references])]
+    held = [TorchSuspect(u[0], identity=f"{a} held {j}") for a in archs for j, u in enumerate(unmarked[a][references:])]
+    rows = []
+    for arch in archs:
+        nulls, need, paper_claims, claims, owned = [], [], 0, 0, 0
+        for model, key, _ in marks[arch]:
+            cal = calibrate(key, refs)
+            nulls.append(cal.null_match_prob)
+            need.append(decision_threshold(len(cal), cal.null_match_prob, ALPHA))
+            paper_claims += sum(verify(key, h, alpha=ALPHA).decision == "owned" for h in held)
+            claims += sum(verify(cal, h, alpha=ALPHA).decision == "owned" for h in held)
+            owned += verify(cal, TorchSuspect(model), alpha=ALPHA).decision == "owned"
+        trials = len(marks[arch]) * len(held)
+        rows.append([arch.upper(), len(refs), f"{min(nulls):.3f}-{max(nulls):.3f}", f">= {min(need)}-{max(need)}",
+                     f"{paper_claims}/{trials}", f"{claims}/{trials}", f"{owned}/{len(marks[arch])}"])
+    return rows
+
+
 def overwrite(model, key: OwnershipKey, splits, seed: int) -> dict:
     """Table 3: fine-tune on 1,000 fresh FGSM adversaries of the attacker's images; measure the key."""
     out = make_attack("overwrite", n=1000, eps=0.25).attack(model, splits.attacker, seed=seed)
@@ -246,6 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     table(f"False positives (Fig. 6): keys of the marked net vs {args.unmarked} unmarked nets each, "
           f"{args.markings} keys per eps", ["key from", "unmarked", "eps", "Hamming min / median / max",
                                             "false claims p<.05", "claim if", "paper FPs"], rows)
+
+    references = (args.unmarked + 1) // 2
+    if args.unmarked - references > 0:
+        table(f"Calibration: null = the largest Clopper-Pearson 0.99 bound of {references} unmarked net(s) of each "
+              f"architecture, the other {args.unmarked - references} of each held out; keys of the {args.markings} "
+              "markings",
+              ["key from", "references", "calibrated null", "claim if matches", "held-out claims, null 1/2",
+               "held-out claims, calibrated", "marked owned"], calibration(archs, marks, unmarked, references))
 
     prune_rows, svd_rows = [], []
     for arch in archs:

@@ -88,6 +88,10 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
     assert r.exit_code == 0 and r.stdout.startswith("decision: NOT OWNED"), r.output
     r = run("verify", "--key", out_key, "--suspect", files / "ours.safetensors", "--json")
     assert json.loads(r.stdout)["decision"] == "owned"
+    r = run("calibrate", "--key", files / "key.safetensors", "--reference", files / "ref.safetensors",
+            "--reference", files / "other.safetensors", "--pooled", "--out", tmp_path / "pooled.safetensors", "--json")
+    pooled = json.loads(r.stdout)
+    assert r.exit_code == 0 and "pooled" in pooled["null_source"] and len(pooled["references"]) == 2
 
 
 def test_budget_and_query_log(files, tmp_path):

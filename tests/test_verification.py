@@ -16,7 +16,7 @@ from scipy.stats import binom
 from modelproof.errors import ConfigError, SuspectError
 from modelproof.keys import key_from_model, save_key
 from modelproof.modelfile import save_model
-from modelproof.stats import default_p1
+from modelproof.stats import clopper_pearson_upper, default_p1
 from modelproof.suspects import QueriedSuspect, TorchSuspect
 from modelproof.training import TrainConfig, predict, train_new
 from modelproof.verification import calibrate, key_order, verify
@@ -51,16 +51,23 @@ def calibrated(key, others):
 
 def test_calibration_estimates_the_null_from_references(key, others, calibrated):
     rates = [float((predict(m, key.inputs) == key.labels).double().mean()) for m in others[:2]]
-    pooled = sum(rates) / 2
-    assert pooled < calibrated.null_match_prob < pooled + 0.1
+    worst = max(rates)
+    assert worst < calibrated.null_match_prob < worst + 0.1
+    assert calibrated.null_match_prob == pytest.approx(clopper_pearson_upper(round(worst * 200), 200, 0.99))
     assert "Clopper-Pearson" in calibrated.null_source and "2 reference" in calibrated.null_source
     cal = calibrated.params["calibration"]
     assert cal["trials"] == 400 and len(cal["references"]) == 2 and cal["previous_null_match_prob"] == 0.5
+    assert cal["method"] == "worst"
+    pooled = calibrate(key, [TorchSuspect(m) for m in others[:2]], confidence=0.99, method="pooled")
+    assert sum(rates) / 2 < pooled.null_match_prob <= calibrated.null_match_prob
+    assert pooled.null_match_prob == pytest.approx(clopper_pearson_upper(round(sum(rates) * 200), 400, 0.99))
     assert calibrated.params["mix"] == 0.5 and calibrated.digest() != key.digest()
     with pytest.raises(ConfigError, match="reference"):
         calibrate(key, [])
     with pytest.raises(ConfigError, match="confidence"):
         calibrate(key, [TorchSuspect(others[0])], confidence=1.0)
+    with pytest.raises(ConfigError, match="median"):
+        calibrate(key, [TorchSuspect(others[0])], method="median")
 
 
 def test_uncalibrated_null_would_falsely_claim_an_independent_model(key, others):

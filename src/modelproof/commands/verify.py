@@ -68,6 +68,10 @@ def calibrate_cmd(key: KeyOpt,
                   out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the calibrated key.")],
                   confidence: Annotated[float, typer.Option(help="Confidence of the Clopper-Pearson upper "
                                                             "bound.")] = 0.99,
+                  pooled: Annotated[bool, typer.Option("--pooled", help="Bound the pooled match rate of the "
+                                                       "references (only for references of one kind: same "
+                                                       "architecture, other seeds); default: the worst "
+                                                       "reference's bound.")] = False,
                   passphrase: PassOpt = None, json_out: JsonOpt = False) -> None:
     """Estimate the key's null match probability from independently trained reference models."""
     from ..keys import load_key, save_key
@@ -75,7 +79,8 @@ def calibrate_cmd(key: KeyOpt,
     from ..verification import calibrate
 
     owned_key = load_key(key, passphrase)
-    calibrated = calibrate(owned_key, [open_suspect(r) for r in reference], confidence=confidence)
+    calibrated = calibrate(owned_key, [open_suspect(r) for r in reference], confidence=confidence,
+                           method="pooled" if pooled else "worst")
     save_key(calibrated, out, passphrase)
     refs = calibrated.params["calibration"]["references"]
     result = {"out": str(out), "null_match_prob": calibrated.null_match_prob, "null_source": calibrated.null_source,

@@ -1,7 +1,8 @@
 """IPGuard's Tables 4 and 5 on MNIST and Fashion-MNIST: ARUC of IPGuard and its baselines.
 
 Usage: nohup python benchmarks/ipguard_aruc.py [--datasets mnist fashion-mnist] [--data ../shared/data]
-                                               [--cache benchmarks/.cache/ipguard] > aruc.log &
+                                               [--cache benchmarks/.cache/ipguard] [--arch lenet5]
+                                               [--methods Random FGSM IGSM CW-L2 IPGuard] > aruc.log &
 
 Per dataset (CPU stand-ins for the paper's CIFAR-10 / CIFAR-100): a LeNet-5 target trained on a
 subset of the owner split; positive suspects from the removal attack suite on the attacker's split
@@ -69,10 +70,11 @@ def population(name: str, splits: Splits, cache: Path, log: Callable[[str], None
     return target, pos, neg
 
 
-def settings() -> list[tuple[str, str, dict]]:
-    """(method, label, protection parameters) for every point of every grid."""
+def settings(methods: list[str]) -> list[tuple[str, str, dict]]:
+    """(method, label, protection parameters) for every point of the grids of ``methods``."""
     out = []
-    for method, (_, param, values) in GRIDS.items():
+    for method in methods:
+        _, param, values = GRIDS[method]
         inits = ("",) if method == "Random" else (CW_INITS if method == "CW-L2" else INITS)
         for init in inits:
             for value in values:
@@ -83,11 +85,11 @@ def settings() -> list[tuple[str, str, dict]]:
 
 
 def evaluate_grid(target: torch.nn.Module, splits: Splits, suspects: list[LabelledSuspect], cache: Path,
-                  log: Callable[[str], None]) -> dict[str, dict]:
+                  log: Callable[[str], None], methods: list[str]) -> dict[str, dict]:
     """Matching rates of every suspect for every setting (cached in ``cache/rates.json``)."""
     store = cache / "rates.json"
     done: dict[str, dict] = json.loads(store.read_text()) if store.is_file() else {}
-    for method, label, params in settings():
+    for method, label, params in settings(methods):
         if label in done:
             continue
         protection = make_protection(GRIDS[method][0], points=100, **params)
@@ -106,24 +108,27 @@ def _kind(suspects: list[LabelledSuspect], name: str) -> str:
     return next(s.kind for s in suspects if s.name == name)
 
 
-def report(name: str, suspects: list[LabelledSuspect], done: dict[str, dict], out: Path) -> dict[str, float]:
+def report(name: str, suspects: list[LabelledSuspect], done: dict[str, dict], out: Path,
+           methods: list[str]) -> dict[str, float]:
     """Print the tables for one dataset; return each method's best ARUC."""
+    done = {label: d for label, d in done.items() if d["method"] in methods}
     pos = [s for s in suspects if s.kind == "positive"]
     neg = [s for s in suspects if s.kind == "negative"]
     scores = {label: aruc([d["rates"][s.name] for s in pos], [d["rates"][s.name] for s in neg])
               for label, d in done.items()}
     best = {m: max((lab for lab, d in done.items() if d["method"] == m), key=lambda lab: scores[lab])
-            for m in GRIDS}
+            for m in methods}
     print(f"\n=== {name}: {len(pos)} positive and {len(neg)} negative suspects ===")
     print(f"{'method':<9} {'ARUC':>6} {'gap':>6} {'seconds':>8}  best setting")
     for m, lab in best.items():
         d = done[lab]
         gap = separation_gap([d["rates"][s.name] for s in pos], [d["rates"][s.name] for s in neg])
         print(f"{m:<9} {scores[lab]:6.3f} {gap:6.2f} {d['seconds']:8.1f}  {lab}")
-    print("\nIPGuard ARUC by k (rows) and initialisation (columns)")
-    print("k     " + "".join(f"{i:>7}" for i in INITS))
-    for k in GRIDS["IPGuard"][2]:
-        print(f"{k:<5g} " + "".join(f"{scores.get(f'IPGuard-{i} k={k:g}', float('nan')):7.3f}" for i in INITS))
+    if "IPGuard" in methods:
+        print("\nIPGuard ARUC by k (rows) and initialisation (columns)")
+        print("k     " + "".join(f"{i:>7}" for i in INITS))
+        for k in GRIDS["IPGuard"][2]:
+            print(f"{k:<5g} " + "".join(f"{scores.get(f'IPGuard-{i} k={k:g}', float('nan')):7.3f}" for i in INITS))
     print(f"\nmatching rates at each method's best setting (Table 5)\n{'suspect':<26} {'acc':>9}"
           + "".join(f"{m:>11}" for m in best))
     for s in pos:
@@ -136,7 +141,7 @@ def report(name: str, suspects: list[LabelledSuspect], done: dict[str, dict], ou
             r = [done[lab]["rates"][s.name] for s in members]
             cells.append(f"{min(r):.2f}-{max(r):.2f}")
         print(f"{group + f' (x{len(members)})':<26} {min(accs):.2f}-{max(accs):.2f}" + "".join(f"{c:>11}" for c in cells))
-    for m in ("IPGuard", "CW-L2", "FGSM", "IGSM", "Random"):
+    for m in methods:
         top = max(max(d["rates"][s.name] for s in neg) for d in done.values() if d["method"] == m)
         print(f"largest negative matching rate over the {m} grid: {top:.2f}")
     from modelproof.evaluation.plots import plot_curves
@@ -161,6 +166,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--prune-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -173,14 +179,14 @@ def main() -> None:
         full = load_splits(name, Path(args.data) / name, seed=0)
         splits = Splits(full.owner.subset(range(args.owner)), full.attacker.subset(range(args.attacker)),
                         full.test.subset(range(args.test)))
-        cache = Path(args.cache) / name
+        cache = Path(args.cache) / (name if args.arch == "lenet5" else f"{name}-{args.arch}")
         log(f"{name}: owner {len(splits.owner)}, attacker {len(splits.attacker)}, test {len(splits.test)} images")
         target, pos, neg = population(name, splits, cache, log, args)
-        done = evaluate_grid(target, splits, pos + neg, cache, log)
-        summary[name] = report(name, pos + neg, done, cache)
+        done = evaluate_grid(target, splits, pos + neg, cache, log, args.methods)
+        summary[name] = report(name, pos + neg, done, cache, args.methods)
         log(f"{name} done")
     print("\nARUC (Table 4)\n" + f"{'method':<9}" + "".join(f"{n:>15}" for n in summary))
-    for m in GRIDS:
+    for m in args.methods:
         print(f"{m:<9}" + "".join(f"{summary[n][m]:15.3f}" for n in summary))
     print("paper (CIFAR-10 / CIFAR-100): Random 0.35/0.52, FGSM 0.63/0.58, IGSM 0.59/0.65, CW-L2 0.95/1.00, "
           "IPGuard 0.94/1.00")

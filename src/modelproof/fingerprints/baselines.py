@@ -29,7 +29,8 @@ from torch import nn
 
 from ..data import Dataset
 from ..protection import Protected, register_protection
-from .ipguard import FingerprintBase, check_init, check_int, check_number, frozen, initial_points
+from ..checks import check_int
+from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
 
 ALPHA = 1.0 / 255.0
 # CW-L2's Adam rate (in tanh space): the paper's 0.001 (CIFAR) and 0.1 (ImageNet); on the grey

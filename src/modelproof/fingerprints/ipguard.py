@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset
+from ..checks import check_int
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
@@ -55,13 +56,6 @@ def learning_rate(dataset_name: str) -> float:
     """The per-dataset Adam learning rate (the paper's where it gives one, else ours)."""
     base = dataset_name.split("/")[0].lower()
     return PAPER_LR.get(base, OUR_LR.get(base, DEFAULT_LR))
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``, else ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def check_number(name: str, value: object, *, minimum: float, strict: bool = False,

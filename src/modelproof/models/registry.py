@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checks import check_int
 from ..errors import ConfigError
 from . import mobilenet, preact, resnet, small, vgg
 from .base import ZooModel
@@ -78,12 +79,6 @@ def _canonical(name: object) -> str:
     return key
 
 
-def _check_int(what: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_input_shape(input_shape: object) -> tuple[int, int, int]:
     """(C, H, W) with C in (1, 3) and positive H, W."""
     ok = isinstance(input_shape, Sequence) and not isinstance(input_shape, str) and len(input_shape) == 3 \
@@ -121,7 +116,7 @@ def _check_kwargs(arch: str, spec: ArchSpec, kwargs: Mapping[str, object]) -> di
     for key, value in kwargs.items():
         default = spec.defaults[key]
         if isinstance(default, int):
-            out[key] = _check_int(f"{arch}: {key}", value, 1)
+            out[key] = check_int(f"{arch}: {key}", value, 1)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{arch}: {key} must be a number, got {value!r}")
         else:
@@ -141,12 +136,12 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
     """
     arch = _canonical(name)
     spec = _SPECS[arch]
-    num_classes = _check_int("num_classes", num_classes, 2)
+    num_classes = check_int("num_classes", num_classes, 2)
     shape = _check_input_shape(input_shape)
     require_min_side(arch, shape, spec.min_side)
     mean_ = _check_stats("mean", mean, shape[0], positive=False)
     std_ = _check_stats("std", std, shape[0], positive=True)
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     if seed >= 2**63:
         raise ConfigError(f"seed must be below 2**63, got {seed}")
     options = _check_kwargs(arch, spec, kwargs)

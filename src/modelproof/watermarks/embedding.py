@@ -34,13 +34,6 @@ MODES = ("finetune", "scratch")
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 1000
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` if it is an integer >= ``minimum``, else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_number(name: str, value: object, low: float, high: float, *, low_open: bool = True,
                  high_open: bool = False) -> float:
     """``value`` as a float if it is a finite number in the interval, else ConfigError."""

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..adversarial import check_eps, check_norm, fgsm
 from ..data import Dataset
+from ..checks import check_int
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
@@ -171,12 +172,6 @@ def embed_key(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, clea
                        seconds=time.perf_counter() - start)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 @register_protection
 class FrontierStitching(Protection):
     """Frontier stitching: embed half true, half false FGSM adversaries labelled with their true class."""
@@ -200,10 +195,10 @@ class FrontierStitching(Protection):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         self.optimizer = optimizer
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.key_per_batch = _positive_int("key_per_batch", key_per_batch)
-        self.max_epochs = _positive_int("max_epochs", max_epochs)
-        self.attempts = _positive_int("attempts", attempts)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.key_per_batch = check_int("key_per_batch", key_per_batch, 1)
+        self.max_epochs = check_int("max_epochs", max_epochs, 1)
+        self.attempts = check_int("attempts", attempts, 1)
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         key_seconds, tries = 0.0, []

@@ -67,7 +67,8 @@ from ..protection import Protected, register_protection
 from ..stats import clopper_pearson_upper
 from ..training import evaluate, logits, predict
 from . import patterns
-from .embedding import check_int, check_number, embed
+from ..checks import check_int
+from .embedding import check_number, embed
 from .trigger_set import KeyPlan, TriggerSet
 
 FOREIGN_PATTERNS, FOREIGN_IMAGES = 20, 400  # foreign patterns, owner images in all

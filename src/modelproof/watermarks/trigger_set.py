@@ -49,7 +49,8 @@ from ..modelfile import weights_digest
 from ..protection import Protected, Protection, register_protection
 from ..training import evaluate, predict
 from . import patterns
-from .embedding import check_int, check_mode, check_number, embed, probe_null
+from ..checks import check_int
+from .embedding import check_mode, check_number, embed, probe_null
 
 PROBES, MIN_PROBES = 200, 20
 

@@ -9,17 +9,21 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import binom
+from scipy.stats import t as student_t
 
 from modelproof.errors import ConfigError, SuspectError
 from modelproof.keys import key_from_model, save_key
 from modelproof.modelfile import save_model
-from modelproof.stats import clopper_pearson_upper, default_p1
+from modelproof.calibration import TAIL, Reference, calibrate
+from modelproof.modelfile import weights_digest
+from modelproof.stats import decision_threshold, default_p1, prediction_upper_bound
 from modelproof.suspects import QueriedSuspect, TorchSuspect
 from modelproof.training import TrainConfig, predict, train_new
-from modelproof.verification import calibrate, key_order, verify
+from modelproof.verification import key_order, verify
 
 QUICK = TrainConfig(epochs=10, batch_size=32, lr=0.002, optimizer="adam")
 
@@ -33,8 +37,8 @@ def blends(images: torch.Tensor, n: int, seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def others(digits):
-    """Three digit CNNs trained independently of ``trained_cnn`` (other seeds): two references, one suspect."""
-    return [train_new("cnn", digits.owner, QUICK, seed=s)[0] for s in (1, 2, 3)]
+    """Five digit CNNs trained independently of ``trained_cnn`` (other seeds): four references, one suspect."""
+    return [train_new("cnn", digits.owner, QUICK, seed=s)[0] for s in (1, 2, 3, 4, 5)]
 
 
 @pytest.fixture(scope="module")
@@ -44,30 +48,55 @@ def key(trained_cnn, digits):
                           params={"mix": 0.5}, null_match_prob=0.5, null_source="1/2: the paper's null model")
 
 
+def refs(models):
+    return [Reference(TorchSuspect(m), f"cnn-{i}", "cnn", weights_digest(m)) for i, m in enumerate(models)]
+
+
 @pytest.fixture(scope="module")
 def calibrated(key, others):
-    return calibrate(key, [TorchSuspect(m) for m in others[:2]], confidence=0.99)
+    return calibrate(key, refs(others[:4]))
 
 
-def test_calibration_estimates_the_null_from_references(key, others, calibrated):
-    rates = [float((predict(m, key.inputs) == key.labels).double().mean()) for m in others[:2]]
-    worst = max(rates)
-    assert worst < calibrated.null_match_prob < worst + 0.1
-    assert calibrated.null_match_prob == pytest.approx(clopper_pearson_upper(round(worst * 200), 200, 0.99))
-    assert "Clopper-Pearson" in calibrated.null_source and "2 reference" in calibrated.null_source
+def test_calibration_bounds_the_null_across_models(key, others, calibrated):
+    counts = [int((predict(m, key.inputs) == key.labels).sum()) for m in others[:4]]
     cal = calibrated.params["calibration"]
-    assert cal["trials"] == 400 and len(cal["references"]) == 2 and cal["previous_null_match_prob"] == 0.5
-    assert cal["method"] == "worst"
-    pooled = calibrate(key, [TorchSuspect(m) for m in others[:2]], confidence=0.99, method="pooled")
-    assert sum(rates) / 2 < pooled.null_match_prob <= calibrated.null_match_prob
-    assert pooled.null_match_prob == pytest.approx(clopper_pearson_upper(round(sum(rates) * 200), 400, 0.99))
+    assert [r["matches"] for r in cal["references"]] == counts
+    assert calibrated.null_match_prob == pytest.approx(prediction_upper_bound(counts, 200, TAIL))
+    assert calibrated.null_match_prob > max(counts) / 200  # above every reference: it bounds the spread
+    assert cal["tail"] == TAIL and cal["previous_null_match_prob"] == 0.5 and cal["kinds"] == ["cnn"]
+    assert [r["name"] for r in cal["references"]] == ["cnn-0", "cnn-1", "cnn-2", "cnn-3"]
+    assert "prediction bound" in calibrated.null_source and "4 independent" in calibrated.null_source
     assert calibrated.params["mix"] == 0.5 and calibrated.digest() != key.digest()
-    with pytest.raises(ConfigError, match="reference"):
-        calibrate(key, [])
-    with pytest.raises(ConfigError, match="confidence"):
-        calibrate(key, [TorchSuspect(others[0])], confidence=1.0)
-    with pytest.raises(ConfigError, match="median"):
-        calibrate(key, [TorchSuspect(others[0])], method="median")
+    with pytest.raises(ConfigError, match="at least 4"):
+        calibrate(key, refs(others[:3]))
+
+
+def test_dependent_references_are_refused(key, trained_cnn, others):
+    own = Reference(TorchSuspect(trained_cnn), "ours.safetensors", "cnn", weights_digest(trained_cnn))
+    with pytest.raises(ConfigError, match="ours.safetensors is the protected model"):
+        calibrate(key, refs(others[:3]) + [own])
+    copy = Reference(TorchSuspect(trained_cnn), "copy.onnx", "onnx")  # digest unknown: caught by its answers
+    with pytest.raises(ConfigError, match="copy.onnx matches the key on 200 of 200"):
+        calibrate(key, refs(others[:3]) + [copy])
+
+
+def test_prediction_bound_against_scipy():
+    counts, n = [12, 30, 21, 17, 25, 40], 100
+    z = np.log((np.array(counts) + 0.5) / (n - np.array(counts) + 0.5))
+    upper = z.mean() + student_t.ppf(1 - TAIL, len(z) - 1) * z.std(ddof=1) * np.sqrt(1 + 1 / len(z))
+    assert prediction_upper_bound(counts, n, TAIL) == pytest.approx(1 / (1 + np.exp(-upper)), rel=1e-12)
+    assert prediction_upper_bound([0] * 6, 100, TAIL) > 0.02  # agreeing references do not prove zero spread
+
+
+def test_prediction_bound_holds_across_suspects_by_simulation():
+    """Suspect rates from Beta(6, 3) (the review's case): the worst-reference bound claimed 6-16%; now <= alpha."""
+    rng = np.random.default_rng(0)
+    n, level, claims, runs = 100, 0.01 - TAIL, 0, 3000
+    for _ in range(runs):
+        bound = prediction_upper_bound([int(k) for k in rng.binomial(n, rng.beta(6, 3, 6))], n, TAIL)
+        need = decision_threshold(n, min(bound, 1.0), level)
+        claims += rng.binomial(n, rng.beta(6, 3)) >= need
+    assert claims / runs <= 0.01
 
 
 def test_uncalibrated_null_would_falsely_claim_an_independent_model(key, others):
@@ -195,5 +224,5 @@ def test_resume_after_kill(tmp_path, calibrated, trained_cnn):
     assert resumed.replayed == logged and resumed.queries_sent == 60 - logged
     assert resumed.replayed + resumed.queries_sent == len(small) == resumed.queries
     assert (resumed.decision, resumed.matches, resumed.p_value) == (whole.decision, whole.matches, whole.p_value)
-    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("type") != "decision"]
     assert len(records) == 60 and len({r["input_sha256"] for r in records}) == 60  # nothing asked twice

@@ -115,7 +115,9 @@ class QueriedSuspect:
     over the whole log (earlier runs included); a batch that would exceed it raises
     :class:`BudgetExhausted` before anything is asked. Batches go to the suspect in chunks of
     ``chunk_size`` (logged one by one). ``queries`` counts queries answered by the suspect in this
-    process, ``replayed`` those answered from the log.
+    process, ``replayed`` those answered from the log. Each verification decision taken on the log
+    is appended to it too (``"type": "decision"`` lines: key digest, mode, budget, alpha, p1, the
+    answer count decided on), so that a later run can refuse a look that would invalidate the test.
     """
 
     def __init__(self, suspect: Suspect, *, budget: int | None = None, log_path: str | Path | None = None,
@@ -133,6 +135,7 @@ class QueriedSuspect:
         self.budget, self.chunk_size = budget, chunk_size
         self.queries, self.replayed = 0, 0
         self.log: list[dict] = []
+        self.decisions: list[dict] = []
         self.log_path = Path(log_path) if log_path is not None else None
         self._answers: dict[str, int] = {}
         if self.log_path is not None and self.log_path.exists():
@@ -182,15 +185,27 @@ class QueriedSuspect:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         records = [{"n": len(self.log) + k, "time": now, "suspect": self.identity, "input_sha256": d, "label": int(y)}
                    for k, (d, y) in enumerate(zip(digests, labels))]
+        self._append(records)
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as fh:
-                fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
             for r in records:
                 self._answers.setdefault(r["input_sha256"], r["label"])
         self.log.extend(records)
+
+    def record_decision(self, decision: dict) -> None:
+        """Append a verification decision (JSON-ready fields) to the log."""
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        record = {**decision, "type": "decision", "time": now, "suspect": self.identity}
+        self._append([record])
+        self.decisions.append(record)
+
+    def _append(self, records: list[dict]) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as fh:
+            fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def _load_log(self) -> None:
         path = self.log_path
@@ -206,6 +221,12 @@ class QueriedSuspect:
                 continue
             try:
                 rec = json.loads(line)
+                if isinstance(rec, dict) and rec.get("type") == "decision":
+                    if rec.get("suspect") != self.identity:
+                        raise ConfigError(f"query log {path} belongs to suspect {rec.get('suspect')!r}, not "
+                                          f"{self.identity!r}; use another log file")
+                    self.decisions.append(rec)
+                    continue
                 ok = (isinstance(rec, dict) and isinstance(rec.get("input_sha256"), str)
                       and len(rec["input_sha256"]) == 64 and isinstance(rec.get("label"), int))
             except (ValueError, UnicodeDecodeError):

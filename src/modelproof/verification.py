@@ -14,6 +14,12 @@ the decision is part of the result (a :class:`Verdict`), never a bare accuracy.
   test on the answered prefix: "owned" if it already rejects at alpha (the prefix length was fixed
   by the budget, not by the answers, so the test stays valid), "inconclusive" otherwise.
 
+Soundness rules (see also :mod:`modelproof.calibration`): a calibrated key is tested at alpha less
+its calibration tail; a key that cannot reach alpha even if every answer matches, or an uncalibrated
+key of a method whose analytic null is known not to hold, answers "inconclusive" (with a ``note``),
+never "owned" or "not owned"; every decision is recorded in the query log, and a second fixed-sample
+look at one log (another budget or alpha) is refused (:func:`check_new_look`).
+
 Key inputs are asked in one fixed order: a permutation seeded by the key digest (so frontier-
 stitching keys, stored true adversaries first, are not asked in blocks, and a resumed run asks
 the same order). With ``log_path`` every answer is logged by ``suspects.QueriedSuspect``; a run
@@ -32,8 +38,7 @@ import torch
 
 from .errors import ConfigError, SuspectError
 from .keys import OwnershipKey
-from .stats import (binomial_p_value, clopper_pearson_upper, decision_threshold, default_p1, log_e_value,
-                    sequential_decision)
+from .stats import binomial_p_value, decision_threshold, default_p1, log_e_value, sequential_decision
 
 MODES = ("fixed", "sequential")
 DECISIONS = ("owned", "not owned", "inconclusive")
@@ -71,6 +76,8 @@ class Verdict:
     replayed: int           # answers taken from the query log instead of asking again
     budget: int | None
     batch_size: int
+    null_tail: float = 0.0  # calibrated keys: the test runs at alpha - null_tail (see modelproof.calibration)
+    note: str | None = None  # why the decision is "inconclusive" when the evidence alone would say otherwise
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (a non-finite e-value is written as the string "inf")."""
@@ -109,13 +116,13 @@ def _ask(suspect, images: torch.Tensor) -> tuple[torch.Tensor, bool]:
     from .suspects import BudgetExhausted
 
     try:
-        return _labels(suspect.predict(images), len(images)), False
+        return checked_labels(suspect.predict(images), len(images)), False
     except BudgetExhausted:
         pass
     answered = []  # use what is left of the budget one input at a time (replayed inputs cost nothing)
     for i in range(len(images)):
         try:
-            answered.append(_labels(suspect.predict(images[i:i + 1]), 1))
+            answered.append(checked_labels(suspect.predict(images[i:i + 1]), 1))
         except BudgetExhausted:
             break
     return (torch.cat(answered) if answered else torch.empty(0, dtype=torch.int64)), True
@@ -125,11 +132,46 @@ def _exp(x: float) -> float:
     return math.exp(x) if x < 709.0 else math.inf
 
 
-def _labels(answer: object, n: int) -> torch.Tensor:
+def checked_labels(answer: object, n: int) -> torch.Tensor:
+    """``answer`` if it is ``n`` int64 labels, else SuspectError."""
     if not isinstance(answer, torch.Tensor) or answer.dtype != torch.int64 or tuple(answer.shape) != (n,):
         raise SuspectError(f"suspect answered {type(answer).__name__} "
                            f"{tuple(getattr(answer, 'shape', ()))} instead of {n} int64 labels")
     return answer
+
+
+def test_level(key: OwnershipKey, alpha: float) -> float:
+    """The level the test runs at: alpha less the calibration's tail (ConfigError when nothing is left)."""
+    from .calibration import tail_of
+
+    tail = tail_of(key)
+    if alpha <= tail:
+        raise ConfigError(f"this key's calibrated null leaves a tail of {tail:g} above it; verify at an alpha "
+                          f"larger than that, got {alpha:g}")
+    return alpha - tail
+
+
+def can_prove(key: OwnershipKey, alpha: float, mode: str = "fixed", p1: float | None = None) -> bool:
+    """Whether the key reaches level ``alpha`` (calibration tail included) when every answer matches."""
+    level, n, p0 = test_level(key, alpha), len(key), key.null_match_prob
+    if p0 >= 1.0:
+        return False
+    if mode == "sequential":
+        return log_e_value(n, n, p0, default_p1(p0) if p1 is None else p1) >= -math.log(level)
+    return binomial_p_value(n, n, p0) < level
+
+
+def weak_key_note(key: OwnershipKey, alpha: float, mode: str, p1: float | None) -> str | None:
+    """Why a verdict cannot be "owned" whatever the suspect answers, or None when it can."""
+    from .calibration import is_calibrated, needs_calibration
+
+    if not is_calibrated(key) and needs_calibration(key.method):
+        return (f"the key's null ({key.null_source.split(';')[0]}) is not calibrated, and {key.method}'s analytic null "
+                "does not bound real models: calibrate the key (`modelproof calibrate`) before claiming ownership")
+    if not can_prove(key, alpha, mode, p1):
+        return (f"this key cannot reach alpha = {alpha:g} in {mode} mode even if every answer matches "
+                f"({len(key)} inputs, null {key.null_match_prob:.4g}): use a larger key or a calibrated null")
+    return None
 
 
 def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixed", batch_size: int = 10,
@@ -139,11 +181,13 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
 
     ``suspect`` is any Suspect; it is wrapped in ``suspects.QueriedSuspect`` (budget, query log,
     resume). ``p1`` and ``beta`` set the sequential test (``stats.default_p1`` when ``p1`` is None).
+    A calibrated key tests at ``alpha - tail`` (:func:`test_level`). Every decision is recorded in the
+    query log; a second fixed-sample look at one log with another budget or alpha is refused.
     """
     from .suspects import QueriedSuspect
 
     _check_inputs(alpha, mode, batch_size, budget, beta)
-    p0 = key.null_match_prob
+    level, p0 = test_level(key, alpha), key.null_match_prob
     if mode == "sequential":
         if p0 >= 1.0:
             raise ConfigError("sequential verification needs null_match_prob < 1 (a key every model matches "
@@ -155,8 +199,12 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
         if budget is not None or log_path is not None:
             raise ConfigError("pass budget and log_path to the QueriedSuspect, or a bare suspect to verify")
         queried = suspect
+        budget = queried.budget
     else:
         queried = QueriedSuspect(suspect, budget=budget, log_path=log_path)
+    look = {"key_digest": key.digest(), "mode": mode, "budget": budget, "alpha": float(alpha),
+            "p1": p1 if mode == "sequential" else None, "beta": float(beta) if mode == "sequential" else None}
+    note = check_new_look(queried.decisions, look)
     started, sent0, replayed0 = _now(), queried.queries, queried.replayed
     order, asked, matches, exhausted, state = key_order(key), 0, 0, False, "continue"
     for start in range(0, len(key), batch_size):
@@ -165,81 +213,57 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
         matches += int((answers == key.labels[idx[:len(answers)]]).sum())
         asked += len(answers)
         if mode == "sequential" and asked:
-            state = sequential_decision(matches, asked, p0, p1, alpha, beta)
+            state = sequential_decision(matches, asked, p0, p1, level, beta)
             if state != "continue":
                 break
         if exhausted:
             break
     p_value = binomial_p_value(matches, asked, p0)
     if mode == "fixed":
-        decision = "owned" if p_value < alpha else ("inconclusive" if exhausted else "not owned")
+        decision = "owned" if p_value < level else ("inconclusive" if exhausted else "not owned")
     else:
         decision = state if state != "continue" else ("inconclusive" if exhausted else "not owned")
+    weak = weak_key_note(key, alpha, mode, p1)
+    if weak is not None and decision != "inconclusive":
+        decision, note = "inconclusive", weak
+    queried.record_decision({**look, "decision": decision, "queries": asked, "matches": matches})
     e_value = _exp(log_e_value(matches, asked, p0, p1)) if mode == "sequential" else None
     return Verdict(decision=decision, mode=mode, queries=asked, matches=matches,
                    match_rate=matches / asked if asked else 0.0, key_size=len(key), null_match_prob=p0,
-                   p_value=p_value, alpha=float(alpha), threshold=decision_threshold(asked, p0, alpha),
+                   p_value=p_value, alpha=float(alpha), threshold=decision_threshold(asked, p0, level),
                    e_value=e_value, p1=p1 if mode == "sequential" else None,
                    beta=float(beta) if mode == "sequential" else None, key_digest=key.digest(),
                    method=key.method, null_source=key.null_source, model_digest=key.model_digest,
                    suspect=str(queried.identity), started=started, finished=_now(),
                    queries_sent=queried.queries - sent0, replayed=queried.replayed - replayed0,
-                   budget=budget, batch_size=batch_size)
+                   budget=budget, batch_size=batch_size, null_tail=alpha - level, note=note)
 
 
-def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:
-    """How many key labels ``suspect`` answers (the whole key, through a QueriedSuspect)."""
-    from .suspects import QueriedSuspect
+def check_new_look(decisions: list[dict], look: dict) -> str | None:
+    """ConfigError when ``look`` would be another look at a query log that invalidates the test.
 
-    check_compatible(key, suspect)
-    queried = suspect if isinstance(suspect, QueriedSuspect) else QueriedSuspect(suspect)
-    total = 0
-    for start in range(0, len(key), batch_size):
-        answers = _labels(queried.predict(key.inputs[start:start + batch_size]),
-                          len(key.inputs[start:start + batch_size]))
-        total += int((answers == key.labels[start:start + batch_size]).sum())
-    return total
-
-
-CALIBRATIONS = ("worst", "pooled")
-
-
-def calibrate(key: OwnershipKey, reference_suspects: list, confidence: float = 0.99,
-              method: str = "worst") -> OwnershipKey:
-    """The key with ``null_match_prob`` estimated from independently trained reference models.
-
-    Every reference answers the whole key, and gets a one-sided Clopper-Pearson upper bound at
-    ``confidence`` on its match rate. ``method="worst"`` (the default) keeps the largest of these
-    bounds: the null must hold for every kind of independent model a suspect may be, and kinds
-    differ a lot (on MNIST, frontier-stitching keys of an MLP were matched 25% by other MLPs and
-    88% by CNNs; a pooled estimate claimed half of the held-out CNNs). ``method="pooled"`` bounds
-    the pooled rate (R references x n inputs as independent trials): tighter, and valid only when
-    the references are draws of one kind of suspect (one architecture and recipe, other seeds).
-    Provenance goes to ``null_source`` and ``params["calibration"]``.
+    A fixed-sample test is valid once: a log that already carries a decision of this key at another
+    mode, budget or alpha refuses a fixed-mode run (the same settings again replay the same answers
+    and the same decision). A sequential test stays valid under optional stopping and may continue
+    a log, but not with another alternative p1 or beta (picking the best would be another look).
+    Returns a note for a sequential run that follows a fixed-sample decision on the same log.
     """
-    if not reference_suspects:
-        raise ConfigError("calibration needs at least one independently trained reference model")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ConfigError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    if method not in CALIBRATIONS:
-        raise ConfigError(f"calibration method must be one of {', '.join(CALIBRATIONS)}, got {method!r}")
-    refs = []
-    for suspect in reference_suspects:
-        matches = match_count(key, suspect)
-        refs.append({"identity": str(getattr(suspect, "identity", type(suspect).__name__)), "matches": matches,
-                     "queries": len(key), "upper": clopper_pearson_upper(matches, len(key), float(confidence))})
-    k, trials = sum(r["matches"] for r in refs), len(key) * len(refs)
-    if method == "worst":
-        worst = max(refs, key=lambda r: r["upper"])
-        bound = worst["upper"]
-        source = (f"Clopper-Pearson {confidence:.4g} upper bound of the most-matching of {len(refs)} reference "
-                  f"model(s) ({worst['identity']}: {worst['matches']}/{len(key)}; pooled {k}/{trials})")
-    else:
-        bound = clopper_pearson_upper(k, trials, float(confidence))
-        source = (f"Clopper-Pearson {confidence:.4g} upper bound from {len(refs)} reference model(s): "
-                  f"{k}/{trials} pooled matches")
-    calibration = {"confidence": float(confidence), "method": method, "matches": k, "trials": trials,
-                   "references": refs, "previous_null_match_prob": key.null_match_prob,
-                   "previous_null_source": key.null_source, "time": _now()}
-    return dataclasses.replace(key, null_match_prob=bound, null_source=source,
-                               params=dict(key.params, calibration=calibration))
+    same_key = [d for d in decisions if d.get("key_digest") == look["key_digest"]]
+    settings = ("mode", "budget", "alpha")
+    if look["mode"] == "fixed":
+        for d in same_key:
+            if any(d.get(s) != look[s] for s in settings):
+                raise ConfigError(f"this query log already holds a {d.get('mode')} decision of this key at budget "
+                                  f"{d.get('budget')} and alpha {d.get('alpha')}: another fixed-sample look at the same "
+                                  "answers inflates the false-claim rate; use --sequential (valid under optional "
+                                  "stopping) to continue this log")
+        return None
+    for d in same_key:
+        if d.get("mode") == "sequential" and (d.get("p1"), d.get("beta")) != (look["p1"], look["beta"]):
+            raise ConfigError(f"this query log already holds a sequential decision of this key with p1 = {d.get('p1')} "
+                              f"and beta = {d.get('beta')}: re-running with other settings and keeping the best is not "
+                              "a valid test; keep p1 and beta as they were")
+    if any(d.get("mode") == "fixed" for d in same_key):
+        return ("this log also holds a fixed-sample decision of this key: together the two looks bound the "
+                "false-claim rate by the sum of their alphas")
+    return None

@@ -26,8 +26,10 @@ from modelproof.keys import OwnershipKey, load_key, save_key
 from modelproof.modelfile import load_model, save_model
 from modelproof.suspects import TorchSuspect
 from modelproof.training import TrainConfig, evaluate, train_new
-from modelproof.stats import decision_threshold
-from modelproof.verification import calibrate, verify
+from modelproof.calibration import Reference, calibrate, match_count
+from modelproof.modelfile import weights_digest
+from modelproof.stats import binomial_p_value, decision_threshold
+from modelproof.verification import verify
 from modelproof.watermarks.frontier import NULL_MATCH_PROB, NULL_SOURCE, FrontierStitching, build_key
 
 ALPHA = 0.05
@@ -59,8 +61,8 @@ NOTES = [
     "svd: rank removed per layer, head kept exact, no retraining; overwrite: 1,000 FGSM (eps 0.25) adversaries "
     "of attacker images, true labels, 5 epochs Adam 1e-4). IRNN: pruning/SVD skipped (its recurrent weights "
     "are not Linear/Conv layers, and the paper ran SVD on CNN and MLP only)",
-    f"extraction = verify(key, suspect, alpha={ALPHA}) says owned (null match probability 1/2)",
-    "calibration: modelproof.verification.calibrate (worst reference) on the first half (rounded up) of the "
+    f"extraction = the paper's exact binomial test on null 1/2 at alpha={ALPHA}",
+    "calibration: modelproof.calibration.calibrate (prediction bound) on the first half (rounded up) of the "
     "unmarked nets of every architecture; a suspect is then claimed with at least the 'claim if' matches of 100",
 ]
 
@@ -120,10 +122,20 @@ def marked(arch: str, i: int, base, splits, args, store: Store, cache: Path) -> 
     return load_model(folder / "model.safetensors"), load_key(folder / "key.mpkey"), report
 
 
+def paper_test(key: OwnershipKey, suspect) -> tuple[int, float]:
+    """The paper's Algorithm 2 on the key's own null (1/2): matches and the exact binomial p-value.
+
+    ``verify`` never claims ownership with an uncalibrated frontier key; the paper's test is applied
+    directly here to reproduce its figures.
+    """
+    matches = match_count(key, suspect)
+    return matches, binomial_p_value(matches, len(key), key.null_match_prob)
+
+
 def check(key: OwnershipKey, model) -> dict:
-    """Matches, key elements lost and the verdict at ALPHA for one suspect model."""
-    v = verify(key, TorchSuspect(model), alpha=ALPHA)
-    return {"matches": v.matches, "lost": len(key) - v.matches, "owned": v.decision == "owned", "p": v.p_value}
+    """Matches, key elements lost and the paper's verdict at ALPHA for one suspect model."""
+    matches, p = paper_test(key, TorchSuspect(model))
+    return {"matches": matches, "lost": len(key) - matches, "owned": p < ALPHA, "p": p}
 
 
 def mean_sd(xs: list[float]) -> tuple[float, float]:
@@ -146,7 +158,7 @@ def fp_key(base, arch: str, eps: float, i: int, splits, store: Store, cache: Pat
 
     def build() -> dict:
         try:
-            draw = build_key(base, splits.owner, key_size=100, eps=eps, seed=i)
+            draw = build_key(base, splits.owner, key_size=100, eps=eps, gen=torch.Generator().manual_seed(i))
         except ConfigError as exc:
             return {"error": str(exc)}
         key = OwnershipKey(inputs=draw.inputs, labels=draw.labels, method="frontier-stitching",
@@ -187,7 +199,8 @@ def calibration(archs: list[str], marks: dict, unmarked: dict, references: int) 
     The remaining unmarked nets are held out: they are the independent suspects that must not be
     claimed. The marked model must still be.
     """
-    refs = [TorchSuspect(u[0], identity=f"{a} ref {j}") for a in archs for j, u in enumerate(unmarked[a][:references])]
+    refs = [Reference(TorchSuspect(u[0]), f"{a} ref {j}", a, weights_digest(u[0]))
+            for a in archs for j, u in enumerate(unmarked[a][:references])]
     held = [TorchSuspect(u[0], identity=f"{a} held {j}") for a in archs for j, u in enumerate(unmarked[a][references:])]
     rows = []
     for arch in archs:
@@ -196,7 +209,7 @@ def calibration(archs: list[str], marks: dict, unmarked: dict, references: int) 
             cal = calibrate(key, refs)
             nulls.append(cal.null_match_prob)
             need.append(decision_threshold(len(cal), cal.null_match_prob, ALPHA))
-            paper_claims += sum(verify(key, h, alpha=ALPHA).decision == "owned" for h in held)
+            paper_claims += sum(paper_test(key, h)[1] < ALPHA for h in held)
             claims += sum(verify(cal, h, alpha=ALPHA).decision == "owned" for h in held)
             owned += verify(cal, TorchSuspect(model), alpha=ALPHA).decision == "owned"
         trials = len(marks[arch]) * len(held)
@@ -276,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
 
     references = (args.unmarked + 1) // 2
     if args.unmarked - references > 0:
-        table(f"Calibration: null = the largest Clopper-Pearson 0.99 bound of {references} unmarked net(s) of each "
+        table(f"Calibration: null = the prediction bound (modelproof.calibration) of {references} unmarked net(s) of each "
               f"architecture, the other {args.unmarked - references} of each held out; keys of the {args.markings} "
               "markings",
               ["key from", "references", "calibrated null", "claim if matches", "held-out claims, null 1/2",

@@ -87,7 +87,7 @@ def small_perturbation(splits) -> list[dict]:
                                 strength=beta, cells=CELLS, mode="scratch", epochs=CONFIG.epochs, lr=CONFIG.lr,
                                 batch_size=CONFIG.batch_size, key_ratio=KEY_RATIO)
         z = zhang.protect(build_model("lenet5", 10, shape, seed=0), splits.owner, seed=0, test=splits.test)
-        target = z.key.params["resolved_target"]
+        target = int(z.key.labels[0])  # one target label for the whole key
         others = fresh.images[fresh.labels != target][:200]
         zhang_fresh = predict(z.model, patterns.add_pattern(others, pattern, beta)) == target
         row.update(zhang_test_accuracy=z.report["accuracy_after"],

@@ -43,6 +43,14 @@ def mlp16(digits16):
 
 
 @pytest.fixture(scope="session")
+def references16(digits16) -> list:
+    """The reference population ``protect`` trains by default for the 16x16 MLP (never the negatives)."""
+    from modelproof.references import train_references
+
+    return train_references(digits16.owner, owner_arch="mlp", seed=0)[0]
+
+
+@pytest.fixture(scope="session")
 def negatives16(digits16) -> list:
     """Suspects unrelated to ``mlp16``: the same MLP from seeds 1 and 2, and a random forest."""
     nets = [TorchSuspect(train_new("mlp", digits16.owner, DEMO_CONFIG, seed=s)[0]) for s in (1, 2)]

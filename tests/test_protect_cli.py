@@ -26,12 +26,12 @@ def model_file(tmp_path_factory, mlp16):
 def test_protect_writes_model_and_encrypted_key(model_file, tmp_path):
     out = tmp_path / "zc"
     r = run("protect", "zhang-content", "--model", model_file, "--dataset", "digits", "--out", out,
-            "--passphrase", "pw", "--secret", "s3cret", "--quiet")
+            "--passphrase", "pw", "--secret", "s3cret", "--key-size", "100", "--epochs", "15", "--quiet")
     assert r.exit_code == 0, r.output
     assert "test accuracy before" in r.stdout and "test accuracy after" in r.stdout and "key accuracy" in r.stdout
     assert (out / "model.safetensors").is_file() and (out / "key.mpkey").is_file()
     key = load_key(out / "key.mpkey", passphrase="pw")
-    assert key.method == "zhang-content" and len(key) == 30 and "secret" not in key.params
+    assert key.method == "zhang-content" and len(key) == 100 and "secret" not in key.params
     assert load_model(out / "model.safetensors").num_classes == 10
     r = run("verify", "--key", out / "key.mpkey", "--passphrase", "pw", "--suspect", out / "model.safetensors",
             "--json")

@@ -23,6 +23,8 @@ from .errors import ModelproofError
 from .keys import save_key
 from .modelfile import export_onnx, load_model, save_model, weights_digest
 from .protection import PROTECTIONS, _discover, make_protection
+from .references import train_references
+from .safeguards import finalize_key
 from .suspects import TorchSuspect, train_random_forest
 from .training import TrainConfig, evaluate, train_new
 from .verification import verify
@@ -56,22 +58,23 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _row(name: str, model, splits, negatives: list, out: Path, seed: int) -> dict:
+def _row(name: str, model, splits, negatives: list, references: list, out: Path, seed: int) -> dict:
     start = time.perf_counter()
-    result = make_protection(name, **PROTECTIONS[name].demo_params).protect(model, splits.owner, seed=seed,
-                                                                               test=splits.test)
+    protection = make_protection(name, **PROTECTIONS[name].demo_params)
+    result = protection.protect(model, splits.owner, seed=seed, test=splits.test)
+    key = finalize_key(result, protection, splits.owner, source_digest=weights_digest(model), trained=references).key
     protected = TorchSuspect(result.model)
-    verdict = verify(result.key, protected)
-    sequential = verify(result.key, protected, mode="sequential")
-    claims = [verify(result.key, negative).decision == "owned" for negative in negatives]
-    save_key(result.key, out / name / "key.mpkey")
+    verdict = verify(key, protected)
+    sequential = verify(key, protected, mode="sequential")
+    claims = [verify(key, negative).decision == "owned" for negative in negatives]
+    save_key(key, out / name / "key.mpkey")
     if PROTECTIONS[name].kind == "watermark":
         save_model(result.model, out / name / "model.safetensors", dataset="digits")
     key_acc = verdict.matches / verdict.queries if verdict.queries else 0.0
-    return {"method": name, "kind": PROTECTIONS[name].kind, "key_size": len(result.key),
+    return {"method": name, "kind": PROTECTIONS[name].kind, "key_size": len(key),
             "accuracy_before": evaluate(model, splits.test), "accuracy_after": evaluate(result.model, splits.test),
             "key_accuracy": key_acc, "decision": verdict.decision, "p_value": verdict.p_value,
-            "null_match_prob": result.key.null_match_prob, "false_claims": f"{sum(claims)}/{len(claims)}",
+            "null_match_prob": key.null_match_prob, "false_claims": f"{sum(claims)}/{len(claims)}",
             "false_claim_count": sum(claims), "negatives": len(claims),
             "sequential_decision": sequential.decision, "sequential_queries": sequential.queries,
             "seconds": time.perf_counter() - start}
@@ -116,10 +119,13 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
     negatives.append(train_random_forest(splits.owner, seed=seed))
     log(f"negatives: {arch} trained with seeds {', '.join(str(seed + s) for s in NEGATIVE_SEEDS)} "
         "and a random forest (20 trees), none of them derived from the protected model")
+    references, ref_seconds = train_references(splits.owner, owner_arch=arch, seed=seed, quiet=quiet)
+    log(f"calibration: {len(references)} reference models ({', '.join(r.name for r in references)}) trained in "
+        f"{ref_seconds:.1f} s; every key's null is bounded against them, and every key must prove its own model")
     rows = []
     for name in demo_protections():
         try:
-            rows.append(_row(name, model, splits, negatives, out, seed))
+            rows.append(_row(name, model, splits, negatives, references, out, seed))
         except ModelproofError as exc:
             rows.append({"method": name, "error": str(exc)})
         log(f"  {name}: done in {rows[-1].get('seconds', 0.0):.1f} s")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import importlib
 import pkgutil
+import secrets as _secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from .data import Dataset
@@ -39,6 +41,13 @@ class Protection(ABC):
     name: ClassVar[str]
     kind: ClassVar[str]  # "watermark" or "fingerprint"
     description: ClassVar[str] = ""
+    # The method's own null holds by construction (calibration then only checks it).
+    exact_null: ClassVar[bool] = False
+    # The method's analytic/default null is known not to bound real models: an uncalibrated key of
+    # this method never gives "owned" (see modelproof.calibration).
+    analytic_null_unsound: ClassVar[bool] = False
+    # What to change when a key fails the self-check (said in the one-line refusal).
+    weak_hint: ClassVar[str] = "train longer (--epochs) or use a larger key (--key-size)"
 
     def protect(self, model: nn.Module, data: Dataset, *, seed: int = 0, test: Dataset | None = None) -> Protected:
         """Protect ``model`` using the owner's ``data``; ``test`` (optional) is only used for reporting."""
@@ -62,6 +71,28 @@ class Protection(ABC):
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         """Subclass hook; ``model`` is already a copy for watermarks."""
 
+    @property
+    def secret(self) -> int | str:
+        """The owner's secret all key randomness comes from (drawn at random once when none was given).
+
+        It is never recorded in the key: rebuilding a key needs the secret, not only its parameters.
+        """
+        if getattr(self, "_secret", None) is None:
+            self._secret = _secrets.token_hex(16)
+        return self._secret  # type: ignore[return-value]
+
+    def set_secret(self, secret: int | str | None) -> None:
+        """Use ``secret`` (validated) for the key's randomness; None draws a random one."""
+        from .watermarks.patterns import check_secret
+
+        self._secret = check_secret(secret) if secret is not None else None
+
+    def gen(self, purpose: str) -> torch.Generator:
+        """A generator for ``purpose``, seeded by this protection's secret (independent streams)."""
+        from .watermarks.patterns import secret_generator
+
+        return secret_generator(self.secret, f"{self.name}/{purpose}")
+
     def params(self) -> dict:
         """The constructor parameters, as stored (JSON-serialisable), recorded in the key."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
@@ -81,6 +112,12 @@ def _discover() -> None:
             continue
         for info in pkgutil.iter_modules(pkg.__path__):
             importlib.import_module(f"{package}.{info.name}")
+
+
+def registered(name: str) -> type[Protection] | None:
+    """The registered protection class called ``name`` (None when there is none)."""
+    _discover()
+    return PROTECTIONS.get(name)
 
 
 def make_protection(name: str, **params: Any) -> Protection:

@@ -9,19 +9,22 @@ import typer
 
 from ..watermarks.frontier import FrontierStitching
 from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, user_errors
-from .protect import OutOpt, PassOpt, protect_group, run_protect
+from .protect import OutOpt, PassOpt, protect_group, protect_options, run_protect
 
 TrainedModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to watermark.")]
 
 
 @user_errors
+@protect_options
 def frontier_stitching(
         model: TrainedModelOpt,
         dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
-        eps: Annotated[float, typer.Option(help="FGSM step (images in [0,1]); larger gives more true adversaries.")] = 0.25,
+        eps: Annotated[float | None, typer.Option(help="FGSM step (images in [0,1]); larger gives more true "
+                                                  "adversaries. Default: the smallest of 0.025, 0.05, 0.1, 0.25, "
+                                                  "0.5 that yields the key.")] = None,
         norm: Annotated[str, typer.Option(help="Norm of the FGSM step: linf, l2 or l1.")] = "linf",
         key_size: Annotated[int, typer.Option("--key-size", help="Key inputs, half true and half false adversaries (even).")] = 100,
-        lr: Annotated[float, typer.Option(help="Embedding learning rate (the paper: a tenth of the training rate).")] = 1e-4,
+        lr: Annotated[float | None, typer.Option(help="Embedding learning rate (default: a tenth of the rate the model was trained with, as the paper; 1e-4 when unknown).")] = None,
         optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
         batch_size: Annotated[int, typer.Option("--batch-size", help="Training images per embedding step.")] = 64,
         key_per_batch: Annotated[int, typer.Option("--key-per-batch", help="Key inputs per embedding step.")] = 10,
@@ -37,7 +40,7 @@ def frontier_stitching(
                           out=out, passphrase=passphrase, seed=seed, json_out=json_out)
     if not json_out:
         typer.echo(f"key: {summary['true_adversaries']} true + {summary['false_adversaries']} false adversaries "
-                   f"({norm}, eps {eps:g}) found in {summary['key_seconds']:.1f} s; embedded in {summary['epochs']} "
+                   f"({norm}, eps {summary['eps']:g}{', chosen' if eps is None else ''}) found in {summary['key_seconds']:.1f} s; embedded in {summary['epochs']} "
                    f"epoch(s), {summary['attempts']} attempt(s), {summary['embed_seconds']:.1f} s")
 
 

@@ -16,7 +16,7 @@ from ..fingerprints.baselines import CWL2Fingerprint, FGSMFingerprint, IGSMFinge
 from ..fingerprints.ipguard import IPGuard
 from ..protection import Protection
 from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, user_errors
-from .protect import PassOpt, protect_group, run_protect
+from .protect import PassOpt, protect_group, protect_options, run_protect
 
 ModelReq = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to fingerprint.")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the key (key.mpkey).")]
@@ -38,6 +38,7 @@ def _run(protection: Protection, model: Path, dataset: str, data_dir: Path | Non
 
 
 @user_errors
+@protect_options
 def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
                 k: Annotated[float, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "
                                                  "uniqueness).")] = 3.0,
@@ -53,6 +54,7 @@ def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataD
 
 
 @user_errors
+@protect_options
 def random_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
                points: PointsOpt = 100, null_match_prob: NullOpt = None, out: OutDir = Path("runs/random-fingerprint"),
                passphrase: PassOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
@@ -65,6 +67,7 @@ EpsOpt = Annotated[float, typer.Option("--eps", help="L-infinity noise bound.")]
 
 
 @user_errors
+@protect_options
 def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, null_match_prob: NullOpt = None,
              out: OutDir = Path("runs/fgsm-fingerprint"), passphrase: PassOpt = None, seed: SeedOpt = 0,
@@ -75,6 +78,7 @@ def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirO
 
 
 @user_errors
+@protect_options
 def igsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, max_iter: MaxIterOpt = 1000,
              null_match_prob: NullOpt = None, out: OutDir = Path("runs/igsm-fingerprint"), passphrase: PassOpt = None,
@@ -85,6 +89,7 @@ def igsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirO
 
 
 @user_errors
+@protect_options
 def cw_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
            k: Annotated[float, typer.Option("--k", help="Confidence: logit margin of the target label.")] = 3.0,
            init: InitOpt = "TL", points: PointsOpt = 100, lr: LrOpt = None, max_iter: MaxIterOpt = 1000,

@@ -17,7 +17,7 @@ import typer
 
 from ..protection import make_protection
 from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, user_errors
-from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, run_protect
+from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
 
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
                                                 "same key); random when omitted.")]
@@ -44,13 +44,12 @@ def _run(method: str, params: dict[str, Any], *, model: Path | None, arch: str |
     params = {k: v for k, v in params.items() if v is not None or k not in DEFAULTED}
     params.setdefault("mode", "scratch" if arch is not None and model is None else "finetune")
     protection = make_protection(method, **params)
-    if params.get("secret") is None and not json_out and not quiet:
-        typer.echo("no --secret given: drew a random one (the key file is the only copy of the key)")
     run_protect(protection, model=model, arch=arch, dataset=dataset, data_dir=data_dir, size=size, out=out,
                 passphrase=passphrase, seed=seed, json_out=json_out)
 
 
 @user_errors
+@protect_options
 def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
                   data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                   secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -73,6 +72,7 @@ def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dat
 
 
 @user_errors
+@protect_options
 def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
                 data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                 secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -93,6 +93,7 @@ def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, datas
 
 
 @user_errors
+@protect_options
 def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
                     data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                     secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None,
@@ -112,6 +113,7 @@ def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, d
 
 
 @user_errors
+@protect_options
 def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
         data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
         secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -125,6 +127,7 @@ def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: Data
 
 
 @user_errors
+@protect_options
 def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
               data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
               secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,

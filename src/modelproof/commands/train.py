@@ -32,7 +32,7 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
     model, report = train_new(arch, splits.owner, config, seed=seed, quiet=quiet)
     acc = evaluate(model, splits.test)
-    save_model(model, out, dataset=dataset, extra={"split_seed": seed, "size": size})
+    save_model(model, out, dataset=dataset, extra={"split_seed": seed, "size": size, "train_lr": lr})
     result = {"arch": arch, "dataset": dataset, "test_accuracy": acc, "epochs": report.epochs,
               "seconds": report.seconds, "images_per_second": report.images_per_second, "out": str(out)}
     emit(result, json_out, [f"trained {arch} on {dataset} ({len(splits.owner)} images, {report.epochs} epochs) "

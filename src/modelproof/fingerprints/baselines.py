@@ -125,8 +125,8 @@ def cw_l2(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, k: float, *,
 class _Targeted(FingerprintBase):
     """A baseline that starts from IPGuard's initialisations and moves each point toward label j."""
 
-    def __init__(self, points: int, init: str, null_match_prob: float | None) -> None:
-        super().__init__(points, null_match_prob)
+    def __init__(self, points: int, init: str, null_match_prob: float | None, secret: int | str | None) -> None:
+        super().__init__(points, null_match_prob, secret)
         self.init = check_init(init)
 
     @abstractmethod
@@ -134,7 +134,7 @@ class _Targeted(FingerprintBase):
         """Move the starts ``x0`` toward labels ``j``; return the points and report entries."""
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
-        gen = torch.Generator().manual_seed(seed)
+        gen = self.gen("points")
         with frozen(model):
             x0, _, j = initial_points(model, data, self.points, self.init, gen)
             start = time.perf_counter()
@@ -155,12 +155,13 @@ class RandomFingerprint(FingerprintBase):
     description = "IPGuard baseline Random: uniform points in [0,1]^d labelled by the model"
     default_null: ClassVar[float] = 0.95
 
-    def __init__(self, points: int = 100, null_match_prob: float | None = None) -> None:
-        super().__init__(points, null_match_prob)
+    def __init__(self, points: int = 100, null_match_prob: float | None = None,
+                 secret: int | str | None = None) -> None:
+        super().__init__(points, null_match_prob, secret)
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         start = time.perf_counter()
-        points = torch.rand((self.points, *data.input_shape), generator=torch.Generator().manual_seed(seed))
+        points = torch.rand((self.points, *data.input_shape), generator=self.gen("points"))
         return self._finish(model, data, points, seed, {}, {"seconds": time.perf_counter() - start})
 
 
@@ -173,8 +174,8 @@ class FGSMFingerprint(_Targeted):
     default_null: ClassVar[float] = 0.99
 
     def __init__(self, points: int = 100, eps: float = 0.1, init: str = "TL",
-                 null_match_prob: float | None = None) -> None:
-        super().__init__(points, init, null_match_prob)
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
         self.eps = check_number("eps", eps, minimum=0.0, strict=True, maximum=1.0)
 
     def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
@@ -190,8 +191,8 @@ class IGSMFingerprint(_Targeted):
     default_null: ClassVar[float] = 0.99
 
     def __init__(self, points: int = 100, eps: float = 0.1, init: str = "TL", max_iter: int = 1000,
-                 null_match_prob: float | None = None) -> None:
-        super().__init__(points, init, null_match_prob)
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
         self.eps = check_number("eps", eps, minimum=0.0, strict=True, maximum=1.0)
         self.max_iter = check_int("max_iter", max_iter, 1)
 
@@ -210,8 +211,8 @@ class CWL2Fingerprint(_Targeted):
 
     def __init__(self, points: int = 100, k: float = 3.0, init: str = "TL", lr: float | None = None,
                  binary_steps: int = 9, max_iter: int = 1000, initial_const: float = 1e-3,
-                 null_match_prob: float | None = None) -> None:
-        super().__init__(points, init, null_match_prob)
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
         self.k = check_number("k", k, minimum=0.0)
         self.lr = None if lr is None else check_number("lr", lr, minimum=0.0, strict=True)
         self.binary_steps = check_int("binary_steps", binary_steps, 1)

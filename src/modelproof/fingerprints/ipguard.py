@@ -81,13 +81,15 @@ def initial_points(model: nn.Module, data: Dataset, n: int, init: str,
                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Starts ``x0`` and labels ``i`` (the model's label of ``x0``) and ``j`` (the target) for ``init``.
 
-    T: training examples drawn without replacement (with replacement only if ``n`` exceeds the data);
+    T: training examples drawn without replacement (ConfigError when ``n`` exceeds the data: repeated
+    starts would give repeated key inputs, counted as independent trials);
     R: uniform in [0,1]^d. Target R: uniform over the labels other than i; L: the least-likely label.
     """
     if init[0] == "T":
-        idx = (torch.randperm(len(data), generator=gen)[:n] if n <= len(data)
-               else torch.randint(len(data), (n,), generator=gen))
-        x0 = data.images[idx].clone()
+        if n > len(data):
+            raise ConfigError(f"init {init} draws {n} distinct training images but {data.name} has {len(data)}; "
+                              "ask for fewer points or use a random start (RR or RL)")
+        x0 = data.images[torch.randperm(len(data), generator=gen)[:n]].clone()
     else:
         x0 = torch.rand((n, *data.input_shape), generator=gen)
     with torch.no_grad():
@@ -196,9 +198,12 @@ class FingerprintBase(Protection):
     """
 
     kind = "fingerprint"
+    analytic_null_unsound = True
+    weak_hint = "use more points (--points) or points further from the data (another --k, --eps or --init)"
     default_null: ClassVar[float] = 0.75
 
-    def __init__(self, points: int, null_match_prob: float | None) -> None:
+    def __init__(self, points: int, null_match_prob: float | None, secret: int | str | None = None) -> None:
+        self.set_secret(secret)
         self.points = check_int("points", points, 1)
         self.null_match_prob = (None if null_match_prob is None
                                 else check_number("null_match_prob", null_match_prob, minimum=0.0, maximum=1.0))
@@ -223,7 +228,7 @@ class FingerprintBase(Protection):
         else:
             null, source = self.null_match_prob, f"given by the user when the {self.name} key was made"
         key = OwnershipKey(inputs=points.detach().float().clamp(0.0, 1.0).contiguous(), labels=scores.argmax(1),
-                           method=self.name, params={**self.params(), **extra, "seed": seed, "dataset": data.name},
+                           method=self.name, params={**self.params(), **extra, "dataset": data.name},
                            num_classes=int(getattr(model, "num_classes", scores.shape[1])),
                            input_shape=data.input_shape, null_match_prob=null, null_source=source,
                            model_digest=weights_digest(model))
@@ -240,8 +245,9 @@ class IPGuard(FingerprintBase):
     default_null: ClassVar[float] = 0.75
 
     def __init__(self, points: int = 100, k: float = 3.0, init: str = "TL", lr: float | None = None,
-                 max_iter: int = 1000, batched: bool = True, null_match_prob: float | None = None) -> None:
-        super().__init__(points, null_match_prob)
+                 max_iter: int = 1000, batched: bool = True, null_match_prob: float | None = None,
+                 secret: int | str | None = None) -> None:
+        super().__init__(points, null_match_prob, secret)
         self.init = check_init(init)
         self.k = check_number("k", k, minimum=0.0)
         self.lr = None if lr is None else check_number("lr", lr, minimum=0.0, strict=True)
@@ -252,7 +258,7 @@ class IPGuard(FingerprintBase):
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         lr = self.lr if self.lr is not None else learning_rate(data.name)
-        gen = torch.Generator().manual_seed(seed)
+        gen = self.gen("points")
         with frozen(model):
             x0, i, j = initial_points(model, data, self.points, self.init, gen)
             start = time.perf_counter()

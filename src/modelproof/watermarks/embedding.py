@@ -7,8 +7,8 @@ Two ways to embed a key (a small labelled dataset) into a model:
   ``mix_per_batch=0``, with the key concatenated into the training set (the new-label paper's
   TrEmb, where the key is a fraction alpha of the data).
 - ``finetune``: fine-tune an already trained model the same way, checking after every epoch the
-  accuracy on the verification key and the test accuracy (on the caller's test split, or when
-  there is none on a held-out 10% of the owner's data that fine-tuning never sees); it stops as
+  accuracy on the verification key and the accuracy on a held-out 10% of the owner's data that
+  fine-tuning never sees (never on the test split, which is only reported); it stops as
   soon as key accuracy reaches its target while test accuracy is within ``max_drop`` of where it
   started, or after ``epochs`` epochs, and then keeps the best epoch seen (target reached and
   highest test accuracy, else highest key accuracy). It does not fail when the target is missed:
@@ -102,7 +102,9 @@ def embed(model: nn.Module, data: Dataset, key_train: Dataset, check: tuple[torc
         fit(model, train, config, seed=seed, mix=mix, mix_per_batch=mix_per_batch, description="embedding")
         acc = key_accuracy(model, *check)
         return EmbedResult(mode, epochs, acc, acc >= target_accuracy, time.perf_counter() - start)
-    train, heldout = hold_out(data, seed) if test is None else (data, test)
+    # Every choice fine-tuning makes (when to stop, which epoch to keep) is made on a held-out part of
+    # the owner's data, never on ``test``, which is only reported.
+    train, heldout = hold_out(data, seed)
     before = evaluate(model, heldout)
     history: list[dict] = []
     best: dict = {}
@@ -133,7 +135,7 @@ def probe_null(model: nn.Module, probes: torch.Tensor, target: int, floor: float
     upper = clopper_pearson_upper(hits, len(probes), confidence)
     p0 = max(floor, upper)
     source = (f"max(floor {floor:g}, {confidence:g} Clopper-Pearson upper bound {upper:.4f} on the unprotected "
-              f"model answering the target {target} on {len(probes)} fresh triggers of the same recipe: "
+              f"model answering the target label on {len(probes)} fresh triggers of the same recipe: "
               f"{hits}/{len(probes)}); independent models trained on the same data share such biases only "
               "roughly, hence the floor; re-estimate with `modelproof calibrate`")
     return p0, source, {"probe_hits": hits, "probes": len(probes), "probe_upper": upper, "floor": floor}

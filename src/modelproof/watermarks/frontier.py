@@ -48,6 +48,9 @@ from ..protection import Protected, Protection, register_protection
 from ..training import OPTIMIZERS, TrainConfig, evaluate, make_optimizer, predict
 
 NULL_MATCH_PROB = 0.5
+# The paper's grid of FGSM steps (its Figure 6); with eps=None the smallest that yields a key is used.
+EPS_GRID = (0.025, 0.05, 0.1, 0.25, 0.5)
+DEFAULT_LR = 1e-4  # a tenth of TrainConfig's 1e-3, when the model does not record its training rate
 NULL_SOURCE = ("Le Merrer et al. 2020, frontier stitching, section 3: null model k0 with "
                "P[k0(x) = key label] = 1/2 for every key input x (key inputs lie on a two-class frontier); "
                "not calibrated: independent MNIST CNNs matched 0.55-0.92 of eps-0.25 keys, so calibrate "
@@ -84,15 +87,16 @@ def check_key_size(key_size: object) -> int:
 
 
 def build_key(model: nn.Module, data: Dataset, *, key_size: int = 100, eps: float = 0.25, norm: str = "linf",
-              seed: int = 0, chunk: int = 512) -> KeyDraw:
+              gen: torch.Generator | None = None, chunk: int = 512) -> KeyDraw:
     """Algorithm 1, key construction: ``key_size / 2`` true and false FGSM adversaries of ``data``.
 
-    Raises ConfigError, with the counts found and which way to move ``eps``, when ``data`` cannot
-    supply enough of either kind.
+    Candidates are examined in an order drawn from ``gen`` (the owner's secret). Raises ConfigError,
+    with the counts found and which way to move ``eps``, when ``data`` cannot supply enough of
+    either kind.
     """
     eps, norm, key_size = check_eps(eps), check_norm(norm), check_key_size(key_size)
     start, half = time.perf_counter(), key_size // 2
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(data), generator=gen if gen is not None else torch.Generator().manual_seed(0))
     kinds: dict[bool, list[tuple[int, torch.Tensor]]] = {True: [], False: []}
     found = {True: 0, False: 0}
     examined = 0
@@ -178,20 +182,23 @@ class FrontierStitching(Protection):
 
     name = "frontier-stitching"
     kind = "watermark"
+    analytic_null_unsound = True
+    weak_hint = "use a larger key (--key-size) or another step (--eps; larger steps give keys other models match less)"
     description = "Le Merrer et al.: key of true/false FGSM adversaries stitched into the frontier (null p = 1/2)"
     # A few seconds on the bundled 8x8 digits (a small key; a higher rate than on MNIST).
     demo_params: ClassVar[dict] = {"key_size": 20, "eps": 0.25, "lr": 1e-3, "batch_size": 32,
                                    "key_per_batch": 5, "max_epochs": 100}
 
-    def __init__(self, eps: float = 0.25, norm: str = "linf", key_size: int = 100, lr: float = 1e-4,
+    def __init__(self, eps: float | None = None, norm: str = "linf", key_size: int = 100, lr: float | None = None,
                  optimizer: str = "adam", batch_size: int = 64, key_per_batch: int = 10, max_epochs: int = 100,
-                 attempts: int = 3) -> None:
-        self.eps = check_eps(eps)
+                 attempts: int = 3, secret: int | str | None = None) -> None:
+        self.set_secret(secret)
+        self.eps = None if eps is None else check_eps(eps)
         self.norm = check_norm(norm)
         self.key_size = check_key_size(key_size)
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
             raise ConfigError(f"lr must be a positive number (a tenth of the training rate), got {lr!r}")
-        self.lr = float(lr)
+        self.lr = None if lr is None else float(lr)
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
         self.optimizer = optimizer
@@ -200,14 +207,34 @@ class FrontierStitching(Protection):
         self.max_epochs = check_int("max_epochs", max_epochs, 1)
         self.attempts = check_int("attempts", attempts, 1)
 
+    def choose_eps(self, model: nn.Module, data: Dataset) -> float:
+        """``eps`` as given, or the smallest of the paper's grid (``EPS_GRID``) that yields half a key of
+        each kind on ``data`` (small steps give false adversaries, large ones true adversaries)."""
+        if self.eps is not None:
+            return self.eps
+        counts = []
+        for eps in EPS_GRID:
+            try:
+                build_key(model, data, key_size=self.key_size, eps=eps, norm=self.norm, gen=self.gen("eps-probe"))
+                return eps
+            except ConfigError as exc:
+                counts.append(f"{eps:g}: {str(exc).split(' found ')[1].split(' among')[0]}")
+        raise ConfigError(f"frontier stitching found no eps on the grid {', '.join(map(str, EPS_GRID))} that gives "
+                          f"{self.key_size // 2} true and {self.key_size // 2} false adversaries ({'; '.join(counts)}); "
+                          "lower key_size or give more images")
+
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         key_seconds, tries = 0.0, []
+        eps = self.choose_eps(model, data)
+        # The paper: a tenth of the training rate; the model file records it when `modelproof train` made it.
+        trained_lr = getattr(getattr(model, "record", None), "extra", {}).get("train_lr")
+        lr = self.lr if self.lr is not None else (trained_lr / 10 if trained_lr else DEFAULT_LR)
         for attempt in range(self.attempts):
-            draw = build_key(model, data, key_size=self.key_size, eps=self.eps, norm=self.norm,
-                             seed=seed + 1000 * attempt)
+            draw = build_key(model, data, key_size=self.key_size, eps=eps, norm=self.norm,
+                             gen=self.gen(f"key/{attempt}"))
             key_seconds += draw.seconds
             marked = copy.deepcopy(model)
-            emb = embed_key(marked, draw.inputs, draw.labels, data, lr=self.lr, optimizer=self.optimizer,
+            emb = embed_key(marked, draw.inputs, draw.labels, data, lr=lr, optimizer=self.optimizer,
                             batch_size=self.batch_size, key_per_batch=self.key_per_batch,
                             max_epochs=self.max_epochs, seed=seed + 1000 * attempt)
             tries.append(emb)
@@ -218,11 +245,12 @@ class FrontierStitching(Protection):
             raise ConfigError(f"frontier stitching could not embed a key in {self.attempts} attempt(s) of "
                               f"{self.max_epochs} epochs (best: {best:.0%} of key inputs classified as their "
                               f"label); raise max_epochs, lr or attempts")
-        key = OwnershipKey(inputs=draw.inputs, labels=draw.labels, method=self.name, params=self.params(),
+        key = OwnershipKey(inputs=draw.inputs, labels=draw.labels, method=self.name,
+                           params={**self.params(), "eps": eps, "lr": lr},
                            num_classes=int(getattr(model, "num_classes", data.num_classes)),
                            input_shape=data.input_shape, null_match_prob=NULL_MATCH_PROB, null_source=NULL_SOURCE,
                            model_digest=weights_digest(marked))
-        report = {"epochs": emb.epochs, "attempts": len(tries), "key_seconds": key_seconds,
+        report = {"eps": eps, "eps_chosen": self.eps is None, "epochs": emb.epochs, "attempts": len(tries), "key_seconds": key_seconds,
                   "embed_seconds": sum(t.seconds for t in tries), "candidates_examined": draw.examined,
                   "true_adversaries": int(draw.is_true.sum()), "false_adversaries": int((~draw.is_true).sum()),
                   "key_accuracy_before": key_correct(model, draw.inputs, draw.labels) / self.key_size}

@@ -123,6 +123,7 @@ class NewLabel(TriggerSet):
 
     name = "new-label"
     description = "Zhong et al.: noise-pattern key samples in a new class Delta = C (C+1 outputs)"
+    exact_null = True
     demo_params: ClassVar[dict] = {"secret": "demo", "alpha": 0.05, "key_size": 30, "epochs": 15}
 
     def __init__(self, *, alpha: float = 0.01, beta: float = 0.2, cells: int | None = 8, decoys: int = 1,

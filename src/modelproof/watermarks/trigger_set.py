@@ -34,7 +34,6 @@ Null match probability (what an independent model matches per key input):
 
 from __future__ import annotations
 
-import secrets as _secrets
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -75,7 +74,7 @@ class TriggerSet(Protection):
     def __init__(self, secret: int | str | None = None, key_size: int = 30, mode: str = "finetune",
                  epochs: int = 10, key_accuracy: float = 1.0, lr: float = 0.001, batch_size: int = 64,
                  key_ratio: float = 0.1, max_drop: float = 0.005) -> None:
-        self._secret = patterns.check_secret(secret) if secret is not None else _secrets.token_hex(16)
+        self.set_secret(secret)
         self.key_size = check_int("key_size", key_size, 1)
         self.mode = check_mode(mode)
         self.epochs = check_int("epochs", epochs, 1)
@@ -84,15 +83,6 @@ class TriggerSet(Protection):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.key_ratio = check_number("key_ratio", key_ratio, 0.0, 1.0, low_open=False, high_open=True)
         self.max_drop = check_number("max_drop", max_drop, 0.0, 1.0, low_open=False)
-
-    @property
-    def secret(self) -> int | str:
-        """The secret the key is generated from (drawn at random when none was given)."""
-        return self._secret
-
-    def gen(self, purpose: str) -> torch.Generator:
-        """A generator for ``purpose``, seeded by this protection's secret."""
-        return patterns.secret_generator(self._secret, f"{self.name}/{purpose}")
 
     @abstractmethod
     def plan(self, model: nn.Module, data: Dataset, num_classes: int) -> KeyPlan:
@@ -128,6 +118,10 @@ class ZhangTrigger(TriggerSet):
         self.target = None if target is None else check_int("target", target, 0)
         self.null_floor = check_number("null_floor", null_floor, 0.0, 1.0)
 
+    def params(self) -> dict:
+        """The constructor parameters, less the target label (the key's secret: its labels hold it)."""
+        return {k: v for k, v in super().params().items() if k != "target"}
+
     @abstractmethod
     def triggers(self, sources: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """One trigger per source image (float32 NCHW in [0,1])."""
@@ -147,7 +141,6 @@ class ZhangTrigger(TriggerSet):
             rates = torch.stack([((answers == c) & (src != c)).sum() / (src != c).sum().clamp(min=1)
                                  for c in range(num_classes)])
             target = int(rates.argmin())
-            report["target_selection_rates"] = [round(float(r), 4) for r in rates]
         else:
             target = int(torch.randint(0, num_classes, (1,), generator=self.gen("target")))
             used = torch.zeros(0, dtype=torch.int64)
@@ -168,7 +161,8 @@ class ZhangTrigger(TriggerSet):
             p0 = self.null_floor
             source = (f"floor {self.null_floor:g} for a single-target trigger key (trained from scratch, so no "
                       "unprotected model to probe); re-estimate with `modelproof calibrate`")
-        return KeyPlan(inputs, labels, p0, source, {"resolved_target": target}, {"target": target, **report})
+        # The target label is the key's secret (its labels hold it): neither params nor report name it.
+        return KeyPlan(inputs, labels, p0, source, {}, report)
 
 
 @register_protection
@@ -254,6 +248,7 @@ class Adi(TriggerSet):
     """Adi et al.: abstract images generated from the secret, each with a random label."""
 
     name = "adi"
+    exact_null = True
     description = "Adi et al.: procedurally generated abstract images with random labels (exact null)"
     demo_params: ClassVar[dict] = {"secret": "demo", "key_size": 30, "epochs": 15}
 

@@ -1,0 +1,108 @@
+"""Every protection with its defaults, calibrated as ``protect`` does, against independent models.
+
+For one owner model (the README's MLP on the 16x16 digits, or LeNet-5 on MNIST), every registered
+protection is run with its default parameters; the key goes through ``safeguards.finalize_key``
+exactly as ``modelproof protect`` does (the default reference population, calibration, the
+self-check). Each key that is written is verified (fixed mode, alpha 0.01) against the protected
+model and against at least 10 independently trained models of four kinds (other seeds of the
+owner's architecture, other architectures, random forests) that are NOT the references. Prints one
+row per method: outcome, null before -> after, owned, false claims, seconds; and the time the
+reference population took.
+
+Run: ``.venv/bin/python benchmarks/sound_verdicts.py`` (digits, a few minutes) or
+``... --dataset mnist --data-dir ../shared/data/mnist`` (LeNet-5; models cached in ``--cache``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from modelproof.data import load_splits
+from modelproof.errors import ModelproofError
+from modelproof.modelfile import load_model, save_model, weights_digest
+from modelproof.protection import PROTECTIONS, _discover, make_protection
+from modelproof.references import epochs_for, train_references
+from modelproof.safeguards import finalize_key
+from modelproof.suspects import TorchSuspect, train_random_forest
+from modelproof.training import TrainConfig, evaluate, train_new
+from modelproof.verification import verify
+
+SETTINGS = {"digits": ("mlp", 16, TrainConfig(epochs=20, lr=0.003)),
+            "mnist": ("lenet5", None, TrainConfig(epochs=2, lr=0.001))}
+OTHER_ARCHS = ("mlp", "cnn", "lenet1", "lenet5")  # the first three unlike the owner's: 2, 2 and 1 nets
+
+
+def cached(cache: Path, name: str, build):
+    """A model from the cache folder, or built and saved there."""
+    path = cache / f"{name}.safetensors"
+    if path.is_file():
+        return load_model(path)
+    model = build()
+    save_model(model, path)
+    return model
+
+
+def negatives(splits, owner_arch: str, cache: Path, seed: int) -> list:
+    """Independent suspects: 9 networks of four architectures and two forests, none a reference."""
+    out = []
+    others = [a for a in OTHER_ARCHS if a != owner_arch][:3]
+    for arch, count in zip([owner_arch, *others], (4, 2, 2, 1)):
+        for i in range(count):
+            s = seed + 500 + 31 * i
+            config = TrainConfig(epochs=epochs_for(splits.owner), lr=0.003 if arch == "mlp" else 0.001)
+            model = cached(cache, f"neg-{arch}-{s}", lambda: train_new(arch, splits.owner, config, seed=s)[0])
+            out.append(TorchSuspect(model, identity=f"{arch} seed {s}"))
+    out += [train_random_forest(splits.owner, seed=seed + 900 + i) for i in range(2)]
+    return out
+
+
+def main() -> None:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits", choices=sorted(SETTINGS))
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=Path("runs/sound-verdicts"))
+    parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    arch, size, config = SETTINGS[args.dataset]
+    cache = args.cache / args.dataset
+    cache.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
+    owner = cached(cache, f"owner-{arch}", lambda: train_new(arch, splits.owner, config, seed=args.seed)[0])
+    print(f"{args.dataset}: owner {arch}, test accuracy {evaluate(owner, splits.test):.4f}; 1 torch thread")
+    start = time.perf_counter()
+    refs, ref_seconds = train_references(splits.owner, owner_arch=arch, seed=args.seed)
+    print(f"reference population: {', '.join(r.name for r in refs)}; trained in {ref_seconds:.1f} s")
+    negs = negatives(splits, arch, cache, args.seed)
+    print(f"independent suspects (not references): {', '.join(n.identity.split(':')[0] for n in negs)}\n")
+    _discover()
+    print("| method | outcome | null before -> after | protected (fixed / sequential) | false claims | seconds |")
+    print("|---|---|---|---|---|---|")
+    for name in args.methods or list(PROTECTIONS):
+        t0 = time.perf_counter()
+        protection = make_protection(name)
+        try:
+            result = protection.protect(owner, splits.owner, seed=args.seed, test=splits.test)
+            final = finalize_key(result, protection, splits.owner, source_digest=weights_digest(owner),
+                                 trained=refs, seed=args.seed)
+        except ModelproofError as exc:
+            print(f"| {name} | refused: {str(exc)[:160]} | | | | {time.perf_counter() - t0:.0f} |")
+            continue
+        key = final.key
+        ours = TorchSuspect(result.model)
+        fixed, seq = verify(key, ours).decision, verify(key, ours, mode="sequential").decision
+        claims = sum(verify(key, n).decision == "owned" for n in negs)
+        before = key.params["calibration"]["previous_null_match_prob"]
+        print(f"| {name} | key of {len(key)} | {before:.3g} -> {key.null_match_prob:.3g} | {fixed} / {seq} | "
+              f"{claims}/{len(negs)} | {time.perf_counter() - t0:.0f} |")
+    print(f"\n{time.perf_counter() - start:.0f} s in all (references {ref_seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

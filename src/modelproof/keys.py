@@ -5,7 +5,8 @@ and ``labels`` (int64), and one metadata entry ``modelproof_key`` holding the JS
 key's digest, which ``load_key`` recomputes (a corrupted or edited plain file is refused).
 
 With a passphrase the safetensors bytes are encrypted with AES-256-GCM under a key derived by
-scrypt (n = 2**15, r = 8, p = 1). The container is
+scrypt (n = 2**17, r = 8, p = 1, the current OWASP recommendation; keys written with n = 2**15 still
+load). The container is
 
     offset  size  field
     0       8     magic b"MPKEYENC"
@@ -55,7 +56,7 @@ FORMAT_VERSION = 1
 META_KEY = "modelproof_key"
 MAGIC = b"MPKEYENC"
 CONTAINER_VERSION = 1
-SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P = 15, 8, 1
+SCRYPT_LOG2_N, SCRYPT_R, SCRYPT_P = 17, 8, 1
 _HEADER = struct.Struct("<8sBBBB16s12s")
 _REQUIRED = ("method", "params", "num_classes", "input_shape", "null_match_prob", "null_source", "model_digest")
 
@@ -123,6 +124,10 @@ class OwnershipKey:
         p = self.null_match_prob
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p <= 1:
             raise _bad("null_match_prob", f"need a probability in [0, 1], got {p!r}")
+        rows = x.detach().cpu().contiguous().reshape(x.shape[0], -1)
+        if len(torch.unique(rows, dim=0)) != x.shape[0]:
+            raise _bad("inputs", f"{x.shape[0] - len(torch.unique(rows, dim=0))} key input(s) repeat another: "
+                                 "repeated inputs are not independent trials")
         if not isinstance(self.null_source, str) or not self.null_source.strip():
             raise _bad("null_source", "need a non-empty note saying where null_match_prob comes from")
         if not isinstance(self.model_digest, str) or not re.fullmatch(r"[0-9a-f]{64}", self.model_digest):
@@ -208,7 +213,7 @@ def decrypt_bytes(blob: bytes, passphrase: str, source: str = "key file") -> byt
     magic, version, log2_n, r, p, salt, nonce = _HEADER.unpack_from(blob)
     if magic != MAGIC or version != CONTAINER_VERSION:
         raise KeyFileError(f"{source}: unsupported encrypted key container version {version}")
-    if not (10 <= log2_n <= 20 and 1 <= r and 1 <= p <= 4 and 128 * r * 2 ** log2_n <= 64 * 2 ** 20):
+    if not (10 <= log2_n <= 20 and 1 <= r and 1 <= p <= 4 and 128 * r * 2 ** log2_n <= 256 * 2 ** 20):
         raise KeyFileError(f"{source}: scrypt parameters out of range (n=2**{log2_n}, r={r}, p={p}); file altered?")
     try:
         return AESGCM(_derive(passphrase, salt, log2_n, r, p)).decrypt(nonce, blob[_HEADER.size:], blob[:_HEADER.size])

@@ -236,19 +236,21 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
     model = model.eval()
     example = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
-                          output_names=["logits"], opset_version=opset,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    if check:
-        try:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)  # a unique name: two exports to one path never share it; removed on any failure
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, input_names=["input"],
+                              output_names=["logits"], opset_version=opset,
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        if check:
             check_onnx_parity(model, tmp, shape, atol=atol)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    os.replace(tmp, path)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

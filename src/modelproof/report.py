@@ -42,8 +42,10 @@ def summary(verdict: Verdict) -> str:
         f"evidence: {v.matches} of {v.queries} key labels matched ({v.match_rate:.1%}); key holds {v.key_size}",
         f"null:     an independent model matches with probability {v.null_match_prob:.4g} ({v.null_source})",
         f"p-value:  {v.p_value:.3g} (exact one-sided binomial"
-        + ("; sequential decisions rest on the e-value)" if v.mode == "sequential" else ")"),
-        f"test:     {test}",
+        + ("; NOT valid at the data-dependent stopping time of a sequential run: the decision rests on the "
+           "e-value)" if v.mode == "sequential" else ")"),
+        f"test:     {test}" + (f"; run at alpha - {v.null_tail:g} (calibration tail)" if v.null_tail else ""),
+        *([f"note:     {v.note}"] if v.note else []),
         f"queries:  {v.queries_sent} sent, {v.replayed} replayed from the query log"
         + (f", budget {v.budget}" if v.budget is not None else ""),
         f"suspect:  {v.suspect}",

@@ -44,3 +44,25 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             typer.echo(line)
+
+
+def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | None) -> str | None:
+    """The passphrase for the key at ``path``: given, read from a file, or asked for on a terminal.
+
+    Nothing is asked for a plain key; an encrypted one without a passphrase and no terminal is left
+    to ``load_key``, whose error says to pass one.
+    """
+    from ..keys import is_encrypted
+    from .protect import read_passphrase
+
+    passphrase = read_passphrase(passphrase, passphrase_file)
+    if passphrase is None and Path(path).is_file() and is_encrypted(path) and sys.stdin.isatty():
+        passphrase = typer.prompt(f"passphrase of {path}", hide_input=True)
+    return passphrase
+
+
+def load_key_file(path: Path, passphrase: str | None):
+    """``keys.load_key`` (imported late: commands load fast)."""
+    from ..keys import load_key
+
+    return load_key(path, passphrase)

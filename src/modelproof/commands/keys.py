@@ -26,6 +26,9 @@ def info(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
              f"method       {loaded.method} ({params})",
              f"size         {len(loaded)} inputs of shape {tuple(loaded.input_shape)}, {loaded.num_classes} classes",
              f"null         {loaded.null_match_prob:.4g} ({loaded.null_source})",
+             f"calibrated   " + (f"yes, against {len(cal['references'])} reference models ({', '.join(cal['kinds'])})"
+                                 if isinstance(cal := loaded.params.get("calibration"), dict) and "kinds" in cal
+                                 else "no (`modelproof calibrate`)"),
              f"model        sha256:{loaded.model_digest}",
              f"created      {loaded.created}"]
     emit(result, json_out, lines)

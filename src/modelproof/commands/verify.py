@@ -8,11 +8,14 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import JsonOpt, emit, user_errors
+from .common import JsonOpt, emit, key_passphrase, load_key_file, user_errors
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The ownership key file.")]
 PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                             help="Passphrase of an encrypted key (or set MODELPROOF_PASSPHRASE).")]
+                                             help="Passphrase of an encrypted key (or set MODELPROOF_PASSPHRASE, "
+                                                  "or use --passphrase-file; asked for on a terminal).")]
+PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from this "
+                                                  "file (first line).")]
 
 
 @user_errors
@@ -29,7 +32,7 @@ def verify_cmd(key: KeyOpt,
                                                         "(default max(0.9, (1 + null) / 2)).")] = None,
                beta: Annotated[float, typer.Option(help="Sequential: chance of dismissing a suspect matching "
                                                    "at rate p1.")] = 0.05,
-               passphrase: PassOpt = None,
+               passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,
                report: Annotated[Path | None, typer.Option("--report", help="Write a JSON evidence report here "
                                                            "(and a .txt summary beside it).")] = None,
                sign: Annotated[Path | None, typer.Option("--sign", help="Sign the report with this Ed25519 "
@@ -41,7 +44,6 @@ def verify_cmd(key: KeyOpt,
                                                         "run given the same log resumes without re-asking.")] = None,
                json_out: JsonOpt = False) -> None:
     """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model."""
-    from ..keys import load_key
     from ..report import load_signing_key, summary, write_report
     from ..suspects import open_suspect
     from ..verification import verify
@@ -49,7 +51,7 @@ def verify_cmd(key: KeyOpt,
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
-    owned_key = load_key(key, passphrase)
+    owned_key = load_key_file(key, key_passphrase(key, passphrase, passphrase_file))
     verdict = verify(owned_key, open_suspect(suspect), alpha=alpha, budget=budget, batch_size=batch_size,
                      mode="sequential" if sequential else "fixed", log_path=log, p1=p1, beta=beta)
     result = verdict.to_dict()
@@ -64,30 +66,25 @@ def verify_cmd(key: KeyOpt,
 @user_errors
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
-                                                               "independently of ours (repeat the option).")],
+                                                               "independently of ours (file or URL; repeat the "
+                                                               "option, at least 4, of several kinds).")],
                   out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the calibrated key.")],
-                  confidence: Annotated[float, typer.Option(help="Confidence of the Clopper-Pearson upper "
-                                                            "bound.")] = 0.99,
-                  pooled: Annotated[bool, typer.Option("--pooled", help="Bound the pooled match rate of the "
-                                                       "references (only for references of one kind: same "
-                                                       "architecture, other seeds); default: the worst "
-                                                       "reference's bound.")] = False,
-                  passphrase: PassOpt = None, json_out: JsonOpt = False) -> None:
-    """Estimate the key's null match probability from independently trained reference models."""
-    from ..keys import load_key, save_key
-    from ..suspects import open_suspect
-    from ..verification import calibrate
+                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None, json_out: JsonOpt = False) -> None:
+    """Bound the key's null match probability from independently trained reference models."""
+    from ..calibration import calibrate, reference_from_spec
+    from ..keys import save_key
 
-    owned_key = load_key(key, passphrase)
-    calibrated = calibrate(owned_key, [open_suspect(r) for r in reference], confidence=confidence,
-                           method="pooled" if pooled else "worst")
+    passphrase = key_passphrase(key, passphrase, passphrase_file)
+    owned_key = load_key_file(key, passphrase)
+    calibrated = calibrate(owned_key, [reference_from_spec(r) for r in reference])
     save_key(calibrated, out, passphrase)
-    refs = calibrated.params["calibration"]["references"]
+    record = calibrated.params["calibration"]
     result = {"out": str(out), "null_match_prob": calibrated.null_match_prob, "null_source": calibrated.null_source,
-              "previous_null_match_prob": owned_key.null_match_prob, "references": refs,
+              "previous_null_match_prob": record["previous_null_match_prob"], "references": record["references"],
               "digest": calibrated.digest(), "encrypted": passphrase is not None}
-    lines = [f"reference {r['identity']}: {r['matches']} of {r['queries']} key labels matched" for r in refs]
-    lines += [f"null_match_prob {owned_key.null_match_prob:.4g} -> {calibrated.null_match_prob:.4g} "
+    lines = [f"reference {r['name']} [{r['kind']}]: {r['matches']} of {r['queries']} key labels matched"
+             for r in record["references"]]
+    lines += [f"null_match_prob {record['previous_null_match_prob']:.4g} -> {calibrated.null_match_prob:.4g} "
               f"({calibrated.null_source})", f"wrote {out}"]
     emit(result, json_out, lines)
 
@@ -102,10 +99,19 @@ def check_report_cmd(file: Annotated[Path, typer.Argument(help="The JSON report 
 
     checked = check_report(file, public_key)
     verdict = checked["report"].get("verdict", {})
-    lines = [f"report {file}: unedited" + (f", signature valid ({checked['fingerprint']})" if checked["signed"]
-                                           else ", NOT signed (only an Ed25519 signature proves who wrote it)"),
+    if not checked["signed"]:
+        status = ("unsigned: its integrity cannot be checked (its digest only catches accidental damage; anyone "
+                  "can edit it and recompute the digest)")
+    elif public_key is not None:
+        status = f"signature valid, signed by the expected key {checked['fingerprint']}"
+    else:
+        status = (f"signature valid for key {checked['fingerprint']}: this proves only that the report was not changed "
+                  "after it was signed by that key, not who holds it; pass --public-key to require the signer")
+    lines = [f"report {file}: {status}",
              f"decision: {verdict.get('decision')} ({verdict.get('matches')} of {verdict.get('queries')} matched, "
-             f"p-value {verdict.get('p_value')})"]
+             f"p-value {verdict.get('p_value')}"
+             + ("; not valid at a sequential run's data-dependent stopping time, the decision rests on the e-value)"
+                if verdict.get("mode") == "sequential" else ")")]
     emit({k: v for k, v in checked.items()}, json_out, lines)
 
 

@@ -21,7 +21,7 @@ from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_
 
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
                                                 "same key); random when omitted.")]
-KeySizeOpt = Annotated[int | None, typer.Option("--key-size", help="Number of key inputs (default 30; new-label 50).")]
+KeySizeOpt = Annotated[int | None, typer.Option("--key-size", help="Number of key inputs (default 100; new-label 50).")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="finetune (a trained --model) or scratch (train with "
                                              "the key from the start); default by --model / --arch.")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Scratch: training epochs; finetune: at most this many.")]

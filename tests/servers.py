@@ -61,6 +61,7 @@ class Reply:
     status: int = 200
     body: Any = None
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def scripted_app(handler: Callable[[int, dict], Reply]) -> tuple[FastAPI, Script
         if reply.delay:
             await asyncio.sleep(reply.delay)
         content = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-        return Response(content, status_code=reply.status, media_type="application/json")
+        return Response(content, status_code=reply.status, media_type="application/json", headers=reply.headers)
 
     return app, script
 

@@ -156,7 +156,7 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
             raise ConfigError("pass budget and log_path to the QueriedSuspect, or a bare suspect to verify")
         queried = suspect
     else:
-        queried = QueriedSuspect(suspect, budget=budget, log_path=log_path)
+        queried = QueriedSuspect(suspect, budget=budget, log_path=log_path, key_digest=key.digest())
     started, sent0, replayed0 = _now(), queried.queries, queried.replayed
     order, asked, matches, exhausted, state = key_order(key), 0, 0, False, "continue"
     for start in range(0, len(key), batch_size):

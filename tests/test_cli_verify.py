@@ -85,7 +85,7 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
     cal = json.loads(r.stdout)
     assert 0.5 < cal["null_match_prob"] < 1 and "Clopper-Pearson" in cal["null_source"]
     r = run("verify", "--key", out_key, "--suspect", files / "other.safetensors")
-    assert r.exit_code == 0 and r.stdout.startswith("decision: NOT OWNED"), r.output
+    assert r.exit_code == 1 and r.stdout.startswith("decision: NOT OWNED"), r.output
     r = run("verify", "--key", out_key, "--suspect", files / "ours.safetensors", "--json")
     assert json.loads(r.stdout)["decision"] == "owned"
     r = run("calibrate", "--key", files / "key.safetensors", "--reference", files / "ref.safetensors",
@@ -97,7 +97,7 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
 def test_budget_and_query_log(files, tmp_path):
     r = run("verify", "--key", files / "key.safetensors", "--suspect", files / "ours.safetensors", "--sequential",
             "--budget", "3", "--batch-size", "3", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["decision"] == "inconclusive", r.output
+    assert r.exit_code == 3 and json.loads(r.stdout)["decision"] == "inconclusive", r.output
     log = tmp_path / "q.jsonl"
     args = ("verify", "--key", files / "key.safetensors", "--suspect", files / "ours.safetensors", "--json",
             "--log", log)

@@ -109,6 +109,10 @@ class HttpSuspect:
         from_meta = None
         if dims is not None and not flat and len(dims) == 4 and min(dims[1:]) > 0:
             from_meta = tuple(dims[1:]) if self.layout == "NCHW" else (dims[3], dims[1], dims[2])
+        if given is None and from_meta is not None and default is not None and tuple(from_meta) != tuple(default):
+            raise ConfigError(f"{self.identity}: the metadata says inputs of shape {list(dims)}, read with layout "
+                              f"{self.layout} as {tuple(from_meta)}, but the key's inputs are {tuple(default)}; "
+                              "check --layout (NCHW or NHWC) and --input-shape")
         shape = given if given is not None else from_meta
         if shape is None and default is not None:
             shape = default

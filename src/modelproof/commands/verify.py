@@ -9,6 +9,9 @@ import typer
 
 from ..errors import ConfigError
 from .common import JsonOpt, emit, user_errors
+from .suspect_options import SuspectOptions, open_cli_suspect, with_suspect_options
+
+EXIT_CODES = {"owned": 0, "not owned": 1, "inconclusive": 3}
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The ownership key file.")]
 PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
@@ -16,6 +19,7 @@ PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_
 
 
 @user_errors
+@with_suspect_options
 def verify_cmd(key: KeyOpt,
                suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
                                                     "or an http(s):// Open Inference Protocol endpoint.")],
@@ -39,18 +43,20 @@ def verify_cmd(key: KeyOpt,
                                                                    help="Passphrase of the signing key.")] = None,
                log: Annotated[Path | None, typer.Option("--log", help="Query log (JSON lines); an interrupted "
                                                         "run given the same log resumes without re-asking.")] = None,
-               json_out: JsonOpt = False) -> None:
-    """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model."""
+               json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
+    """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model.
+
+    Exit status: 0 owned, 1 not owned, 3 inconclusive (e.g. the budget ran out), 2 a usage error.
+    """
     from ..keys import load_key
     from ..report import load_signing_key, summary, write_report
-    from ..suspects import open_suspect
     from ..verification import verify
 
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
     owned_key = load_key(key, passphrase)
-    verdict = verify(owned_key, open_suspect(suspect), alpha=alpha, budget=budget, batch_size=batch_size,
+    verdict = verify(owned_key, open_cli_suspect(suspect, suspect_options, owned_key), alpha=alpha, budget=budget, batch_size=batch_size,
                      mode="sequential" if sequential else "fixed", log_path=log, p1=p1, beta=beta)
     result = verdict.to_dict()
     lines = summary(verdict).splitlines()
@@ -59,9 +65,11 @@ def verify_cmd(key: KeyOpt,
         result["report"] = str(report)
         lines.append(f"report:   {report}" + (" (signed)" if signing_key is not None else ""))
     emit(result, json_out, lines)
+    raise typer.Exit(EXIT_CODES.get(verdict.decision, 3))
 
 
 @user_errors
+@with_suspect_options
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
                                                                "independently of ours (repeat the option).")],
@@ -72,14 +80,14 @@ def calibrate_cmd(key: KeyOpt,
                                                        "references (only for references of one kind: same "
                                                        "architecture, other seeds); default: the worst "
                                                        "reference's bound.")] = False,
-                  passphrase: PassOpt = None, json_out: JsonOpt = False) -> None:
+                  passphrase: PassOpt = None, json_out: JsonOpt = False, *,
+                  suspect_options: SuspectOptions) -> None:
     """Estimate the key's null match probability from independently trained reference models."""
     from ..keys import load_key, save_key
-    from ..suspects import open_suspect
     from ..verification import calibrate
 
     owned_key = load_key(key, passphrase)
-    calibrated = calibrate(owned_key, [open_suspect(r) for r in reference], confidence=confidence,
+    calibrated = calibrate(owned_key, [open_cli_suspect(r, suspect_options, owned_key) for r in reference], confidence=confidence,
                            method="pooled" if pooled else "worst")
     save_key(calibrated, out, passphrase)
     refs = calibrated.params["calibration"]["references"]

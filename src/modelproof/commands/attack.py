@@ -19,7 +19,7 @@ from ..attacks.saving import save_attacked
 from ..data import load_dataset, load_splits
 from ..errors import ConfigError
 from ..modelfile import load_model
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, dataset_from_model, emit, user_errors
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the attacked model (.safetensors or .onnx).")]
@@ -49,7 +49,8 @@ def _attack_command(name: str):
     """The CLI command running attack ``name``."""
 
     @user_errors
-    def command(model: ModelOpt, out: OutOpt, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None,
+    @dataset_from_model
+    def command(model: ModelOpt, out: OutOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                 size: SizeOpt = None, param: ParamOpt = None, seed: AttackSeedOpt = 0,
                 max_drop: MaxDropOpt = 0.03, min_accuracy: MinAccOpt = None,
                 query_dataset: QueryDataOpt = None, query_data_dir: QueryDirOpt = None,

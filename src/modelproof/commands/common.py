@@ -1,9 +1,16 @@
-"""What every command shares: user-error handling, JSON or human output, dataset options."""
+"""What every command shares: user-error handling, JSON or human output, dataset options.
+
+:func:`dataset_from_model` makes a model file's own dataset and image size the default of a command that
+takes ``--model`` (a mismatch with ``--dataset`` is a one-line error unless ``--force-dataset``), and
+``MODELPROOF_DATA`` the default data folder.
+"""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +22,12 @@ from ..errors import ModelproofError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="digits (bundled), mnist, fashion-mnist, cifar10, cifar100, npz, folder")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset's files (not needed for digits).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="digits (bundled), mnist, fashion-mnist, cifar10, "
+                                                "cifar100, npz, folder; default: the --model file's own, else digits")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset's files (not needed for "
+                                                 "digits); default: $MODELPROOF_DATA/DATASET, else $MODELPROOF_DATA.")]
+ForceDatasetOpt = Annotated[bool, typer.Option("--force-dataset", help="Use --dataset even where the model file "
+                                               "records another dataset.")]
 SizeOpt = Annotated[int | None, typer.Option("--size", help="Resize images to SIZE x SIZE.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
@@ -44,3 +55,53 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             typer.echo(line)
+
+
+def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
+    """``data_dir``, else ``$MODELPROOF_DATA/<dataset>`` when that folder exists, else ``$MODELPROOF_DATA``."""
+    if data_dir is not None or dataset == "digits" or not os.environ.get("MODELPROOF_DATA"):
+        return data_dir
+    root = Path(os.environ["MODELPROOF_DATA"])
+    return root / dataset if (root / dataset).is_dir() else root
+
+
+def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | None, size: int | None,
+                    force: bool = False) -> tuple[str, Path | None, int | None]:
+    """(dataset, data folder, size) for a command: the model file's record by default, digits without one."""
+    from ..errors import ConfigError
+    from ..modelfile import read_model_file
+
+    recorded, recorded_size = "", None
+    if model is not None and Path(model).suffix.lower() == ".safetensors":
+        record, _ = read_model_file(model)
+        recorded = record.dataset
+        recorded_size = record.extra.get("size") or record.input_shape[-1]
+    if dataset is not None and recorded and dataset != recorded and not force:
+        raise ConfigError(f"{model} was trained on {recorded!r}, not {dataset!r}: omit --dataset to use "
+                          f"{recorded}, or pass --force-dataset")
+    name = dataset or recorded or "digits"
+    if size is None and recorded and name == recorded:
+        size = int(recorded_size) if recorded_size else None
+    return name, data_folder(name, data_dir), size
+
+
+def dataset_from_model(fn: F) -> F:
+    """Give command ``fn`` a ``--force-dataset`` flag and resolve its dataset, data_dir and size (see above)."""
+    sig = inspect.signature(fn, eval_str=True)
+    force = inspect.Parameter("force_dataset", inspect.Parameter.KEYWORD_ONLY, default=False,
+                              annotation=ForceDatasetOpt)
+    extra = [force] if "model" in sig.parameters else []  # train and data info only get the MODELPROOF_DATA default
+    params = sorted([*sig.parameters.values(), *extra], key=lambda p: p.kind)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind_partial(*args, **{k: v for k, v in kwargs.items() if k != "force_dataset"})
+        values = bound.arguments
+        values["dataset"], values["data_dir"], values["size"] = resolve_dataset(
+            values.get("model"), values.get("dataset"), values.get("data_dir"), values.get("size"),
+            bool(kwargs.get("force_dataset", False)))
+        return fn(**values)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]

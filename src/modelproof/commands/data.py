@@ -5,11 +5,12 @@ from __future__ import annotations
 import typer
 
 from ..data import load_splits
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, emit, user_errors
 
 
 @user_errors
-def info(dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+@dataset_from_model
+def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
          seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Show a dataset's size, image shape, classes and its owner/attacker/test split."""
     splits = load_splits(dataset, data_dir, size=size, seed=seed)

@@ -8,16 +8,17 @@ from typing import Annotated
 import typer
 
 from ..watermarks.frontier import FrontierStitching
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, user_errors
 from .protect import OutOpt, PassOpt, protect_group, run_protect
 
 TrainedModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to watermark.")]
 
 
 @user_errors
+@dataset_from_model
 def frontier_stitching(
         model: TrainedModelOpt,
-        dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+        dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
         eps: Annotated[float, typer.Option(help="FGSM step (images in [0,1]); larger gives more true adversaries.")] = 0.25,
         norm: Annotated[str, typer.Option(help="Norm of the FGSM step: linf, l2 or l1.")] = "linf",
         key_size: Annotated[int, typer.Option("--key-size", help="Key inputs, half true and half false adversaries (even).")] = 100,
@@ -44,4 +45,5 @@ def frontier_stitching(
 def register(app: typer.Typer) -> None:
     """Add ``frontier-stitching`` to the ``protect`` group."""
     del app  # the group itself is added to the app by commands.protect
-    protect_group().command("frontier-stitching")(frontier_stitching)
+    protect_group().command("frontier-stitching", short_help="Watermark: fine-tune on FGSM adversaries near the "
+                            "boundary, zero-bit (Le Merrer et al.)")(frontier_stitching)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from ..protection import make_protection
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, dataset_from_model, user_errors
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, run_protect
 
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
@@ -51,7 +51,8 @@ def _run(method: str, params: dict[str, Any], *, model: Path | None, arch: str |
 
 
 @user_errors
-def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+@dataset_from_model
+def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                   data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                   secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
                   key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -73,7 +74,8 @@ def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dat
 
 
 @user_errors
-def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+@dataset_from_model
+def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                 data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                 secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
                 key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -93,7 +95,8 @@ def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, datas
 
 
 @user_errors
-def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+@dataset_from_model
+def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                     data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                     secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None,
                     epochs: EpochsOpt = 10, key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001,
@@ -112,7 +115,8 @@ def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, d
 
 
 @user_errors
-def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+@dataset_from_model
+def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
         data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
         secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
         key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64, key_ratio: RatioOpt = 0.1,
@@ -125,7 +129,8 @@ def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: Data
 
 
 @user_errors
-def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+@dataset_from_model
+def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
               data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
               secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
               key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -153,6 +158,10 @@ def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset
 def register(app: typer.Typer) -> None:
     """Add the trigger-set commands to the ``protect`` group."""
     group = protect_group()
-    for name, fn in (("zhang-content", zhang_content), ("zhang-noise", zhang_noise),
-                     ("zhang-unrelated", zhang_unrelated), ("adi", adi), ("new-label", new_label)):
-        group.command(name)(fn)
+    for name, fn, short in (
+            ("zhang-content", zhang_content, "Watermark: white round blocks (or a logo) on owner images -> one target label"),
+            ("zhang-noise", zhang_noise, "Watermark: the secret's Gaussian noise on owner images -> one target label"),
+            ("zhang-unrelated", zhang_unrelated, "Watermark: images from outside the task -> one target label"),
+            ("adi", adi, "Watermark: abstract images made from the secret, each with a random label"),
+            ("new-label", new_label, "Watermark: noise-pattern images answered with a new class C (C+1 outputs)")):
+        group.command(name, short_help=short)(fn)

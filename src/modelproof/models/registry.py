@@ -158,6 +158,11 @@ def describe(name: str) -> str:
     return _SPECS[_canonical(name)].description
 
 
+def min_side(name: str) -> int:
+    """The smallest square input side architecture ``name`` accepts."""
+    return _SPECS[_canonical(name)].min_side
+
+
 def architecture_record(model: nn.Module) -> dict[str, Any]:
     """A JSON-serialisable record from which :func:`build_from_record` rebuilds ``model``'s architecture."""
     arch = getattr(model, "arch", None)

@@ -77,3 +77,25 @@ def test_protect_help_says_what_each_method_does():
     for name in ("zhang-content", "zhang-noise", "zhang-unrelated", "new-label", "adi", "ipguard"):
         assert name in body
     assert body.count("Watermark:") == 6 and body.count("Fingerprint") == 5
+
+
+def test_attack_outputs_are_checked_before_the_work(model_files, monkeypatch):
+    import modelproof.commands.attack as attack_cmd
+
+    def never(*args, **kwargs):
+        raise AssertionError("the attack ran before its output was checked")
+
+    monkeypatch.setattr(attack_cmd, "run_attack", never)
+    model = model_files / "digits16.safetensors"
+    for name, out, params, fragment in (("svd", "svd.safetensors", [], "write it as ONNX"),
+                                        ("quantize", "q.onnx", [], "mode=weights"),
+                                        ("ftll", "m.pt", [], "must end in .safetensors")):
+        r = run("attack", name, "--model", model, "--out", model_files / out, *params)
+        assert r.exit_code == 2 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+
+
+def test_data_download_errors_are_one_line(tmp_path):
+    r = run("data", "download", "svhn", tmp_path)
+    assert r.exit_code == 2 and "cannot download dataset 'svhn'" in r.stderr
+    r = run("data", "download", "--help")
+    assert r.exit_code == 0 and "checksum-verified" in " ".join(r.stdout.split())

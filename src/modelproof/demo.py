@@ -127,4 +127,27 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
     log(table)
     result.update(table=rows, negatives=[n.identity for n in negatives], seconds=time.perf_counter() - start)
     log(f"demo finished in {result['seconds']:.1f} s")
+    result["next_commands"] = next_commands(out, rows)
+    for line in written_lines(out, arch, rows) + ["try next:"] + [f"  {c}" for c in result["next_commands"]]:
+        log(line)
     return result
+
+
+def written_lines(out: Path, arch: str, rows: list[dict]) -> list[str]:
+    """Where the demo wrote its models and keys."""
+    marked = [r["method"] for r in rows if r.get("kind") == "watermark"]
+    printed = [r["method"] for r in rows if r.get("kind") == "fingerprint"]
+    return [f"wrote under {out}/: {arch}.safetensors and {arch}.onnx (the unprotected model)",
+            f"  METHOD/model.safetensors + METHOD/key.mpkey for the watermarks ({', '.join(marked)})",
+            f"  METHOD/key.mpkey for the fingerprints of the unprotected model ({', '.join(printed)})"]
+
+
+def next_commands(out: Path, rows: list[dict]) -> list[str]:
+    """Three commands to try on the demo's files: verify, attack and verify again, an evidence report."""
+    method = next((r["method"] for r in rows if r.get("kind") == "watermark" and r.get("decision") == "owned"),
+                  next((r["method"] for r in rows if r.get("kind") == "watermark"), "zhang-content"))
+    key, model, attacked = out / method / "key.mpkey", out / method / "model.safetensors", out / "attacked.safetensors"
+    return [f"modelproof verify --key {key} --suspect {model} --sequential",
+            f"modelproof attack ftal --model {model} --out {attacked} && modelproof verify --key {key} --suspect {attacked}",
+            f"modelproof verify --key {key} --suspect {model} --report {out / 'evidence.json'} && "
+            f"modelproof check-report {out / 'evidence.json'}"]

@@ -30,8 +30,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for any command.")) -> None:
     """Prove that a suspect image classifier is yours, and measure how well the proof survives attacks."""
+    from .commands.common import QUIET
+
+    QUIET[0] = quiet
 
 for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
     _module = importlib.import_module(f"{commands.__name__}.{_info.name}")

@@ -133,7 +133,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
                 loss_sum += float(loss.detach())
                 batches += 1
                 seen += len(y)
-                bar(1)
+                bar(1, loss=loss_sum / batches)
             epochs_run += 1
             if until is not None:
                 model.eval()

@@ -34,18 +34,43 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def user_errors(fn: F) -> F:
-    """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback)."""
+def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
+    """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
+
+    The command runs inside the one progress line (:func:`modelproof.progress.task`, on a terminal only,
+    never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
+    """
+    if fn is None:
+        return functools.partial(user_errors, progress=progress)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..progress import task
+
         try:
-            return fn(*args, **kwargs)
+            if not progress:
+                return fn(*args, **kwargs)
+            quiet = bool(kwargs.get("quiet", False)) or QUIET[0]
+            with task(_command_path(), quiet=quiet):
+                return fn(*args, **kwargs)
         except ModelproofError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
+
+
+QUIET = [False]  # set by the top-level ``modelproof --quiet``
+
+
+def _command_path() -> str:
+    """``modelproof GROUP COMMAND`` as typed (the words before the first option), for the progress line."""
+    words = []
+    for arg in sys.argv[1:3]:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return " ".join(["modelproof", *words])
 
 
 def emit(result: dict, as_json: bool, lines: list[str]) -> None:

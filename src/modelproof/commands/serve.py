@@ -13,7 +13,7 @@ from .common import user_errors
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@user_errors
+@user_errors(progress=False)
 def serve_cmd(model: Annotated[Path, typer.Argument(help="A modelproof .safetensors model file or an .onnx file.")],
               host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="TCP port.")] = 8080,

@@ -39,6 +39,7 @@ from ..checks import check_int
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
+from ..progress import phase, report
 from ..protection import Protected, Protection, register_protection
 
 INITS = ("TR", "TL", "RR", "RL")
@@ -156,6 +157,7 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
     final = torch.full((n,), float("inf"))
     active = torch.arange(n)
     b1, b2 = betas
+    phase(f"boundary search, {n} point(s)", max_iter)
     for t in range(1, max_iter + 2):
         xa = x[active].requires_grad_(True)
         loss = boundary_loss(model(xa), i[active], j[active], k)
@@ -171,6 +173,7 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
         x[idx] = (x[idx] - step).clamp_(0.0, 1.0)
         iterations[idx] += 1
         active = idx
+        report(1, searching=len(active))
     return SearchResult(x, iterations, final)
 
 

@@ -78,19 +78,19 @@ def _row(name: str, model, splits, negatives: list, out: Path, seed: int) -> dic
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, arch: str = DEMO_ARCH, size: int = DEMO_SIZE,
-             quiet: bool = True, log: Callable[[str], None] = print) -> dict:
+             quiet: bool = True, log: Callable[[str], None] = print, threads: int = 1) -> dict:
     """Train, save, export, protect with every demo protection, verify protected and negative models;
     returns a summary with the table (``result["table"]``) and logs each step.
 
-    Runs with one intra-op torch thread (restored afterwards): these models are tiny, and extra
-    threads only add start-up cost and, on a busy machine, a many-fold slowdown from contention.
+    Runs with ``threads`` intra-op torch threads (one by default; restored afterwards): these models
+    are tiny, and extra threads only add start-up cost and, on a busy machine, a many-fold slowdown.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _run(Path(out_dir), seed=seed, arch=arch, size=size, quiet=quiet, log=log)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callable[[str], None]) -> dict:

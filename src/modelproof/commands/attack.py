@@ -19,7 +19,8 @@ from ..attacks.saving import save_attacked
 from ..data import load_dataset, load_splits
 from ..errors import ConfigError
 from ..modelfile import load_model
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, dataset_from_model, emit, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the attacked model (.safetensors or .onnx).")]
@@ -65,6 +66,7 @@ def _attack_command(name: str):
 
     @user_errors
     @dataset_from_model
+    @compute_options
     def command(model: ModelOpt, out: OutOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                 size: SizeOpt = None, param: ParamOpt = None, seed: AttackSeedOpt = 0,
                 max_drop: MaxDropOpt = 0.03, min_accuracy: MinAccOpt = None,

@@ -26,6 +26,9 @@ DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="digits 
                                                 "cifar100, npz, folder; default: the --model file's own, else digits")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset's files (not needed for "
                                                  "digits); default: $MODELPROOF_DATA/DATASET, else $MODELPROOF_DATA.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch intra-op threads (default: OMP_NUM_THREADS, "
+                                               "else half the CPUs, 1 to 4).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu (default), cuda, mps, or auto (cuda when available).")]
 ForceDatasetOpt = Annotated[bool, typer.Option("--force-dataset", help="Use --dataset even where the model file "
                                                "records another dataset.")]
 SizeOpt = Annotated[int | None, typer.Option("--size", help="Resize images to SIZE x SIZE.")]
@@ -126,6 +129,25 @@ def dataset_from_model(fn: F) -> F:
             values.get("model"), values.get("dataset"), values.get("data_dir"), values.get("size"),
             bool(kwargs.get("force_dataset", False)))
         return fn(**values)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
+
+
+def compute_options(fn: F) -> F:
+    """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.devices`), applied before it runs."""
+    sig = inspect.signature(fn, eval_str=True)
+    extra = [inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt),
+             inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="cpu", annotation=DeviceOpt)]
+    params = sorted([*sig.parameters.values(), *extra], key=lambda p: p.kind)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..devices import configure
+
+        configure(kwargs.pop("device", "cpu"), kwargs.pop("threads", None))
+        return fn(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params}

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from ..watermarks.frontier import FrontierStitching
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import OutOpt, PassOpt, protect_group, run_protect
 
 TrainedModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to watermark.")]
@@ -16,6 +17,7 @@ TrainedModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The traine
 
 @user_errors
 @dataset_from_model
+@compute_options
 def frontier_stitching(
         model: TrainedModelOpt,
         dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,

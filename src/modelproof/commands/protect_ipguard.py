@@ -15,7 +15,8 @@ import typer
 from ..fingerprints.baselines import CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint
 from ..fingerprints.ipguard import IPGuard
 from ..protection import Protection
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import PassOpt, protect_group, run_protect
 
 ModelReq = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to fingerprint.")]
@@ -39,6 +40,7 @@ def _run(protection: Protection, model: Path, dataset: str, data_dir: Path | Non
 
 @user_errors
 @dataset_from_model
+@compute_options
 def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
                 k: Annotated[float, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "
                                                  "uniqueness).")] = 3.0,
@@ -55,6 +57,7 @@ def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOp
 
 @user_errors
 @dataset_from_model
+@compute_options
 def random_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
                points: PointsOpt = 100, null_match_prob: NullOpt = None, out: OutDir = Path("runs/random-fingerprint"),
                passphrase: PassOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
@@ -68,6 +71,7 @@ EpsOpt = Annotated[float, typer.Option("--eps", help="L-infinity noise bound.")]
 
 @user_errors
 @dataset_from_model
+@compute_options
 def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, null_match_prob: NullOpt = None,
              out: OutDir = Path("runs/fgsm-fingerprint"), passphrase: PassOpt = None, seed: SeedOpt = 0,
@@ -79,6 +83,7 @@ def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt =
 
 @user_errors
 @dataset_from_model
+@compute_options
 def igsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, max_iter: MaxIterOpt = 1000,
              null_match_prob: NullOpt = None, out: OutDir = Path("runs/igsm-fingerprint"), passphrase: PassOpt = None,
@@ -90,6 +95,7 @@ def igsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt =
 
 @user_errors
 @dataset_from_model
+@compute_options
 def cw_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
            k: Annotated[float, typer.Option("--k", help="Confidence: logit margin of the target label.")] = 3.0,
            init: InitOpt = "TL", points: PointsOpt = 100, lr: LrOpt = None, max_iter: MaxIterOpt = 1000,

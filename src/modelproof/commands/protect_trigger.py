@@ -16,7 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from ..protection import make_protection
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, dataset_from_model, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
+    user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, run_protect
 
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
@@ -52,6 +54,7 @@ def _run(method: str, params: dict[str, Any], *, model: Path | None, arch: str |
 
 @user_errors
 @dataset_from_model
+@compute_options
 def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                   data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                   secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -75,6 +78,7 @@ def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dat
 
 @user_errors
 @dataset_from_model
+@compute_options
 def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                 data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                 secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -96,6 +100,7 @@ def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, datas
 
 @user_errors
 @dataset_from_model
+@compute_options
 def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                     data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                     secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None,
@@ -116,6 +121,7 @@ def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, d
 
 @user_errors
 @dataset_from_model
+@compute_options
 def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
         data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
         secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
@@ -130,6 +136,7 @@ def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: Data
 
 @user_errors
 @dataset_from_model
+@compute_options
 def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
               data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
               secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,

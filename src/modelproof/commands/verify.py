@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import JsonOpt, emit, user_errors
+from .common import JsonOpt, compute_options, emit, user_errors
 from .suspect_options import SuspectOptions, open_cli_suspect, with_suspect_options
 
 EXIT_CODES = {"owned": 0, "not owned": 1, "inconclusive": 3}
@@ -20,6 +20,7 @@ PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_
 
 @user_errors
 @with_suspect_options
+@compute_options
 def verify_cmd(key: KeyOpt,
                suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
                                                     "or an http(s):// Open Inference Protocol endpoint.")],
@@ -70,6 +71,7 @@ def verify_cmd(key: KeyOpt,
 
 @user_errors
 @with_suspect_options
+@compute_options
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
                                                                "independently of ours (repeat the option).")],

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..checks import check_int
+from ..devices import model_device
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
@@ -150,12 +151,12 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
     its loss reaches zero; all active points share the step count (they started together), so the
     result equals running ``torch.optim.Adam`` on each point alone (up to float rounding).
     """
-    n = x0.shape[0]
-    x = x0.detach().clone()
+    n, device = x0.shape[0], model_device(model)  # every tensor of the search lives on the model's device
+    x, i, j = x0.detach().to(device).clone(), i.to(device), j.to(device)
     m, v = torch.zeros_like(x), torch.zeros_like(x)
-    iterations = torch.zeros(n, dtype=torch.int64)
-    final = torch.full((n,), float("inf"))
-    active = torch.arange(n)
+    iterations = torch.zeros(n, dtype=torch.int64, device=device)
+    final = torch.full((n,), float("inf"), device=device)
+    active = torch.arange(n, device=device)
     b1, b2 = betas
     phase(f"boundary search, {n} point(s)", max_iter)
     for t in range(1, max_iter + 2):
@@ -174,7 +175,7 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
         iterations[idx] += 1
         active = idx
         report(1, searching=len(active))
-    return SearchResult(x, iterations, final)
+    return SearchResult(x.cpu(), iterations.cpu(), final.cpu())
 
 
 def per_point_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torch.Tensor, *, k: float,

@@ -150,7 +150,9 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
         model = spec.factory(shape, num_classes, mean_, std_, **options)
     model.arch = arch
     model.arch_kwargs = dict(options)
-    return model
+    from ..devices import default_device
+
+    return model.to(default_device())
 
 
 def describe(name: str) -> str:

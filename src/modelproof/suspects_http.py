@@ -113,15 +113,8 @@ class HttpSuspect:
             raise ConfigError(f"{self.identity}: the metadata says inputs of shape {list(dims)}, read with layout "
                               f"{self.layout} as {tuple(from_meta)}, but the key's inputs are {tuple(default)}; "
                               "check --layout (NCHW or NHWC) and --input-shape")
-        shape = given if given is not None else from_meta
-        if shape is None and default is not None:
-            shape = default
-            self.notes.append(f"{self.identity}: the metadata gives no input shape; using the key's "
-                              f"{tuple(default)} (pass --input-shape to set it)")
-        if shape is None:
-            raise ConfigError(f"{self.identity}: the model metadata does not give the input shape (C, H, W); "
-                              "pass input_shape (--input-shape)")
-        shape = tuple(int(s) for s in shape)
+        shape = tuple(int(s) for s in self._pick(given, from_meta, None if default is None else tuple(default),
+                                                 "input shape", "input_shape"))
         if len(shape) != 3 or min(shape) < 1:
             raise ConfigError(f"input_shape must be three positive integers (C, H, W), got {shape}")
         sent = list(self._laid_out(np.zeros((1, *shape), np.float32)).shape)
@@ -131,15 +124,19 @@ class HttpSuspect:
                               "and --input-shape")
         return shape  # type: ignore[return-value]
 
+    def _pick(self, given: Any, from_meta: Any, default: Any, what: str, name: str) -> Any:
+        """The argument, else the metadata's value, else the caller's default (with a note); ConfigError without."""
+        if given is not None or from_meta is not None:
+            return given if given is not None else from_meta
+        flag = "--" + name.replace("_", "-")
+        if default is None:
+            raise ConfigError(f"{self.identity}: the model metadata does not give the {what}; pass {name} ({flag})")
+        self.notes.append(f"{self.identity}: the metadata gives no {what}; using the key's {default} "
+                          f"(pass {flag} to set it)")
+        return default
+
     def _num_classes(self, given: int | None, default: int | None, from_meta: int | None) -> int:
-        k = given if given is not None else from_meta
-        if k is None and default is not None:
-            k = default
-            self.notes.append(f"{self.identity}: the metadata gives no number of classes (a label-only "
-                              f"output?); using the key's {default} (pass --num-classes to set it)")
-        if k is None:
-            raise ConfigError(f"{self.identity}: the model metadata does not give the number of classes; "
-                              "pass num_classes (--num-classes)")
+        k = self._pick(given, from_meta, default, "number of classes (a label-only output?)", "num_classes")
         if int(k) < 1:
             raise ConfigError(f"num_classes must be at least 1, got {k}")
         return int(k)

@@ -113,13 +113,21 @@ def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | No
     return name, data_folder(name, data_dir), size
 
 
+def with_options(wrapper: Callable[..., Any], fn: Callable[..., Any], extra: list[inspect.Parameter],
+                 drop: tuple[str, ...] = ()) -> Any:
+    """``wrapper`` (of ``fn``) presented to typer with ``fn``'s options, less ``drop``, plus ``extra``."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = sorted([p for n, p in sig.parameters.items() if n not in drop] + extra, key=lambda p: p.kind)
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
 def dataset_from_model(fn: F) -> F:
     """Give command ``fn`` a ``--force-dataset`` flag and resolve its dataset, data_dir and size (see above)."""
     sig = inspect.signature(fn, eval_str=True)
     force = inspect.Parameter("force_dataset", inspect.Parameter.KEYWORD_ONLY, default=False,
                               annotation=ForceDatasetOpt)
-    extra = [force] if "model" in sig.parameters else []  # train and data info only get the MODELPROOF_DATA default
-    params = sorted([*sig.parameters.values(), *extra], key=lambda p: p.kind)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -130,17 +138,14 @@ def dataset_from_model(fn: F) -> F:
             bool(kwargs.get("force_dataset", False)))
         return fn(**values)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+    # train and data info take no --model: they only get the MODELPROOF_DATA default
+    return with_options(wrapper, fn, [force] if "model" in sig.parameters else [])
 
 
 def compute_options(fn: F) -> F:
     """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.devices`), applied before it runs."""
-    sig = inspect.signature(fn, eval_str=True)
     extra = [inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt),
              inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="cpu", annotation=DeviceOpt)]
-    params = sorted([*sig.parameters.values(), *extra], key=lambda p: p.kind)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -149,6 +154,4 @@ def compute_options(fn: F) -> F:
         configure(kwargs.pop("device", "cpu"), kwargs.pop("threads", None))
         return fn(*args, **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+    return with_options(wrapper, fn, extra)

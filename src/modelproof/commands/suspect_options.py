@@ -23,6 +23,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import ConfigError
+from .common import with_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 PANEL = "Suspect served over HTTP"
@@ -74,19 +75,13 @@ def _option(name: str, kind: Any, help_text: str) -> inspect.Parameter:
 
 def with_suspect_options(fn: F) -> F:
     """Add the suspect options to command ``fn``; it receives them as ``suspect_options: SuspectOptions``."""
-    sig = inspect.signature(fn, eval_str=True)
-    params = [p for n, p in sig.parameters.items() if n != "suspect_options"]
-    params += [_option(name, kind, help_text) for name, (kind, help_text) in _OPTIONS.items()]
-    params.sort(key=lambda p: p.kind)
-
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         values = {name: kwargs.pop(name, None) for name in _OPTIONS}
         return fn(*args, suspect_options=SuspectOptions(values), **kwargs)
 
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in params}
-    return wrapper  # type: ignore[return-value]
+    extra = [_option(name, kind, help_text) for name, (kind, help_text) in _OPTIONS.items()]
+    return with_options(wrapper, fn, extra, drop=("suspect_options",))
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:

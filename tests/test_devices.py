@@ -70,3 +70,16 @@ def test_training_ipguard_and_verify_on_cuda(digits):
         assert verify(key, TorchSuspect(model)).decision == "owned"
     finally:
         devices.configure("cpu", 1)
+
+
+def test_commands_not_yet_device_clean_refuse_a_gpu_in_one_line(tmp_path, monkeypatch):
+    from modelproof.modelfile import save_model
+    from modelproof.models import build_model
+
+    save_model(build_model("mlp", 10, (1, 8, 8)), tmp_path / "m.safetensors", dataset="digits")
+    real = devices.resolve_device
+    monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device("cuda") if name == "cuda" else real(name))
+    r = runner.invoke(app, ["attack", "ftll", "--model", str(tmp_path / "m.safetensors"), "--out",
+                            str(tmp_path / "o.safetensors"), "--device", "cuda"])
+    assert r.exit_code == 2 and "runs on the CPU only for now" in r.stderr, r.output
+    assert devices.default_device() == torch.device("cpu")

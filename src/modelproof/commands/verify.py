@@ -20,7 +20,7 @@ PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_
 
 @user_errors
 @with_suspect_options
-@compute_options
+@compute_options(accelerators=True)
 def verify_cmd(key: KeyOpt,
                suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
                                                     "or an http(s):// Open Inference Protocol endpoint.")],
@@ -71,7 +71,7 @@ def verify_cmd(key: KeyOpt,
 
 @user_errors
 @with_suspect_options
-@compute_options
+@compute_options(accelerators=True)
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
                                                                "independently of ours (repeat the option).")],

@@ -4,7 +4,7 @@ on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,00
 Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
-of this process, as the issue asks, and/or as a separate `modelproof serve` process, which does not
+of this process, and/or as a separate `modelproof serve` process, which does not
 share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
 sizes 1 and 64, once without and once with the fsynced query log. Everything is measured in one run.
 torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's

@@ -23,6 +23,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import ConfigError, ModelFileError, SuspectError
+from .progress import report
 from .suspects_http import HttpSuspect
 
 __all__ = ["Suspect", "BudgetExhausted", "QueriedSuspect", "TorchSuspect", "OnnxSuspect", "SklearnSuspect",
@@ -183,6 +184,7 @@ class QueriedSuspect:
             self._record([digests[i] for i in idx.tolist()], labels.tolist())
             self.queries += len(idx)
             out[idx] = labels
+            report(len(idx), queries=self.spent)
         return out
 
     def _record(self, digests: list[str], labels: list[int]) -> None:

@@ -1,14 +1,17 @@
 """HTTP verification throughput: key queries per second through HttpSuspect against `modelproof serve`
 on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
 
-Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1]
+Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
-of this process, as the issue asks, and/or as a separate `modelproof serve` process, which does not
+of this process, and/or as a separate `modelproof serve` process, which does not
 share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
 sizes 1 and 64, once without and once with the fsynced query log. Everything is measured in one run.
 torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's
 intra-op threads spin against each other (batch-1 inference and training then slow down 10-100x).
+``--profile`` adds where the time of one request goes: each step of the JSON path timed on its own
+(client encoding, server decoding, the model, server encoding, client decoding) against the measured
+time per request; the rest is HTTP and the ASGI stack (httpx, uvicorn, FastAPI).
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import json
+
 import httpx
+import numpy as np
 import torch
 
 from modelproof.data import load_splits
 from modelproof.modelfile import save_model
-from modelproof.serve import create_app
+from modelproof.serve import ServedModel, create_app
 from modelproof.suspects import HttpSuspect, QueriedSuspect, TorchSuspect
 from modelproof.training import TrainConfig, evaluate, train_new
 
@@ -114,12 +120,48 @@ def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path |
     return rows
 
 
+def _seconds(fn, repeat: int) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def profile(model_path: Path, key: torch.Tensor, url: str) -> None:
+    """Milliseconds per request of each step of the JSON path, against the measured HTTP time per request."""
+    served = ServedModel(model_path)
+    print(f"\n{'batch':>5} {'request ms':>10} {'client enc':>10} {'server dec':>10} {'model':>8} {'server enc':>10} "
+          f"{'client dec':>10} {'HTTP+ASGI':>10}   (ms per request)")
+    for batch in BATCH_SIZES:
+        suspect = HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8))
+        x = key[:batch]
+        arr = suspect.encode(x)
+        body = suspect.codec.body(arr, "FP32")
+        logits = served.logits(arr)
+        reply = json.dumps({"outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
+                                         "data": logits.reshape(-1).tolist()}]}).encode()
+        repeat = 400 if batch == 1 else 100
+        steps = [_seconds(lambda: suspect.codec.body(suspect.encode(x), "FP32"), repeat),
+                 _seconds(lambda: np.asarray(json.loads(body)["inputs"][0]["data"]).astype(np.float32), repeat),
+                 _seconds(lambda: served.logits(arr), repeat),
+                 _seconds(lambda: json.dumps({"outputs": [{"data": served.logits(arr).reshape(-1).tolist()}]}), repeat)
+                 - _seconds(lambda: served.logits(arr), repeat),
+                 _seconds(lambda: suspect._labels(suspect.codec.answer(json.loads(reply), "x"), batch), repeat)]
+        total = _seconds(lambda: suspect.predict(x), repeat)
+        suspect.close()
+        ms = [1000 * v for v in steps]
+        print(f"{batch:>5} {1000 * total:>10.2f} " + " ".join(f"{m:>10.2f}" if i != 2 else f"{m:>8.2f}" for i, m in enumerate(ms))
+              + f" {1000 * total - sum(ms):>10.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key-size", type=int, default=1000)
     parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads here and in the served child (0: torch's default)")
+    parser.add_argument("--profile", action="store_true", help="also time each step of one request (thread server)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,6 +182,9 @@ def main() -> None:
                     for batch, local, remote in measure(url, model, key, log_dir):
                         print(f"{kind:<8} {'fsynced' if log_dir else 'off':<10} {batch:>5} {local:>15,.0f} "
                               f"{remote:>10,.0f} {local / remote:>17.1f}x")
+        if args.profile:
+            with thread_server(path) as url:
+                profile(path, key, url)
     print("HTTP answers equal the in-process answers for every run.")
 
 

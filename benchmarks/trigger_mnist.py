@@ -1,4 +1,4 @@
-"""Trigger-set watermarks on MNIST: the acceptance run of issue 5 (LeNet-5, CPU).
+"""Trigger-set watermarks on MNIST: LeNet-5 on the CPU.
 
 Usage: python benchmarks/trigger_mnist.py [MNIST_DIR] [--fashion DIR] [--threads N] [--json FILE]
 

@@ -61,6 +61,7 @@ class Reply:
     status: int = 200
     body: Any = None
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def scripted_app(handler: Callable[[int, dict], Reply]) -> tuple[FastAPI, Script
         if reply.delay:
             await asyncio.sleep(reply.delay)
         content = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
-        return Response(content, status_code=reply.status, media_type="application/json")
+        return Response(content, status_code=reply.status, media_type="application/json", headers=reply.headers)
 
     return app, script
 
@@ -109,3 +110,55 @@ def v2_labels(labels: list[int], *, name: str = "label") -> Reply:
 def v2_batch(body: dict) -> int:
     """The batch size of a v2 request body."""
     return int(body["inputs"][0]["shape"][0])
+
+
+def guarded(app: Any, *, token: str | None = None, metadata: bool = True) -> Callable:
+    """``app`` behind a bearer-token check (401 without it) and, with ``metadata=False``, no GET endpoints (404)."""
+    from fastapi.responses import JSONResponse
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            refusal = None
+            if token is not None and headers.get(b"authorization") != f"Bearer {token}".encode():
+                refusal = JSONResponse({"error": "missing or bad bearer token"}, status_code=401)
+            elif not metadata and scope["method"] == "GET":
+                refusal = JSONResponse({"error": "not found"}, status_code=404)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def flat_label_app(estimator: Any, *, features: int, name: str = "forest", top: float = 16.0) -> FastAPI:
+    """A scikit-learn model behind the v2 protocol as such servers are deployed: input ``features`` FP64
+    [N, features] in [0, top], output ``label`` INT64 [N, 1] only, metadata without a class count."""
+    import numpy as np
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    meta = {"name": name, "versions": ["3"], "platform": "sklearn",
+            "inputs": [{"name": "features", "datatype": "FP64", "shape": [-1, features]}],
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1, 1]}]}
+
+    @app.get(f"/v2/models/{name}")
+    async def metadata() -> dict:
+        return meta
+
+    @app.post(f"/v2/models/{name}/infer")
+    async def infer(request: Request) -> Any:
+        inp = (await request.json())["inputs"][0]
+        shape = inp.get("shape")
+        if inp.get("name") != "features" or inp.get("datatype") != "FP64" or len(shape) != 2 or shape[1] != features:
+            return JSONResponse({"error": f"expected input 'features' FP64 of shape [-1, {features}], got "
+                                          f"{inp.get('name')!r} {inp.get('datatype')} {shape}"}, status_code=500)
+        x = np.asarray(inp["data"], dtype=np.float64).reshape(shape)
+        if x.min() < 0 or x.max() > top:
+            return JSONResponse({"error": f"feature values must lie in [0, {top:g}]"}, status_code=400)
+        labels = estimator.predict(x).astype(int).tolist()
+        return {"model_name": name, "model_version": "3",
+                "outputs": [{"name": "label", "datatype": "INT64", "shape": [len(labels), 1], "data": labels}]}
+
+    return app

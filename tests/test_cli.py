@@ -1,6 +1,7 @@
 import json
 import pickle
 
+import pytest
 from typer.testing import CliRunner
 
 from modelproof.cli import app
@@ -33,10 +34,17 @@ def test_data_info_json():
     assert sum(v["images"] for v in info["splits"].values()) == 1797
 
 
-def test_demo_runs_end_to_end(tmp_path):
-    r = run("demo", "--out", tmp_path, "--json", "--quiet")
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo, run once through the CLI: (its folder, its JSON result)."""
+    out = tmp_path_factory.mktemp("demo")
+    r = run("demo", "--out", out, "--json", "--quiet")
     assert r.exit_code == 0, r.output
-    result = json.loads(r.stdout)
+    return out, json.loads(r.stdout)
+
+
+def test_demo_runs_end_to_end(demo_run):
+    tmp_path, result = demo_run
     assert result["test_accuracy"] >= 0.9 and result["reload_bit_exact"] is True
     rows = {row["method"]: row for row in result["table"]}
     assert {"zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label"} <= set(rows)
@@ -66,3 +74,21 @@ def test_user_errors_are_one_line(tmp_path):
     evil = tmp_path / "evil.safetensors"
     evil.write_bytes(pickle.dumps(object()))
     _assert_clean_error(run("evaluate", "--model", evil), "never unpickles")
+
+
+def test_demo_says_where_it_wrote_and_its_three_next_commands_work(demo_run):
+    import shlex
+
+    from modelproof.demo import next_commands, written_lines
+
+    tmp_path, result = demo_run
+    commands = result["next_commands"]
+    assert len(commands) == 3 and commands == next_commands(tmp_path, result["table"])
+    assert str(tmp_path) in written_lines(tmp_path, "mlp", result["table"])[0]
+    for command in commands:
+        for part in command.split(" && "):
+            argv = shlex.split(part)
+            assert argv[0] == "modelproof"
+            r = run(*argv[1:])
+            assert r.exit_code in (0, 1), (part, r.output)  # 1: "not owned" after the attack is a verdict
+    assert (tmp_path / "evidence.json").is_file() and (tmp_path / "attacked.safetensors").is_file()

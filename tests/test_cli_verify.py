@@ -90,7 +90,7 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
             ("ref4.safetensors", "mlp")]
     # independent models match blended digits 62-78% of the time: calibrated, this key proves nothing, and says so
     r = run("verify", "--key", out_key, "--suspect", files / "other.safetensors")
-    assert r.exit_code == 0 and r.stdout.startswith("decision: INCONCLUSIVE"), r.output
+    assert r.exit_code == 3 and r.stdout.startswith("decision: INCONCLUSIVE"), r.output
     r = run("verify", "--key", out_key, "--suspect", files / "ours.safetensors", "--json")
     assert json.loads(r.stdout)["decision"] == "inconclusive" and "cannot reach alpha" in json.loads(r.stdout)["note"]
 
@@ -98,7 +98,7 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
 def test_budget_and_query_log(files, tmp_path):
     r = run("verify", "--key", files / "key.safetensors", "--suspect", files / "ours.safetensors", "--sequential",
             "--budget", "3", "--batch-size", "3", "--json")
-    assert r.exit_code == 0 and json.loads(r.stdout)["decision"] == "inconclusive", r.output
+    assert r.exit_code == 3 and json.loads(r.stdout)["decision"] == "inconclusive", r.output
     log = tmp_path / "q.jsonl"
     args = ("verify", "--key", files / "key.safetensors", "--suspect", files / "ours.safetensors", "--json",
             "--log", log)

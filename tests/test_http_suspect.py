@@ -110,14 +110,45 @@ def test_input_mapping_mean_std_and_tfserving(script_server):
         HttpSuspect(url, model_name="m", dtype="UINT8", mean=mean, std=std, num_classes=2, input_shape=(3, 2, 2))
 
 
-def test_always_500_retries_then_fails(script_server):
-    url, script = script_server(lambda i, body: Reply(500, {"error": "boom"}))
+def test_always_503_retries_then_fails(script_server):
+    url, script = script_server(lambda i, body: Reply(503, {"error": "warming up"}))
     s = HttpSuspect(url, model_name="m", retries=2, backoff=0.05, **SHAPE)
-    with pytest.raises(SuspectError, match=r"/v2/models/m/infer failed after 3 attempt.*HTTP 500"):
+    with pytest.raises(SuspectError, match=r"/v2/models/m/infer failed after 3 attempt.*HTTP 503 'warming up'"):
         s.predict(torch.zeros(2, 1, 8, 8))
     assert script.attempts == 3
     gaps = np.diff(script.times)
     assert gaps[0] >= 0.04 and gaps[1] >= 0.08, gaps  # exponential backoff: 0.05 s, then 0.1 s (less arrival jitter)
+
+
+def test_deterministic_500_fails_at_once_with_the_body_and_the_shape_sent(script_server):
+    """A 500 whose body says the shape is wrong cannot succeed on retry: one attempt, the server's words."""
+    url, script = script_server(lambda i, body: Reply(500, {"error": "expected input of shape [-1, 64], got [2, 1, 8, 8]"}))
+    s = HttpSuspect(url, model_name="m", retries=3, backoff=0.05, **SHAPE)
+    with pytest.raises(SuspectError, match=r"HTTP 500, the server said 'expected input of shape \[-1, 64\].*"
+                                           r"sent FP32 inputs of shape \[2, 1, 8, 8\], layout NCHW") as err:
+        s.predict(torch.zeros(2, 1, 8, 8))
+    assert script.attempts == 1 and "failed after" not in str(err.value)
+
+
+def test_error_bodies_are_trimmed_and_credentials_redacted(script_server):
+    token = "s3cr3t-t0ken-value"
+    echo = f"unauthorized: header Authorization: Bearer {token} api_key=abcd1234 password: hunter22 " + "x" * 500
+    url, script = script_server(lambda i, body: Reply(401, {"error": echo}))
+    s = HttpSuspect(f"http://user:pw1234@{url[7:]}/v2/models/m?api_key=zzzz9999", headers={"Authorization": f"Bearer {token}"},
+                    **FAST, **SHAPE)
+    with pytest.raises(SuspectError, match="HTTP 401.*--header") as err:
+        s.predict(torch.zeros(1, 1, 8, 8))
+    text = str(err.value)
+    for secret in (token, "abcd1234", "hunter22", "pw1234", "zzzz9999"):
+        assert secret not in text, text
+    assert "[redacted]" in text and len(text) < 500 and script.attempts == 1
+
+
+def test_429_with_retry_after_is_retried(script_server):
+    url, script = script_server(lambda i, body: Reply(429, {"error": "slow down"}, headers={"Retry-After": "0.2"})
+                                if i == 0 else v2_labels([1] * v2_batch(body)))
+    assert HttpSuspect(url, model_name="m", **FAST, **SHAPE).predict(torch.zeros(2, 1, 8, 8)).tolist() == [1, 1]
+    assert script.attempts == 2 and script.times[1] - script.times[0] >= 0.18
 
 
 def test_500_twice_then_ok_succeeds(script_server):
@@ -129,7 +160,7 @@ def test_500_twice_then_ok_succeeds(script_server):
 
 def test_4xx_is_not_retried(script_server):
     url, script = script_server(lambda i, body: Reply(400, {"error": "bad input"}))
-    with pytest.raises(SuspectError, match="refused the request: HTTP 400.*bad input"):
+    with pytest.raises(SuspectError, match="HTTP 400, the server said 'bad input'"):
         HttpSuspect(url, model_name="m", **FAST, **SHAPE).predict(torch.zeros(1, 1, 8, 8))
     assert script.attempts == 1
 

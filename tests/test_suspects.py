@@ -158,7 +158,7 @@ def test_query_log_holds_digests_never_inputs(tmp_path):
     assert len(lines) == 5
     for i, line in enumerate(lines):
         rec = json.loads(line)
-        assert set(rec) == {"n", "time", "suspect", "input_sha256", "label"}
+        assert set(rec) == {"n", "time", "suspect", "model", "input_sha256", "label"}
         assert rec["input_sha256"] == hashlib.sha256(x[i].numpy().astype("<f4").tobytes()).hexdigest()
         assert rec["label"] == int(labels[i]) and rec["suspect"] == "fake:1" and rec["time"].endswith("+00:00")
     assert all(not isinstance(v, (list, float)) for line in lines for v in json.loads(line).values())
@@ -202,8 +202,13 @@ def test_bad_logs_are_refused(tmp_path):
     QueriedSuspect(Fake(), log_path=log).predict(rand(3))
     other = Fake()
     other.identity = "fake:2"
-    with pytest.raises(ConfigError, match="belongs to suspect"):
+    with pytest.raises(ConfigError, match="belongs to another model or key: it was made with 'fake:1', this run asks 'fake:2'"):
         QueriedSuspect(other, log_path=log)
+    keyed = tmp_path / "k.jsonl"
+    QueriedSuspect(Fake(), log_path=keyed, key_digest="a" * 64).predict(rand(2))
+    assert QueriedSuspect(Fake(), log_path=keyed, key_digest="a" * 64).replayed == 0  # same model and key: resumes
+    with pytest.raises(ConfigError, match=r"made with key aaaaaaaaaaaa\.\.\., this run uses key bbbbbbbbbbbb"):
+        QueriedSuspect(Fake(), log_path=keyed, key_digest="b" * 64)
     lines = log.read_text().splitlines()
     log.write_text("\n".join([lines[0], "{garbage", lines[2]]) + "\n")
     with pytest.raises(ConfigError, match="line 2"):

@@ -64,28 +64,19 @@ class Reference:
     trusted: bool = False       # trained by modelproof itself (independent by construction)
 
 
-def reference_from_spec(spec: str) -> Reference:
-    """A Reference from a model file, ONNX file or URL given on the command line."""
+def reference_from_spec(spec: str, suspect: object | None = None) -> Reference:
+    """A Reference from a model file, ONNX file or URL given on the command line (``suspect``: already opened)."""
+    from .http_transport import public_url
     from .modelfile import weights_digest
     from .suspects import TorchSuspect, open_suspect
 
-    suspect = open_suspect(spec)
+    suspect = open_suspect(spec) if suspect is None else suspect
     if isinstance(suspect, TorchSuspect):
         model = suspect.model
         kind = str(getattr(getattr(model, "record", None), "arch", None) or type(model).__name__)
         return Reference(suspect, Path(spec).name, kind, weights_digest(model))
-    kind = "onnx" if str(spec).lower().endswith(".onnx") else "http"
-    return Reference(suspect, Path(spec).name if kind == "onnx" else _public_url(spec), kind)
-
-
-def _public_url(url: str) -> str:
-    """``url`` without credentials, query string or fragment (safe to print in a report)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    remote = str(spec).lower().startswith(("http://", "https://"))
+    return Reference(suspect, public_url(str(spec)) if remote else Path(spec).name, "http" if remote else "onnx")
 
 
 def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:

@@ -16,7 +16,26 @@ from . import commands
 
 app = typer.Typer(name="modelproof", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Prove that a suspect image classifier is yours, and measure how well the proof survives attacks.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"modelproof {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines for any command.")) -> None:
+    """Prove that a suspect image classifier is yours, and measure how well the proof survives attacks."""
+    from .commands.common import QUIET
+
+    QUIET[0] = quiet
 
 for _info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
     _module = importlib.import_module(f"{commands.__name__}.{_info.name}")

@@ -81,19 +81,19 @@ def _row(name: str, model, splits, negatives: list, references: list, out: Path,
 
 
 def run_demo(out_dir: str | Path = "runs/demo", *, seed: int = 0, arch: str = DEMO_ARCH, size: int = DEMO_SIZE,
-             quiet: bool = True, log: Callable[[str], None] = print) -> dict:
+             quiet: bool = True, log: Callable[[str], None] = print, threads: int = 1) -> dict:
     """Train, save, export, protect with every demo protection, verify protected and negative models;
     returns a summary with the table (``result["table"]``) and logs each step.
 
-    Runs with one intra-op torch thread (restored afterwards): these models are tiny, and extra
-    threads only add start-up cost and, on a busy machine, a many-fold slowdown from contention.
+    Runs with ``threads`` intra-op torch threads (one by default; restored afterwards): these models
+    are tiny, and extra threads only add start-up cost and, on a busy machine, a many-fold slowdown.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _run(Path(out_dir), seed=seed, arch=arch, size=size, quiet=quiet, log=log)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
 
 
 def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callable[[str], None]) -> dict:
@@ -133,4 +133,27 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
     log(table)
     result.update(table=rows, negatives=[n.identity for n in negatives], seconds=time.perf_counter() - start)
     log(f"demo finished in {result['seconds']:.1f} s")
+    result["next_commands"] = next_commands(out, rows)
+    for line in written_lines(out, arch, rows) + ["try next:"] + [f"  {c}" for c in result["next_commands"]]:
+        log(line)
     return result
+
+
+def written_lines(out: Path, arch: str, rows: list[dict]) -> list[str]:
+    """Where the demo wrote its models and keys."""
+    marked = [r["method"] for r in rows if r.get("kind") == "watermark"]
+    printed = [r["method"] for r in rows if r.get("kind") == "fingerprint"]
+    return [f"wrote under {out}/: {arch}.safetensors and {arch}.onnx (the unprotected model)",
+            f"  METHOD/model.safetensors + METHOD/key.mpkey for the watermarks ({', '.join(marked)})",
+            f"  METHOD/key.mpkey for the fingerprints of the unprotected model ({', '.join(printed)})"]
+
+
+def next_commands(out: Path, rows: list[dict]) -> list[str]:
+    """Three commands to try on the demo's files: verify, attack and verify again, an evidence report."""
+    method = next((r["method"] for r in rows if r.get("kind") == "watermark" and r.get("decision") == "owned"),
+                  next((r["method"] for r in rows if r.get("kind") == "watermark"), "zhang-content"))
+    key, model, attacked = out / method / "key.mpkey", out / method / "model.safetensors", out / "attacked.safetensors"
+    return [f"modelproof verify --key {key} --suspect {model} --sequential",
+            f"modelproof attack ftal --model {model} --out {attacked} && modelproof verify --key {key} --suspect {attacked}",
+            f"modelproof verify --key {key} --suspect {model} --report {out / 'evidence.json'} && "
+            f"modelproof check-report {out / 'evidence.json'}"]

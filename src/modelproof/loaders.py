@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset
+from .dataset import Dataset
 from .errors import DataError
 
 try:  # numpy >= 2

@@ -102,7 +102,7 @@ def save_model(model: nn.Module, path: str | Path, *, dataset: str = "", extra: 
     from safetensors.torch import save
 
     record = record_of(model, dataset, extra)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path = Path(path)
     atomic_write_bytes(path, save(state, metadata={META_KEY: record.to_json()}))
     return path
@@ -173,7 +173,9 @@ def load_model(path: str | Path) -> nn.Module:
     if resized:
         record = dataclasses.replace(record, extra={**record.extra, "structurally_pruned": True})
     model.record = record  # type: ignore[attr-defined]
-    return model.eval()
+    from .devices import default_device
+
+    return model.eval().to(default_device())
 
 
 def _resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:

@@ -2,14 +2,19 @@
 
 :func:`create_app` loads a modelproof ``.safetensors`` model (never a pickle) or an ``.onnx`` file and
 returns a FastAPI app with the v2 health, metadata and infer endpoints plus TF-Serving's ``:predict``.
-Inputs are float32 NCHW in [0,1], as everywhere in modelproof; answers are logits (``logits`` FP32
-[N, K]) or, with ``parameters: {"labels_only": true}``, labels (``label`` INT64 [N]). Malformed
-requests get a 4xx status and ``{"error": message}``. This is how users and tests stand up a remote suspect.
+Inputs are float32 NCHW in [0,1] by default, as everywhere in modelproof; ``layout`` (NHWC, flat,
+flat-NHWC) and ``dtype`` (UINT8: 0-255) make it expect what many real deployments expect, so the HTTP
+adapter's options can be tested against our own server. Answers are logits (``logits`` FP32 [N, K]) or,
+with ``parameters: {"labels_only": true}``, labels (``label`` INT64 [N]); ``labels_only=True`` serves
+labels [N, 1] only and advertises no class count (a thin deployment). Malformed requests get a 4xx
+status and ``{"error": message}``. This is how users and tests stand up a remote suspect.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,8 @@ from .errors import ConfigError, ModelFileError
 MAX_BATCH = 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 OUTPUTS = ("logits", "label")
+LAYOUTS = ("NCHW", "NHWC", "flat", "flat-NHWC")
+DTYPES = ("FP32", "UINT8")
 
 
 class Reject(Exception):
@@ -40,7 +47,12 @@ class Reject(Exception):
 class ServedModel:
     """A loaded model: name, platform, input shape, number of classes and ``logits(x)``."""
 
-    def __init__(self, path: str | Path, name: str | None = None) -> None:
+    def __init__(self, path: str | Path, name: str | None = None, *, layout: str = "NCHW", dtype: str = "FP32",
+                 labels_only: bool = False) -> None:
+        if layout not in LAYOUTS or dtype not in DTYPES:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)} and dtype one of {', '.join(DTYPES)}; "
+                              f"got {layout!r}, {dtype!r}")
+        self.layout, self.dtype, self.labels_only = layout, dtype, bool(labels_only)
         path = Path(path)
         suffix = path.suffix.lower()
         self.name = name or path.stem
@@ -71,18 +83,34 @@ class ServedModel:
             return self._torch.logits(images).numpy()
         return np.asarray(self._onnx.outputs(images), dtype=np.float32)  # type: ignore[union-attr]
 
+    @property
+    def wire_shape(self) -> list[int]:
+        """The shape of one input as sent over the wire (the layout's order)."""
+        c, h, w = self.input_shape
+        return {"NCHW": [c, h, w], "NHWC": [h, w, c]}.get(self.layout, [c * h * w])
+
+    def to_nchw(self, arr: np.ndarray) -> np.ndarray:
+        """Wire-layout inputs [N, *wire_shape] as NCHW."""
+        c, h, w = self.input_shape
+        if self.layout in ("NHWC", "flat-NHWC"):
+            return arr.reshape(len(arr), h, w, c).transpose(0, 3, 1, 2)
+        return arr.reshape(len(arr), c, h, w)
+
     def metadata(self) -> dict[str, Any]:
         """The v2 model metadata document."""
+        outputs = [{"name": "label", "datatype": "INT64", "shape": [-1, 1]}] if self.labels_only else [
+            {"name": "logits", "datatype": "FP32", "shape": [-1, self.num_classes]},
+            {"name": "label", "datatype": "INT64", "shape": [-1]}]
         return {"name": self.name, "versions": ["1"], "platform": self.platform,
-                "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *self.input_shape]}],
-                "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, self.num_classes]},
-                            {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+                "inputs": [{"name": "input", "datatype": self.dtype, "shape": [-1, *self.wire_shape]}],
+                "outputs": outputs}
 
 
 def _as_images(data: Any, shape: list[int], served: ServedModel, max_batch: int) -> np.ndarray:
-    """Validated float32 NCHW images in [0,1] from JSON numbers and a claimed shape [N, C, H, W]."""
-    if len(shape) != 4 or tuple(shape[1:]) != served.input_shape:
-        raise Reject(400, f"input shape must be [N, {', '.join(map(str, served.input_shape))}], got {shape}")
+    """Validated float32 NCHW images in [0,1] from JSON numbers and a claimed shape [N, *wire_shape]."""
+    if len(shape) != 1 + len(served.wire_shape) or list(shape[1:]) != served.wire_shape:
+        raise Reject(400, f"input shape must be [N, {', '.join(map(str, served.wire_shape))}] (layout "
+                     f"{served.layout}), got {shape}")
     if shape[0] < 1:
         raise Reject(400, f"batch size must be at least 1, got {shape[0]}")
     if shape[0] > max_batch:
@@ -97,9 +125,14 @@ def _as_images(data: Any, shape: list[int], served: ServedModel, max_batch: int)
     if arr.size != need:
         raise Reject(400, f"input data holds {arr.size} values but shape {shape} needs {need}")
     arr = arr.astype(np.float32).reshape(shape)
-    if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > 1.0:
-        raise Reject(400, f"input values must be finite and lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
-    return arr
+    top = 255.0 if served.dtype == "UINT8" else 1.0
+    if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > top:
+        raise Reject(400, f"input values must be finite and lie in [0, {top:g}], got [{arr.min():.3g}, {arr.max():.3g}]")
+    if served.dtype == "UINT8":
+        if not np.array_equal(arr, np.round(arr)):
+            raise Reject(400, "UINT8 input values must be integers")
+        arr = arr / np.float32(255.0)
+    return np.ascontiguousarray(served.to_nchw(arr))
 
 
 def _labels_only(body: dict) -> bool:
@@ -132,11 +165,12 @@ async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
     return logits
 
 
-def create_app(model_path: str | Path, *, name: str | None = None, max_batch: int = MAX_BATCH) -> FastAPI:
-    """A FastAPI app serving one model file (name defaults to the file stem)."""
+def create_app(model_path: str | Path, *, name: str | None = None, max_batch: int = MAX_BATCH,
+               layout: str = "NCHW", dtype: str = "FP32", labels_only: bool = False) -> FastAPI:
+    """A FastAPI app serving one model file (name defaults to the file stem); see the module for the options."""
     if max_batch < 1:
         raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
-    served = ServedModel(model_path, name)
+    served = ServedModel(model_path, name, layout=layout, dtype=dtype, labels_only=labels_only)
     app = FastAPI(title="modelproof serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
 
@@ -194,17 +228,19 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
                 raise Reject(400, f"the input object has no {key!r}")
         if inp["name"] != "input":
             raise Reject(400, f"unknown input {inp['name']!r}; this model's input is 'input'")
-        if inp["datatype"] != "FP32":
-            raise Reject(400, f"input datatype must be FP32, got {inp['datatype']!r}")
+        if inp["datatype"] != m.dtype:
+            raise Reject(400, f"input datatype must be {m.dtype}, got {inp['datatype']!r}")
         shape = inp["shape"]
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise Reject(400, f"input shape must be a list of integers, got {shape!r}")
-        wanted = ["label"] if _labels_only(body) else ["logits"]
+        wanted = ["label"] if _labels_only(body) or m.labels_only else ["logits"]
         if "outputs" in body:
             req = body["outputs"]
             if not isinstance(req, list) or not all(isinstance(o, dict) and o.get("name") in OUTPUTS for o in req):
                 raise Reject(400, f"'outputs' must be a list of {{'name': one of {', '.join(OUTPUTS)}}}")
             wanted = [o["name"] for o in req] or wanted
+            if m.labels_only and "logits" in wanted:
+                raise Reject(400, "this server answers labels only")
         logits = await _run(m, _as_images(inp["data"], shape, m, max_batch))
         outs = []
         for out in wanted:
@@ -212,8 +248,8 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
                 outs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
                              "data": logits.reshape(-1).tolist()})
             else:
-                outs.append({"name": "label", "datatype": "INT64", "shape": [len(logits)],
-                             "data": logits.argmax(axis=1).tolist()})
+                outs.append({"name": "label", "datatype": "INT64", "shape": [len(logits), 1] if m.labels_only
+                             else [len(logits)], "data": logits.argmax(axis=1).tolist()})
         reply: dict[str, Any] = {"model_name": m.name, "model_version": "1", "outputs": outs}
         if "id" in body:
             reply["id"] = body["id"]
@@ -231,7 +267,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         body = await _json_body(request)
         instances = body.get("instances", body.get("inputs"))
         if not isinstance(instances, list) or not instances:
-            raise Reject(400, "'instances' must be a non-empty list of [C, H, W] arrays")
+            raise Reject(400, f"'instances' must be a non-empty list of {m.wire_shape} arrays")
         if isinstance(instances[0], dict):
             if not all(isinstance(i, dict) and "input" in i for i in instances):
                 raise Reject(400, "named instances must all be objects with the key 'input'")
@@ -240,7 +276,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
             shape = list(np.shape(instances))
         except ValueError:
             raise Reject(400, "'instances' is a ragged array") from None
-        labels_only = _labels_only(body)
+        labels_only = _labels_only(body) or m.labels_only
         logits = await _run(m, _as_images(instances, shape, m, max_batch))
         if labels_only:
             return {"predictions": logits.argmax(axis=1).tolist()}
@@ -249,9 +285,29 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     return app
 
 
-def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8080, *, name: str | None = None,
-          max_batch: int = MAX_BATCH, log_level: str = "info") -> None:
-    """Serve a model file with uvicorn until interrupted (127.0.0.1 by default: not exposed to the network)."""
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``; ConfigError naming the port when it is in use or not ours to bind."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             proto=socket.IPPROTO_TCP)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on host {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)  # IPPROTO_TCP: asyncio then sets TCP_NODELAY (no 40 ms Nagle stalls)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        raise ConfigError(f"port {port} on {host} {reason}; pick another with --port") from None
+    return sock
+
+
+def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn on a socket from :func:`listening_socket` until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(model_path, name=name, max_batch=max_batch), host=host, port=port, log_level=log_level)
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+    finally:
+        sock.close()

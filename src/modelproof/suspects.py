@@ -23,6 +23,7 @@ from torch import nn
 
 from .data import Dataset
 from .errors import ConfigError, ModelFileError, SuspectError
+from .progress import report
 from .suspects_http import HttpSuspect
 
 __all__ = ["Suspect", "BudgetExhausted", "QueriedSuspect", "TorchSuspect", "OnnxSuspect", "SklearnSuspect",
@@ -118,10 +119,15 @@ class QueriedSuspect:
     process, ``replayed`` those answered from the log. Each verification decision taken on the log
     is appended to it too (``"type": "decision"`` lines: key digest, mode, budget, alpha, p1, the
     answer count decided on), so that a later run can refuse a look that would invalidate the test.
+
+    A log is bound to the model, not to where it is served: ``model`` in each record is the suspect's
+    ``model_identity`` (an HTTP model's protocol, name and version: the same model on another host or
+    port resumes) or else its ``identity``, and ``key`` is ``key_digest`` when given; a log of another
+    model or key is refused with what differs.
     """
 
     def __init__(self, suspect: Suspect, *, budget: int | None = None, log_path: str | Path | None = None,
-                 chunk_size: int | None = 256) -> None:
+                 chunk_size: int | None = 256, key_digest: str | None = None) -> None:
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise ConfigError(f"budget must be a non-negative integer or None, got {budget!r}")
         if chunk_size is not None and chunk_size < 1:
@@ -130,6 +136,8 @@ class QueriedSuspect:
         self.num_classes = int(suspect.num_classes)
         self.input_shape: tuple[int, int, int] = tuple(int(s) for s in suspect.input_shape)  # type: ignore[assignment]
         self.identity = str(suspect.identity)
+        self.model_identity = str(getattr(suspect, "model_identity", None) or self.identity)
+        self.key_digest = key_digest
         if self.num_classes < 1 or len(self.input_shape) != 3:
             raise ConfigError(f"suspect {self.identity}: bad num_classes {self.num_classes} or input_shape {self.input_shape}")
         self.budget, self.chunk_size = budget, chunk_size
@@ -179,12 +187,14 @@ class QueriedSuspect:
             self._record([digests[i] for i in idx.tolist()], labels.tolist())
             self.queries += len(idx)
             out[idx] = labels
+            report(len(idx), queries=self.spent)
         return out
 
     def _record(self, digests: list[str], labels: list[int]) -> None:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        records = [{"n": len(self.log) + k, "time": now, "suspect": self.identity, "input_sha256": d, "label": int(y)}
-                   for k, (d, y) in enumerate(zip(digests, labels))]
+        bound = {"model": self.model_identity, **({"key": self.key_digest} if self.key_digest else {})}
+        records = [{"n": len(self.log) + k, "time": now, "suspect": self.identity, "input_sha256": d, "label": int(y),
+                    **bound} for k, (d, y) in enumerate(zip(digests, labels))]
         self._append(records)
         if self.log_path is not None:
             for r in records:
@@ -194,7 +204,8 @@ class QueriedSuspect:
     def record_decision(self, decision: dict) -> None:
         """Append a verification decision (JSON-ready fields) to the log."""
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        record = {**decision, "type": "decision", "time": now, "suspect": self.identity}
+        record = {**decision, "type": "decision", "time": now, "suspect": self.identity, "model": self.model_identity,
+                  **({"key": self.key_digest} if self.key_digest else {})}
         self._append([record])
         self.decisions.append(record)
 
@@ -206,6 +217,18 @@ class QueriedSuspect:
             fh.write("".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode())
             fh.flush()
             os.fsync(fh.fileno())
+
+    def _check_binding(self, rec: dict) -> None:
+        """Refuse a log record of another model or key, saying what differs."""
+        logged = rec.get("model", rec.get("suspect"))
+        differs = []
+        if logged != self.model_identity:
+            differs.append(f"it was made with {logged!r}, this run asks {self.model_identity!r}")
+        if self.key_digest and rec.get("key") and rec["key"] != self.key_digest:
+            differs.append(f"it was made with key {str(rec['key'])[:12]}..., this run uses key {self.key_digest[:12]}...")
+        if differs:
+            raise ConfigError(f"query log {self.log_path} belongs to another model or key: {'; '.join(differs)}; "
+                              "use another log file")
 
     def _load_log(self) -> None:
         path = self.log_path
@@ -222,9 +245,7 @@ class QueriedSuspect:
             try:
                 rec = json.loads(line)
                 if isinstance(rec, dict) and rec.get("type") == "decision":
-                    if rec.get("suspect") != self.identity:
-                        raise ConfigError(f"query log {path} belongs to suspect {rec.get('suspect')!r}, not "
-                                          f"{self.identity!r}; use another log file")
+                    self._check_binding(rec)
                     self.decisions.append(rec)
                     continue
                 ok = (isinstance(rec, dict) and isinstance(rec.get("input_sha256"), str)
@@ -233,9 +254,7 @@ class QueriedSuspect:
                 ok = False
             if not ok:
                 raise ConfigError(f"query log {path}: line {number} is not a query record; refusing to resume from it")
-            if rec.get("suspect") != self.identity:
-                raise ConfigError(f"query log {path} belongs to suspect {rec.get('suspect')!r}, not {self.identity!r}; "
-                                  "use another log file")
+            self._check_binding(rec)
             if not 0 <= rec["label"] < self.num_classes:
                 raise ConfigError(f"query log {path}: line {number} has label {rec['label']} outside [0, {self.num_classes})")
             self.log.append(rec)

@@ -103,6 +103,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters")
+    from .devices import model_device
+
+    device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     opt = make_optimizer(params, config)
@@ -123,7 +126,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
                     midx = (torch.arange(mix_per_batch) + mix_cursor) % len(mix)
                     mix_cursor = (mix_cursor + mix_per_batch) % len(mix)
                     x, y = torch.cat([x, mix.images[midx]]), torch.cat([y, mix.labels[midx]])
-                x = augment(x)
+                x, y = augment(x).to(device), y.to(device)
                 opt.zero_grad(set_to_none=True)
                 loss = F.cross_entropy(model(x), y)
                 loss.backward()
@@ -133,7 +136,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
                 loss_sum += float(loss.detach())
                 batches += 1
                 seen += len(y)
-                bar(1)
+                bar(1, loss=loss_sum / batches)
             epochs_run += 1
             if until is not None:
                 model.eval()
@@ -150,10 +153,13 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
 @torch.no_grad()
 def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """The model's raw outputs for ``images`` in eval mode, batched, without gradients."""
+    from .devices import model_device
+
     was_training = model.training
+    device = model_device(model)
     model.eval()
     try:
-        outs = [model(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        outs = [model(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)

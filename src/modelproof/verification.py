@@ -201,7 +201,7 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
         queried = suspect
         budget = queried.budget
     else:
-        queried = QueriedSuspect(suspect, budget=budget, log_path=log_path)
+        queried = QueriedSuspect(suspect, budget=budget, log_path=log_path, key_digest=key.digest())
     look = {"key_digest": key.digest(), "mode": mode, "budget": budget, "alpha": float(alpha),
             "p1": p1 if mode == "sequential" else None, "beta": float(beta) if mode == "sequential" else None}
     note = check_new_look(queried.decisions, look)

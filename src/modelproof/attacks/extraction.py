@@ -30,6 +30,7 @@ from torch import nn
 from ..data import Dataset
 from ..errors import ConfigError
 from ..models import ARCHITECTURES, build_model
+from ..progress import phase, report
 from ..training import logits
 from .base import Attack, AttackLog, Param, check_choice, check_positive
 
@@ -146,6 +147,7 @@ class Extraction(Attack):
             answers = torch.softmax(torch.log(answers.clamp_min(1e-12)) / t, dim=1)
         steps = math.ceil(len(images) / self.batch_size)
         student.train()
+        phase("training the student", self.epochs * steps)
         for _ in range(self.epochs):
             perm = torch.randperm(len(images), generator=gen)
             for s in range(steps):
@@ -158,4 +160,5 @@ class Extraction(Attack):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                report(1, loss=float(loss.detach()))
         student.eval()

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import ConfigError
+from ..progress import report
 from ..training import TrainConfig, evaluate, fit, predict
 from .base import AttackLog
 
@@ -98,6 +99,7 @@ def search_strength(strengths: Sequence[float], build: Callable[[float], nn.Modu
         candidate = build(s)
         acc = evaluate(candidate, holdout)
         ok = baseline - acc <= max_drop + 1e-9
+        report(0, strength=s, holdout_accuracy=acc)
         trace.append({"strength": s, "holdout_accuracy": acc, "within_bound": ok})
         if first is None:
             first = (s, candidate)

@@ -19,7 +19,8 @@ from ..attacks.saving import save_attacked
 from ..data import load_dataset, load_splits
 from ..errors import ConfigError
 from ..modelfile import load_model
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, emit, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the attacked model (.safetensors or .onnx).")]
@@ -45,11 +46,28 @@ def list_attacks(json_out: JsonOpt = False) -> None:
     emit({"attacks": table}, json_out, lines)
 
 
+def check_out(name: str, attack: object, out: Path) -> None:
+    """Refuse, before any work, an output the attack's model could not be written to."""
+    suffix = out.suffix.lower()
+    if suffix not in (".safetensors", ".onnx"):
+        raise ConfigError(f"--out {out}: must end in .safetensors (a model file) or .onnx")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; name the model file to write")
+    if name == "svd" and suffix != ".onnx":
+        raise ConfigError(f"the svd attack's factorised layers have no zoo record; write it as ONNX "
+                          f"(--out {out.with_suffix('.onnx')})")
+    if name == "quantize" and getattr(attack, "mode", None) == "dynamic":
+        raise ConfigError("the quantize attack's dynamic-quantised layers cannot be stored in a model file or ONNX; "
+                          "use --param mode=weights for a savable int8 model")
+
+
 def _attack_command(name: str):
     """The CLI command running attack ``name``."""
 
     @user_errors
-    def command(model: ModelOpt, out: OutOpt, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None,
+    @dataset_from_model
+    @compute_options
+    def command(model: ModelOpt, out: OutOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                 size: SizeOpt = None, param: ParamOpt = None, seed: AttackSeedOpt = 0,
                 max_drop: MaxDropOpt = 0.03, min_accuracy: MinAccOpt = None,
                 query_dataset: QueryDataOpt = None, query_data_dir: QueryDirOpt = None,
@@ -60,6 +78,7 @@ def _attack_command(name: str):
                 raise ConfigError(f"--query-dataset is for the extract attack, not {name!r}")
             params["source"] = load_dataset(query_dataset, query_data_dir or data_dir, split="train")
         attack = make_attack(name, **params)
+        check_out(name, attack, out)
         plausibility = Plausibility(max_drop=max_drop, min_accuracy=min_accuracy)
         net = load_model(model)
         extra = dict(net.record.extra)
@@ -77,6 +96,9 @@ def _attack_command(name: str):
             f"{name} on {model.name} with {len(splits.attacker)} attacker images of {dataset}",
             f"test accuracy {result.accuracy_before:.4f} -> {result.accuracy_after:.4f} "
             f"(change {result.change:+.4f}) on {len(splits.test)} images",
+            *([f"rate=auto chose rate {result.details['rate']:.4g}"
+               + ("" if result.details.get("found_within_bound", True) else " (no rate kept the accuracy bound)")]
+              if result.details.get("auto") else []),
             f"cost {result.seconds:.1f} s, {result.queries} victim queries",
             f"plausible: {'yes' if result.plausible else 'no'} ({result.rule})",
             f"wrote {written}"])

@@ -1,15 +1,19 @@
-"""``modelproof data info``: what a dataset holds and how it splits."""
+"""``modelproof data info`` (what a dataset holds and how it splits) and ``data download``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from ..data import load_splits
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, emit, user_errors
 
 
 @user_errors
-def info(dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+@dataset_from_model
+def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
          seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Show a dataset's size, image shape, classes and its owner/attacker/test split."""
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
@@ -25,8 +29,24 @@ def info(dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: Size
     emit(result, json_out, lines)
 
 
+@user_errors
+def download(name: Annotated[str, typer.Argument(help="mnist, fashion-mnist or cifar10.")],
+             root: Annotated[Path, typer.Argument(help="Folder to download into (the files go to ROOT/NAME).")],
+             mirror: Annotated[str | None, typer.Option(help="Base URL of a mirror holding the same files.")] = None,
+             timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 60.0,
+             json_out: JsonOpt = False) -> None:
+    """Download a dataset's published files, checksum-verified, written atomically."""
+    from ..download import download_dataset
+
+    folder = download_dataset(name, root, mirror=mirror, timeout=timeout)
+    emit({"dataset": name, "folder": str(folder)}, json_out,
+         [f"{name} is in {folder}", f"use it with: --dataset {name} --data-dir {folder}"
+          f"  (or export MODELPROOF_DATA={Path(root)})"])
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``data`` command group."""
-    group = typer.Typer(no_args_is_help=True, help="Inspect datasets.")
+    group = typer.Typer(no_args_is_help=True, help="Inspect and download datasets.")
     group.command("info")(info)
+    group.command("download")(download)
     app.add_typer(group, name="data")

@@ -8,14 +8,18 @@ from typing import Annotated
 import typer
 
 from ..demo import run_demo
-from .common import JsonOpt, QuietOpt, SeedOpt, emit, user_errors
+from .common import JsonOpt, QuietOpt, SeedOpt, compute_options, emit, user_errors
 
 
 @user_errors
+@compute_options
 def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's files.")] = Path("runs/demo"),
          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run the demo on the bundled digits and print what it did."""
-    result = run_demo(out, seed=seed, quiet=quiet, log=(lambda s: None) if json_out else typer.echo)
+    import torch
+
+    result = run_demo(out, seed=seed, quiet=quiet, log=(lambda s: None) if json_out else typer.echo,
+                      threads=torch.get_num_threads())  # as --threads set it
     emit(result, json_out, [])
 
 

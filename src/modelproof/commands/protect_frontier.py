@@ -8,17 +8,20 @@ from typing import Annotated
 import typer
 
 from ..watermarks.frontier import FrontierStitching
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import OutOpt, PassOpt, protect_group, protect_options, run_protect
 
 TrainedModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to watermark.")]
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
 def frontier_stitching(
         model: TrainedModelOpt,
-        dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+        dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
         eps: Annotated[float | None, typer.Option(help="FGSM step (images in [0,1]); larger gives more true "
                                                   "adversaries. Default: the smallest of 0.025, 0.05, 0.1, 0.25, "
                                                   "0.5 that yields the key.")] = None,
@@ -47,4 +50,5 @@ def frontier_stitching(
 def register(app: typer.Typer) -> None:
     """Add ``frontier-stitching`` to the ``protect`` group."""
     del app  # the group itself is added to the app by commands.protect
-    protect_group().command("frontier-stitching")(frontier_stitching)
+    protect_group().command("frontier-stitching", short_help="Watermark: fine-tune on FGSM adversaries near the "
+                            "boundary, zero-bit (Le Merrer et al.)")(frontier_stitching)

@@ -15,7 +15,8 @@ import typer
 from ..fingerprints.baselines import CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint
 from ..fingerprints.ipguard import IPGuard
 from ..protection import Protection
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import PassOpt, protect_group, protect_options, run_protect
 
 ModelReq = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to fingerprint.")]
@@ -38,8 +39,10 @@ def _run(protection: Protection, model: Path, dataset: str, data_dir: Path | Non
 
 
 @user_errors
+@dataset_from_model
+@compute_options(accelerators=True)
 @protect_options
-def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
                 k: Annotated[float, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "
                                                  "uniqueness).")] = 3.0,
                 init: InitOpt = "TL", points: PointsOpt = 100, lr: LrOpt = None, max_iter: MaxIterOpt = 1000,
@@ -54,8 +57,10 @@ def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataD
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def random_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+def random_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
                points: PointsOpt = 100, null_match_prob: NullOpt = None, out: OutDir = Path("runs/random-fingerprint"),
                passphrase: PassOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """IPGuard's Random baseline: uniform random points labelled by the model."""
@@ -67,8 +72,10 @@ EpsOpt = Annotated[float, typer.Option("--eps", help="L-infinity noise bound.")]
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, null_match_prob: NullOpt = None,
              out: OutDir = Path("runs/fgsm-fingerprint"), passphrase: PassOpt = None, seed: SeedOpt = 0,
              json_out: JsonOpt = False) -> None:
@@ -78,8 +85,10 @@ def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirO
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def igsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+def igsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, max_iter: MaxIterOpt = 1000,
              null_match_prob: NullOpt = None, out: OutDir = Path("runs/igsm-fingerprint"), passphrase: PassOpt = None,
              seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
@@ -89,8 +98,10 @@ def igsm_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirO
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def cw_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+def cw_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
            k: Annotated[float, typer.Option("--k", help="Confidence: logit margin of the target label.")] = 3.0,
            init: InitOpt = "TL", points: PointsOpt = 100, lr: LrOpt = None, max_iter: MaxIterOpt = 1000,
            binary_steps: Annotated[int, typer.Option("--binary-steps", help="Binary-search steps over c.")] = 9,
@@ -105,8 +116,10 @@ def cw_cmd(model: ModelReq, dataset: DatasetOpt = "digits", data_dir: DataDirOpt
 def register(app: typer.Typer) -> None:
     """Add ``ipguard`` and the four baselines to the ``protect`` group."""
     group = protect_group()
-    group.command("ipguard")(ipguard_cmd)
-    group.command("random-fingerprint")(random_cmd)
-    group.command("fgsm-fingerprint")(fgsm_cmd)
-    group.command("igsm-fingerprint")(igsm_cmd)
-    group.command("cw-l2-fingerprint")(cw_cmd)
+    for name, fn, short in (
+            ("ipguard", ipguard_cmd, "Fingerprint: points near the model's class boundary, model unchanged (Cao et al.)"),
+            ("random-fingerprint", random_cmd, "Fingerprint baseline: uniform random points with the model's labels"),
+            ("fgsm-fingerprint", fgsm_cmd, "Fingerprint baseline: one targeted FGSM step from each start"),
+            ("igsm-fingerprint", igsm_cmd, "Fingerprint baseline: targeted 1/255 steps until the label flips"),
+            ("cw-l2-fingerprint", cw_cmd, "Fingerprint baseline: smallest-L2 Carlini-Wagner targeted points (slow)")):
+        group.command(name, short_help=short)(fn)

@@ -16,12 +16,14 @@ from typing import Annotated, Any
 import typer
 
 from ..protection import make_protection
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
+    user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
 
 SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
                                                 "same key); random when omitted.")]
-KeySizeOpt = Annotated[int | None, typer.Option("--key-size", help="Number of key inputs (default 100; new-label 50).")]
+KeySizeOpt = Annotated[int | None, typer.Option("--key-size", help="Number of key inputs (default 30; new-label 50).")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="finetune (a trained --model) or scratch (train with "
                                              "the key from the start); default by --model / --arch.")]
 EpochsOpt = Annotated[int, typer.Option("--epochs", help="Scratch: training epochs; finetune: at most this many.")]
@@ -49,8 +51,10 @@ def _run(method: str, params: dict[str, Any], *, model: Path | None, arch: str |
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                   data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                   secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
                   key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -72,8 +76,10 @@ def zhang_content(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dat
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                 data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                 secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
                 key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -93,8 +99,10 @@ def zhang_noise(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, datas
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
                     data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
                     secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None,
                     epochs: EpochsOpt = 10, key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001,
@@ -113,8 +121,10 @@ def zhang_unrelated(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, d
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
         data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
         secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
         key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64, key_ratio: RatioOpt = 0.1,
@@ -127,8 +137,10 @@ def adi(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: Data
 
 
 @user_errors
+@dataset_from_model
+@compute_options
 @protect_options
-def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = "digits",
+def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset: DatasetOpt = None,
               data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
               secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
               key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
@@ -156,6 +168,10 @@ def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset
 def register(app: typer.Typer) -> None:
     """Add the trigger-set commands to the ``protect`` group."""
     group = protect_group()
-    for name, fn in (("zhang-content", zhang_content), ("zhang-noise", zhang_noise),
-                     ("zhang-unrelated", zhang_unrelated), ("adi", adi), ("new-label", new_label)):
-        group.command(name)(fn)
+    for name, fn, short in (
+            ("zhang-content", zhang_content, "Watermark: white round blocks (or a logo) on owner images -> one target label"),
+            ("zhang-noise", zhang_noise, "Watermark: the secret's Gaussian noise on owner images -> one target label"),
+            ("zhang-unrelated", zhang_unrelated, "Watermark: images from outside the task -> one target label"),
+            ("adi", adi, "Watermark: abstract images made from the secret, each with a random label"),
+            ("new-label", new_label, "Watermark: noise-pattern images answered with a new class C (C+1 outputs)")):
+        group.command(name, short_help=short)(fn)

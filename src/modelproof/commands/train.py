@@ -10,15 +10,19 @@ import typer
 from ..data import load_splits
 from ..modelfile import export_onnx, load_model, save_model
 from ..training import TrainConfig, evaluate, train_new
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, emit, user_errors
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
+    user_errors)
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A modelproof .safetensors model file.")]
 
 
 @user_errors
-def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture from the zoo (see --help of models).")] = "cnn",
+@dataset_from_model
+@compute_options(accelerators=True)
+def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture from the zoo (list: `modelproof models`).")] = "cnn",
           out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")] = Path("model.safetensors"),
-          dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+          dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
           epochs: Annotated[int, typer.Option(help="Training epochs.")] = 10,
           batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
           lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.001,
@@ -41,7 +45,9 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
 
 
 @user_errors
-def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None,
+@dataset_from_model
+@compute_options(accelerators=True)
+def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                  size: SizeOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Test accuracy of a model file on a dataset's test split."""
     net = load_model(model)

@@ -8,7 +8,10 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import JsonOpt, emit, key_passphrase, load_key_file, user_errors
+from .common import JsonOpt, compute_options, emit, key_passphrase, load_key_file, user_errors
+from .suspect_options import SuspectOptions, open_cli_suspect, with_suspect_options
+
+EXIT_CODES = {"owned": 0, "not owned": 1, "inconclusive": 3}
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The ownership key file.")]
 PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
@@ -19,6 +22,8 @@ PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Rea
 
 
 @user_errors
+@with_suspect_options
+@compute_options(accelerators=True)
 def verify_cmd(key: KeyOpt,
                suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
                                                     "or an http(s):// Open Inference Protocol endpoint.")],
@@ -42,17 +47,21 @@ def verify_cmd(key: KeyOpt,
                                                                    help="Passphrase of the signing key.")] = None,
                log: Annotated[Path | None, typer.Option("--log", help="Query log (JSON lines); an interrupted "
                                                         "run given the same log resumes without re-asking.")] = None,
-               json_out: JsonOpt = False) -> None:
-    """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model."""
+               json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
+    """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model.
+
+    Exit status: 0 owned, 1 not owned, 3 inconclusive (e.g. the budget ran out, or the key cannot
+    prove anything), 2 a usage error.
+    """
     from ..report import load_signing_key, summary, write_report
-    from ..suspects import open_suspect
     from ..verification import verify
 
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
     owned_key = load_key_file(key, key_passphrase(key, passphrase, passphrase_file))
-    verdict = verify(owned_key, open_suspect(suspect), alpha=alpha, budget=budget, batch_size=batch_size,
+    verdict = verify(owned_key, open_cli_suspect(suspect, suspect_options, owned_key), alpha=alpha, budget=budget,
+                     batch_size=batch_size,
                      mode="sequential" if sequential else "fixed", log_path=log, p1=p1, beta=beta)
     result = verdict.to_dict()
     lines = summary(verdict).splitlines()
@@ -61,22 +70,27 @@ def verify_cmd(key: KeyOpt,
         result["report"] = str(report)
         lines.append(f"report:   {report}" + (" (signed)" if signing_key is not None else ""))
     emit(result, json_out, lines)
+    raise typer.Exit(EXIT_CODES.get(verdict.decision, 3))
 
 
 @user_errors
+@with_suspect_options
+@compute_options(accelerators=True)
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
                                                                "independently of ours (file or URL; repeat the "
                                                                "option, at least 4, of several kinds).")],
                   out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the calibrated key.")],
-                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None, json_out: JsonOpt = False) -> None:
+                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None, json_out: JsonOpt = False, *,
+                  suspect_options: SuspectOptions) -> None:
     """Bound the key's null match probability from independently trained reference models."""
     from ..calibration import calibrate, reference_from_spec
     from ..keys import save_key
 
     passphrase = key_passphrase(key, passphrase, passphrase_file)
     owned_key = load_key_file(key, passphrase)
-    calibrated = calibrate(owned_key, [reference_from_spec(r) for r in reference])
+    calibrated = calibrate(owned_key, [reference_from_spec(r, open_cli_suspect(r, suspect_options, owned_key))
+                                       for r in reference])
     save_key(calibrated, out, passphrase)
     record = calibrated.params["calibration"]
     result = {"out": str(out), "null_match_prob": calibrated.null_match_prob, "null_source": calibrated.null_source,

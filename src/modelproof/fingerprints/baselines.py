@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
+from ..progress import phase, report
 from ..protection import Protected, register_protection
 from ..checks import check_int
 from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
@@ -57,6 +58,7 @@ def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
     x = x0.detach().clone()
     steps = torch.zeros(len(x), dtype=torch.int64)
     active = torch.arange(len(x))
+    phase(f"IGSM search, {len(x)} point(s)", max_iter)
     for _ in range(max_iter):
         xa = x[active].requires_grad_(True)
         z = model(xa)
@@ -68,6 +70,7 @@ def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
         moved = x[idx] - alpha * grad[keep].sign()
         x[idx] = torch.maximum(torch.minimum(moved, x0[idx] + eps), x0[idx] - eps).clamp_(0.0, 1.0)
         steps[idx] += 1
+        report(1, searching=len(idx))
         active = idx
     return x, steps
 
@@ -89,12 +92,14 @@ def cw_l2(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, k: float, *,
     const = torch.full((n,), float(initial_const))
     best_l2, best = torch.full((n,), 1e10), x0.detach().clone()
     success = torch.zeros(n, dtype=torch.bool)
+    phase(f"CW-L2 search, {n} point(s)", binary_steps * max_iter)
     for _ in range(binary_steps):
         modifier = torch.zeros_like(w0, requires_grad=True)
         opt = torch.optim.Adam([modifier], lr=lr)
         step_success = torch.zeros(n, dtype=torch.bool)
         prev, running = torch.full((n,), float("inf")), torch.ones(n, dtype=torch.bool)
         for it in range(max_iter):
+            report(1, succeeded=int(success.sum()))
             x = (torch.tanh(modifier + w0) + 1) / 2
             margin = _cw_margin(model(x), target)
             l2 = (x - start).flatten(1).pow(2).sum(1)

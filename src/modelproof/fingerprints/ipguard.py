@@ -36,9 +36,11 @@ from torch import nn
 
 from ..data import Dataset
 from ..checks import check_int
+from ..devices import model_device
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
+from ..progress import phase, report
 from ..protection import Protected, Protection, register_protection
 
 INITS = ("TR", "TL", "RR", "RL")
@@ -151,13 +153,14 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
     its loss reaches zero; all active points share the step count (they started together), so the
     result equals running ``torch.optim.Adam`` on each point alone (up to float rounding).
     """
-    n = x0.shape[0]
-    x = x0.detach().clone()
+    n, device = x0.shape[0], model_device(model)  # every tensor of the search lives on the model's device
+    x, i, j = x0.detach().to(device).clone(), i.to(device), j.to(device)
     m, v = torch.zeros_like(x), torch.zeros_like(x)
-    iterations = torch.zeros(n, dtype=torch.int64)
-    final = torch.full((n,), float("inf"))
-    active = torch.arange(n)
+    iterations = torch.zeros(n, dtype=torch.int64, device=device)
+    final = torch.full((n,), float("inf"), device=device)
+    active = torch.arange(n, device=device)
     b1, b2 = betas
+    phase(f"boundary search, {n} point(s)", max_iter)
     for t in range(1, max_iter + 2):
         xa = x[active].requires_grad_(True)
         loss = boundary_loss(model(xa), i[active], j[active], k)
@@ -173,7 +176,8 @@ def boundary_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torc
         x[idx] = (x[idx] - step).clamp_(0.0, 1.0)
         iterations[idx] += 1
         active = idx
-    return SearchResult(x, iterations, final)
+        report(1, searching=len(active))
+    return SearchResult(x.cpu(), iterations.cpu(), final.cpu())
 
 
 def per_point_search(model: nn.Module, x0: torch.Tensor, i: torch.Tensor, j: torch.Tensor, *, k: float,

@@ -150,12 +150,19 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
         model = spec.factory(shape, num_classes, mean_, std_, **options)
     model.arch = arch
     model.arch_kwargs = dict(options)
-    return model
+    from ..devices import default_device
+
+    return model.to(default_device())
 
 
 def describe(name: str) -> str:
     """A one-line description of architecture ``name``."""
     return _SPECS[_canonical(name)].description
+
+
+def min_side(name: str) -> int:
+    """The smallest square input side architecture ``name`` accepts."""
+    return _SPECS[_canonical(name)].min_side
 
 
 def architecture_record(model: nn.Module) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ..checks import check_int
 from ..errors import ConfigError
 from ..keys import OwnershipKey
 from ..modelfile import weights_digest
+from ..progress import phase, report
 from ..protection import Protected, Protection, register_protection
 from ..training import OPTIMIZERS, TrainConfig, evaluate, make_optimizer, predict
 
@@ -153,6 +154,7 @@ def embed_key(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, clea
     clean_order, cursor = torch.randperm(len(clean), generator=gen), 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # dropout draws from the forked global RNG
+        phase("embedding the key", max_epochs)
         for epochs in range(1, max_epochs + 1):
             model.train()
             key_order = torch.randperm(len(labels), generator=gen)
@@ -168,7 +170,9 @@ def embed_key(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, clea
                 F.cross_entropy(model(x), y).backward()
                 opt.step()
             model.eval()
-            if key_correct(model, inputs, labels) == len(labels):
+            correct = key_correct(model, inputs, labels)
+            report(1, epoch=epochs, key_accuracy=correct / len(labels))
+            if correct == len(labels):
                 done = True
                 break
     model.eval()

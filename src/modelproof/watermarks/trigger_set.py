@@ -27,11 +27,12 @@ Null match probability (what an independent model matches per key input):
   model's rate of answering the target on 200 fresh triggers (fine-tune mode only; from scratch
   there is no unprotected model and the floor alone is used). The default target is the class
   the unprotected model answers least on a separate set of 200 triggers (fine-tune) or a class
-  drawn from the secret (scratch). ``protect`` then calibrates p0 against reference models
-  (:mod:`modelproof.calibration`); independent models answer blocks or unrelated images with one
-  class unevenly, so calibrated nulls of 0.7-0.9 are common on small models, and a key of 30 inputs
-  then cannot pass the self-check (sequential needs about 70 matches at p0 = 0.85). The default key
-  is therefore 100 inputs, as Adi et al.'s trigger set; 30 (the earlier default) suits exact nulls.
+  drawn from the secret (scratch). With p0 = 0.5 a key of 30 inputs reaches p ~ 1e-9 when all
+  match, which is why the default key is 30 inputs and not the piracy paper's 15. ``protect`` then
+  calibrates p0 against reference models (:mod:`modelproof.calibration`): independent models answer
+  blocks or unrelated images with one class unevenly, so calibrated nulls of 0.7-1 are common on
+  small models, and the self-check then refuses the key (on the 16x16 digits MLP, a key of 100
+  content triggers fared no better than 30: null 0.93).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class TriggerSet(Protection):
 
     kind = "watermark"
 
-    def __init__(self, secret: int | str | None = None, key_size: int = 100, mode: str = "finetune",
+    def __init__(self, secret: int | str | None = None, key_size: int = 30, mode: str = "finetune",
                  epochs: int = 10, key_accuracy: float = 1.0, lr: float = 0.001, batch_size: int = 64,
                  key_ratio: float = 0.1, max_drop: float = 0.005) -> None:
         self.set_secret(secret)

@@ -1,0 +1,101 @@
+"""The command line people live with: the model's own dataset by default, --version, -h, `models`, help texts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from modelproof import __version__
+from modelproof.cli import app
+from modelproof.commands.common import data_folder, resolve_dataset
+from modelproof.modelfile import save_model
+
+runner = CliRunner()
+
+
+def run(*args, env=None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory, mlp16):
+    d = tmp_path_factory.mktemp("everyday")
+    save_model(mlp16, d / "digits16.safetensors", dataset="digits", extra={"size": 16})
+    save_model(mlp16, d / "mnist.safetensors", dataset="mnist", extra={"size": 16})
+    return d
+
+
+def test_commands_default_to_the_models_dataset_and_size(model_files):
+    r = run("evaluate", "--model", model_files / "digits16.safetensors", "--json")
+    out = json.loads(r.stdout)
+    assert r.exit_code == 0 and out["dataset"] == "digits" and out["test_accuracy"] > 0.8, r.output
+    assert resolve_dataset(model_files / "digits16.safetensors", None, None, None) == ("digits", None, 16)
+
+
+def test_a_dataset_other_than_the_models_is_a_one_line_error_unless_forced(model_files):
+    r = run("evaluate", "--model", model_files / "mnist.safetensors", "--dataset", "digits")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and "was trained on 'mnist', not 'digits'" in lines[0]
+    assert "--force-dataset" in lines[0]
+    r = run("evaluate", "--model", model_files / "mnist.safetensors", "--dataset", "digits", "--force-dataset")
+    assert r.exit_code == 0 and "images of digits" in r.stdout, r.output
+    r = run("attack", "prune-weights", "--model", model_files / "mnist.safetensors", "--dataset", "digits",
+            "--out", model_files / "x.safetensors")
+    assert r.exit_code == 2 and "was trained on 'mnist'" in r.stderr
+
+
+def test_modelproof_data_env_is_the_default_folder(model_files, tmp_path, monkeypatch):
+    (tmp_path / "mnist").mkdir()
+    monkeypatch.setenv("MODELPROOF_DATA", str(tmp_path))
+    assert data_folder("mnist", None) == tmp_path / "mnist" and data_folder("cifar10", None) == tmp_path
+    assert data_folder("digits", None) is None and data_folder("mnist", tmp_path / "x") == tmp_path / "x"
+    r = run("evaluate", "--model", model_files / "mnist.safetensors", env={"MODELPROOF_DATA": str(tmp_path)})
+    assert r.exit_code == 2 and str(tmp_path / "mnist") in r.stderr, r.output  # its files are looked for there
+    monkeypatch.delenv("MODELPROOF_DATA")
+    r = run("evaluate", "--model", model_files / "mnist.safetensors")
+    assert r.exit_code == 2 and "needs a folder" in r.stderr
+
+
+def test_version_short_help_and_models():
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"modelproof {__version__}"
+    r = run("-h")
+    assert r.exit_code == 0 and "verify" in r.stdout and "models" in r.stdout
+    r = run("models", "--json")
+    rows = {m["name"]: m for m in json.loads(r.stdout)["models"]}
+    assert r.exit_code == 0 and rows["lenet5"]["min_side"] == 12 and rows["cnn"]["parameters"] > 1000
+    train_help = " ".join(run("train", "-h").stdout.split())
+    assert "modelproof models" in train_help and "--force-dataset" not in train_help
+
+
+def test_protect_help_says_what_each_method_does():
+    text = run("protect", "--help").stdout
+    body = text.split("Commands:")[1]
+    assert "Zhang et al." not in body and "Zhong et al." not in body
+    for name in ("zhang-content", "zhang-noise", "zhang-unrelated", "new-label", "adi", "ipguard"):
+        assert name in body
+    assert body.count("Watermark:") == 6 and body.count("Fingerprint") == 5
+
+
+def test_attack_outputs_are_checked_before_the_work(model_files, monkeypatch):
+    import modelproof.commands.attack as attack_cmd
+
+    def never(*args, **kwargs):
+        raise AssertionError("the attack ran before its output was checked")
+
+    monkeypatch.setattr(attack_cmd, "run_attack", never)
+    model = model_files / "digits16.safetensors"
+    for name, out, params, fragment in (("svd", "svd.safetensors", [], "write it as ONNX"),
+                                        ("quantize", "q.onnx", [], "mode=weights"),
+                                        ("ftll", "m.pt", [], "must end in .safetensors")):
+        r = run("attack", name, "--model", model, "--out", model_files / out, *params)
+        assert r.exit_code == 2 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.output
+
+
+def test_data_download_errors_are_one_line(tmp_path):
+    r = run("data", "download", "svhn", tmp_path)
+    assert r.exit_code == 2 and "cannot download dataset 'svhn'" in r.stderr
+    r = run("data", "download", "--help")
+    assert r.exit_code == 0 and "checksum-verified" in " ".join(r.stdout.split())

@@ -18,7 +18,8 @@ from ..errors import ConfigError
 from ..modelfile import load_model, save_model
 from ..protection import Protection
 from ..training import evaluate, predict
-from .common import emit
+from .common import emit, user_errors
+from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines, protect_commitment
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
@@ -29,7 +30,16 @@ PassOpt = Annotated[str | None, typer.Option("--passphrase", help="Encrypt the k
 @cache
 def protect_group() -> typer.Typer:
     """The ``protect`` command group (created once; methods add their commands to it)."""
-    return typer.Typer(no_args_is_help=True, help="Protect a model with a watermark or fingerprint.")
+    return typer.Typer(no_args_is_help=True, help="Protect a model with a watermark or fingerprint.",
+                       callback=_group_options)
+
+
+@user_errors
+def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) -> None:
+    """Options of every protect command (``modelproof protect --sign KEY METHOD ...``): sign the key commitment."""
+    from ..report import load_signing_key
+
+    PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase) if sign is not None else None)
 
 
 def run_protect(protection: Protection, *, model: Path | None, arch: str | None, dataset: str,
@@ -49,8 +59,9 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     result = protection.protect(net, splits.owner, seed=seed, test=splits.test)
     out.mkdir(parents=True, exist_ok=True)
     key_path = save_key(result.key, out / "key.mpkey", passphrase=passphrase)
+    commitment = protect_commitment(result.key, key_path, result.model)
     summary = {"method": protection.name, "dataset": dataset, "key": str(key_path),
-               "key_size": int(result.key.labels.shape[0]), "accuracy_before": before,
+               "key_size": int(result.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,
                "accuracy_after": evaluate(result.model, splits.test),
                "key_accuracy": float((predict(result.model, result.key.inputs) == result.key.labels).float().mean()),
                **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")}}
@@ -64,6 +75,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     lines.append(f"test accuracy after  {summary['accuracy_after']:.4f}; key accuracy {summary['key_accuracy']:.4f}")
     if "model" in summary:
         lines.append(f"protected model written to {summary['model']}")
+    lines += commitment_lines(commitment)
     emit(summary, json_out, lines)
     return summary
 

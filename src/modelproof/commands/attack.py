@@ -36,16 +36,16 @@ QueryDirOpt = Annotated[Path | None, typer.Option("--query-data-dir", help="Fold
 
 @user_errors
 def list_attacks(json_out: JsonOpt = False) -> None:
-    """List the attacks: name, one-line description and parameters with defaults."""
+    """List the attacks and forgeries: name, one-line description and parameters with defaults."""
     from ..attacks.forgery import describe_forgeries
 
-    table = describe_attacks() + describe_forgeries()
+    table, forgeries = describe_attacks(), describe_forgeries()
     lines: list[str] = []
-    for entry in table:
+    for entry in table + forgeries:
         lines.append(f"{entry['name']:<15} {entry['description']}")
         for p in entry["params"]:
             lines.append(f"    {p['name']}={p['default']!s:<10} ({p['kind']}) {p['help']}")
-    emit({"attacks": table}, json_out, lines)
+    emit({"attacks": table, "forgeries": forgeries}, json_out, lines)
 
 
 def _attack_command(name: str):

@@ -31,7 +31,7 @@ from ...data import Dataset
 from ...errors import ConfigError
 from ...keys import OwnershipKey
 from ...modelfile import weights_digest
-from ..base import Param
+from ..base import Param, declared_params
 
 ACCESS = ("white-box", "queries", "intercepted")
 
@@ -84,10 +84,7 @@ class Forgery(ABC):
     @classmethod
     def params(cls) -> tuple[Param, ...]:
         """The parameter listing with defaults read from ``__init__``."""
-        import inspect
-
-        sig = inspect.signature(cls.__init__)
-        return tuple(Param(p.name, p.kind, p.help, sig.parameters[p.name].default) for p in cls.PARAMS)
+        return declared_params(cls)
 
     def get_params(self) -> dict[str, Any]:
         """The parameters as stored."""

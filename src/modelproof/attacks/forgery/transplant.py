@@ -16,10 +16,15 @@ the watermark added.
 - **difference images** (§6.4, for encoder-made key samples): each intercepted residue is added
   as it is to other clean images, ``clip(c + (k - s))``.
 
-Labels: the counterfeiter asks the suspect ``label_queries`` forged inputs and takes the majority
-answer as the target (what an interceptor can learn); the key's inputs are then made from its
-images of other classes, as Zhang et al.'s are. The null follows Zhang et al.'s single-target
-rule without an unprotected model to probe: the floor 0.5 (``null_floor``).
+Labels (what an interceptor can learn by asking): one target, Zhang et al.'s key layout. Pattern
+reuse asks ``label_queries`` forged inputs and takes the majority answer. Difference images ask
+the intercepted inputs themselves, take the majority answer, and reuse only the residues of the
+key inputs answered with it: per-sample labels (each residue with its own key input's answer)
+would be no evidence, because a residue from the *nearest* own image (not the owner's source)
+still carries a ghost of the key input's own digit, which any model reads (on the digits, an
+unprotected model was "claimed" by such keys every time). Forged inputs are made from own images
+of other classes than the target. The null is Zhang's single-target floor ``null_floor`` (0.5):
+the counterfeiter has no unprotected model to probe.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import ClassVar
 import torch
 
 from ...checks import check_int
+from ...errors import ConfigError
 from ...keys import OwnershipKey
 from ..base import Param, check_choice, check_rate
 from .base import Counterfeiter, Forgery, majority_label
@@ -57,35 +63,36 @@ def saturated_masks(intercepted: torch.Tensor, sources: torch.Tensor) -> torch.T
 
 
 class TransplantForgery(Forgery):
-    """Shared: nearest sources, the target from a few queries, the key from the counterfeiter's images."""
+    """Shared: nearest sources, own images of other classes than the labels, the key."""
 
     access = "intercepted"
-    imitates = "zhang (single target, null floor 0.5)"
 
-    def __init__(self, key_size: int = 30, label_queries: int = 5, null_floor: float = 0.5) -> None:
+    def __init__(self, key_size: int = 30, null_floor: float = 0.5) -> None:
         self.key_size = check_int("key_size", key_size, 1)
-        self.label_queries = check_int("label_queries", label_queries, 1)
         self.null_floor = float(check_rate("null_floor", null_floor))
 
     @abstractmethod
-    def transplant(self, work: Counterfeiter, clean: torch.Tensor, intercepted: torch.Tensor,
-                   sources: torch.Tensor) -> torch.Tensor:
-        """Forged inputs made from ``clean`` images (one per image)."""
+    def target_and_inputs(self, work: Counterfeiter, order: torch.Tensor,
+                          sources: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The forged target and ``key_size`` inputs, made from own images taken in ``order``."""
 
     def _forge(self, work: Counterfeiter) -> OwnershipKey:
-        data, intercepted = work.data, work.intercepted
-        assert intercepted is not None
-        sources = nearest_sources(intercepted, data.images)
-        order = torch.randperm(len(data), generator=work.generator("images"))
-        probes = order[:self.label_queries]
-        target = majority_label(work.ask(self.transplant(work, data.images[probes], intercepted, sources)))
-        rest = order[self.label_queries:]
-        pool = rest[data.labels[rest] != target][:self.key_size]
-        inputs = self.transplant(work, data.images[pool], intercepted, sources)
-        work.details.update(target_queries=self.label_queries, intercepted=len(intercepted))
+        assert work.intercepted is not None
+        sources = nearest_sources(work.intercepted, work.data.images)
+        order = torch.randperm(len(work.data), generator=work.generator("images"))
+        target, inputs = self.target_and_inputs(work, order, sources)
+        work.details.update(intercepted=len(work.intercepted))
         source = (f"floor {self.null_floor:g} of a single-target trigger key (Zhang et al.'s rule; the "
                   "counterfeiter has no unprotected model to probe)")
         return self.key(work, inputs, torch.full((len(inputs),), target), null=self.null_floor, null_source=source)
+
+
+def other_class(order: torch.Tensor, true: torch.Tensor, target: int, n: int) -> torch.Tensor:
+    """The first ``n`` images in ``order`` whose true class is not ``target``."""
+    picks = order[true[order] != target][:n]
+    if len(picks) < n:
+        raise ConfigError(f"the counterfeiter's data has only {len(picks)} images outside class {target}; need {n}")
+    return picks
 
 
 class PatternReuse(TransplantForgery):
@@ -94,6 +101,7 @@ class PatternReuse(TransplantForgery):
     name = "forge-pattern-reuse"
     description = ("Li et al. 6.4: estimate the watermark pattern from intercepted key inputs (mean residue or "
                    "saturated mask) and apply it to new images; target from a few queries")
+    imitates = "zhang (single target, null floor 0.5)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("key_size", "int", "forged key inputs"),
         Param("label_queries", "int", "queries to learn the target label"),
@@ -103,7 +111,8 @@ class PatternReuse(TransplantForgery):
 
     def __init__(self, key_size: int = 30, label_queries: int = 5, estimate: str = "auto",
                  null_floor: float = 0.5) -> None:
-        super().__init__(key_size, label_queries, null_floor)
+        super().__init__(key_size, null_floor)
+        self.label_queries = check_int("label_queries", label_queries, 1)
         self.estimate = check_choice("estimate", estimate, ESTIMATES)
 
     def chosen_estimate(self, intercepted: torch.Tensor, sources: torch.Tensor) -> str:
@@ -114,15 +123,23 @@ class PatternReuse(TransplantForgery):
         stamped = (added * saturated_masks(intercepted, sources)).sum()
         return "mask" if float(stamped) > 0.5 * float(added.sum()) else "mean"
 
-    def transplant(self, work: Counterfeiter, clean: torch.Tensor, intercepted: torch.Tensor,
-                   sources: torch.Tensor) -> torch.Tensor:
-        mode = self.chosen_estimate(intercepted, sources)
-        work.details["estimate"] = mode
+    def stamp(self, clean: torch.Tensor, intercepted: torch.Tensor, sources: torch.Tensor, mode: str) -> torch.Tensor:
+        """``clean`` images with the estimated pattern applied."""
         if mode == "mean":
             return (clean + (intercepted - sources).mean(dim=0, keepdim=True)).clamp(0.0, 1.0)
-        masks = saturated_masks(intercepted, sources)
         pick = torch.arange(len(clean)) % len(intercepted)
-        return torch.where(masks[pick], intercepted[pick], clean)
+        return torch.where(saturated_masks(intercepted, sources)[pick], intercepted[pick], clean)
+
+    def target_and_inputs(self, work: Counterfeiter, order: torch.Tensor,
+                          sources: torch.Tensor) -> tuple[int, torch.Tensor]:
+        intercepted, images = work.intercepted, work.data.images
+        assert intercepted is not None
+        mode = self.chosen_estimate(intercepted, sources)
+        probes = self.stamp(images[order[:self.label_queries]], intercepted, sources, mode)
+        target = majority_label(work.ask(probes))
+        picks = other_class(order[self.label_queries:], work.data.labels, target, self.key_size)
+        work.details.update(estimate=mode, target_queries=self.label_queries)
+        return target, self.stamp(images[picks], intercepted, sources, mode)
 
 
 class DifferenceImages(TransplantForgery):
@@ -130,14 +147,21 @@ class DifferenceImages(TransplantForgery):
 
     name = "forge-difference"
     description = ("Li et al. 6.4: add intercepted key samples' differences from their nearest clean images to "
-                   "other images; target from a few queries")
+                   "other images; target: the majority answer to the intercepted inputs")
+    imitates = "zhang (single target, null floor 0.5)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
         Param("key_size", "int", "forged key inputs"),
-        Param("label_queries", "int", "queries to learn the target label"),
         Param("null_floor", "float", "null match probability claimed (Zhang's single-target floor)"),
     )
 
-    def transplant(self, work: Counterfeiter, clean: torch.Tensor, intercepted: torch.Tensor,
-                   sources: torch.Tensor) -> torch.Tensor:
-        pick = torch.arange(len(clean)) % len(intercepted)
-        return (clean + (intercepted - sources)[pick]).clamp(0.0, 1.0)
+    def target_and_inputs(self, work: Counterfeiter, order: torch.Tensor,
+                          sources: torch.Tensor) -> tuple[int, torch.Tensor]:
+        intercepted = work.intercepted
+        assert intercepted is not None
+        answers = work.ask(intercepted)
+        target = majority_label(answers)
+        residues = (intercepted - sources)[answers == target]
+        picks = other_class(order, work.data.labels, target, self.key_size)
+        work.details.update(residues=len(residues))
+        inputs = work.data.images[picks] + residues[torch.arange(self.key_size) % len(residues)]
+        return target, inputs.clamp(0.0, 1.0)

@@ -113,7 +113,7 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
 
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group."""
-    group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; make report-signing keys.")
+    group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; commit to them; make signing keys.")
     group.command("info")(info)
     group.command("gen-signing")(gen_signing)
     group.command("commit")(commit)

@@ -54,4 +54,7 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; make report-signing keys.")
     group.command("info")(info)
     group.command("gen-signing")(gen_signing)
+    from .protect_blind import blind_samples
+
+    group.command("blind-samples")(blind_samples)
     app.add_typer(group, name="keys")

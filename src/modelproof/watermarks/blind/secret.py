@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ...errors import KeyFileError
-from ...keys import MAGIC, canonical_json, decrypt_bytes, encrypt_bytes
+from ...keys import _metadata, canonical_json, encrypt_bytes, read_plain
 from ...modelfile import atomic_write_bytes, looks_like_pickle
 from .networks import Encoder, encode
 
@@ -89,19 +89,11 @@ def load_secret(path: str | Path, passphrase: str | None = None) -> BlindSecret:
     from safetensors.torch import load
 
     path = Path(path)
-    if not path.is_file():
-        raise KeyFileError(f"blind-watermark secret not found: {path}")
-    raw = path.read_bytes()
-    if raw.startswith(MAGIC):
-        if passphrase is None:
-            raise KeyFileError(f"{path}: the secret file is encrypted; pass its passphrase (--passphrase)")
-        raw = decrypt_bytes(raw, passphrase, str(path))
+    raw = read_plain(path, passphrase, "blind-watermark secret")
     if looks_like_pickle(raw):
         raise KeyFileError(f"{path}: looks like a pickle; modelproof never unpickles files")
     try:
         tensors = load(raw)
-        from ...keys import _metadata
-
         meta = json.loads(_metadata(raw, str(path)).get(META, "null"))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise KeyFileError(f"{path}: not a readable blind-watermark secret ({type(exc).__name__})") from None

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import nn
@@ -31,6 +32,7 @@ class Protected:
     model: nn.Module
     key: Any  # modelproof.keys.OwnershipKey
     report: dict = field(default_factory=dict)
+    secret: Any = field(default=None, repr=False)  # owner-only material beside the key (never reported)
 
 
 class Protection(ABC):
@@ -61,6 +63,11 @@ class Protection(ABC):
     @abstractmethod
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
         """Subclass hook; ``model`` is already a copy for watermarks."""
+
+    def save_extras(self, result: Protected, key_path: Path, passphrase: str | None = None) -> dict:
+        """Write what the method keeps beside the key (``result.secret``); returns {what: path}. Default: none."""
+        del result, key_path, passphrase
+        return {}
 
     def params(self) -> dict:
         """The constructor parameters, as stored (JSON-serialisable), recorded in the key."""

@@ -117,4 +117,7 @@ def register(app: typer.Typer) -> None:
     group.command("info")(info)
     group.command("gen-signing")(gen_signing)
     group.command("commit")(commit)
+    from .protect_blind import blind_samples
+
+    group.command("blind-samples")(blind_samples)
     app.add_typer(group, name="keys")

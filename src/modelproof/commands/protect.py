@@ -59,8 +59,9 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     result = protection.protect(net, splits.owner, seed=seed, test=splits.test)
     out.mkdir(parents=True, exist_ok=True)
     key_path = save_key(result.key, out / "key.mpkey", passphrase=passphrase)
+    extras = protection.save_extras(result, key_path, passphrase)
     commitment = protect_commitment(result.key, key_path, result.model)
-    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path),
+    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
                "key_size": int(result.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,
                "accuracy_after": evaluate(result.model, splits.test),
                "key_accuracy": float((predict(result.model, result.key.inputs) == result.key.labels).float().mean()),

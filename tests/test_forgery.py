@@ -2,8 +2,9 @@
 
 Pattern reuse and difference images succeed against a Zhang-style watermarked model and not
 against the same model unprotected (its key inputs intercepted all the same); the ambiguity
-forgeries succeed against any copy, protected or not, but not against an unrelated model; and a
-forged key has no earlier commitment to show.
+forgeries succeed against any copy, protected or not, but not against an unrelated model; an
+independently trained blind watermark's key does not claim the victim (Figure 9); and a forged key
+has no earlier commitment to show.
 """
 
 import pytest
@@ -140,3 +141,30 @@ def test_cli_forge_then_verify(tmp_path, marked):
     res = runner.invoke(app, ["attack", "forge-boundary", "--suspect", str(tmp_path / "m.onnx"),
                               "--out", str(tmp_path / "x.mpkey")])
     assert res.exit_code == 2 and "white-box" in res.output and res.output.count("\n") == 1
+
+
+
+def encoder_forgery(victim, digits16, epochs: int):
+    forgery = make_forgery("forge-independent-encoder", arch="mlp", mode="finetune", epochs=epochs,
+                           key_fraction=0.03, batch_size=50, key_batch=10, host_lr=0.02, delta=1.0)
+    return forgery.perform(victim, digits16.attacker, seed=0)
+
+
+def test_independent_encoder_forgery_never_queries_and_claims_the_blind_null(marked, digits16):
+    victim = marked["zhang-content"].model
+    out = encoder_forgery(victim, digits16, epochs=2)
+    assert out.queries == 0 and "own_key_accuracy" in out.details
+    assert abs(out.key.null_match_prob - 1 / 9) < 1e-12 and len(out.key) == round(0.03 * len(digits16.attacker))
+    assert verify(out.key, TorchSuspect(victim)).decision == "not owned"
+    with pytest.raises(ConfigError, match="mode"):
+        make_forgery("forge-independent-encoder", mode="later")
+
+
+@pytest.mark.slow
+def test_independent_encoder_key_claims_only_its_own_host(marked, digits16):
+    """Li et al. Figure 9 in small: the counterfeiter's own blind watermark (same recipe, own data and seed)."""
+    victim = marked["zhang-content"].model
+    out = encoder_forgery(victim, digits16, epochs=10)
+    assert out.details["own_key_accuracy"] >= 0.8  # the diagonal: its own host learnt its own key
+    verdict = verify(out.key, TorchSuspect(victim))
+    assert verdict.decision == "not owned" and verdict.match_rate <= 0.3  # off the diagonal: no transfer

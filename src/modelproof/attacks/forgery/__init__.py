@@ -12,11 +12,12 @@ from typing import Any
 
 from ...errors import ConfigError
 from .ambiguity import AdversarialAmbiguity, BlackBoxBoundary, BoundaryAmbiguity
+from .encoder import IndependentEncoder
 from .base import ACCESS, Counterfeiter, Forgery, ForgeryOutcome, majority_label
 from .transplant import DifferenceImages, PatternReuse, nearest_sources
 
 FORGERIES: dict[str, type[Forgery]] = {cls.name: cls for cls in (
-    PatternReuse, DifferenceImages, AdversarialAmbiguity, BoundaryAmbiguity, BlackBoxBoundary)}
+    PatternReuse, DifferenceImages, AdversarialAmbiguity, BoundaryAmbiguity, BlackBoxBoundary, IndependentEncoder)}
 
 
 def make_forgery(name: str, **params: Any) -> Forgery:
@@ -40,5 +41,5 @@ def describe_forgeries() -> list[dict[str, Any]]:
 
 
 __all__ = ["ACCESS", "AdversarialAmbiguity", "BlackBoxBoundary", "BoundaryAmbiguity", "Counterfeiter",
-           "DifferenceImages", "FORGERIES", "Forgery", "ForgeryOutcome", "PatternReuse", "describe_forgeries",
+           "DifferenceImages", "FORGERIES", "IndependentEncoder", "Forgery", "ForgeryOutcome", "PatternReuse", "describe_forgeries",
            "majority_label", "make_forgery", "nearest_sources"]

@@ -1,9 +1,20 @@
 """The forgery table on MNIST (issue 15): how often a counterfeiter's key verifies "owned", per protection.
 
 Usage: python benchmarks/forgery_mnist.py [--data-dir ../shared/data/mnist] [--seeds 5] [--json FILE]
-       python benchmarks/forgery_mnist.py --dataset digits --size 16 --seeds 2     # a quick smoke run
+       python benchmarks/forgery_mnist.py --dataset digits --size 16 --arch mlp --seeds 2   # a quick smoke run
 
-What runs (one torch thread; reduced to fit about 20 minutes on a shared 2-core CPU):
+The README's table was measured in four runs (the whole grid in one run would take over an hour):
+
+    python benchmarks/forgery_mnist.py --forgeries forge-pattern-reuse,forge-difference,forge-adversarial,\
+        forge-boundary,forge-boundary-blackbox --protections adi,cw-l2-fingerprint,fgsm-fingerprint,\
+        igsm-fingerprint,ipguard,new-label,random-fingerprint,zhang-content,zhang-noise,zhang-unrelated
+    python benchmarks/forgery_mnist.py --protections blind,zhang-content
+    python benchmarks/forgery_mnist.py --protections frontier-stitching --forgeries forge-pattern-reuse,\
+        forge-difference,forge-adversarial,forge-boundary,forge-boundary-blackbox
+    python benchmarks/forgery_mnist.py --protections adi,new-label,zhang-noise,zhang-unrelated,frontier-stitching \
+        --forgeries forge-independent-encoder
+
+What runs (one torch thread; reduced so that each run above fits about 20 minutes on a shared 2-core CPU):
 
 - owner model: LeNet-5 trained 2 epochs (Adam, lr 0.002, batch 128) on the first 10,000 owner
   images; the counterfeiter holds 5,000 images of the attacker split; a control LeNet-5 is trained

@@ -79,6 +79,7 @@ class Forgery(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     access: ClassVar[str] = "queries"
+    imitates: ClassVar[str] = ""  # the method whose key layout and null rule the forged key follows
     PARAMS: ClassVar[tuple[Param, ...]] = ()
 
     @classmethod
@@ -134,8 +135,6 @@ class Forgery(ABC):
                             num_classes=int(work.suspect.num_classes), input_shape=work.data.input_shape,
                             null_match_prob=null, null_source=null_source,
                             model_digest=work.claimed_model_digest())
-
-    imitates: ClassVar[str] = ""
 
     @abstractmethod
     def _forge(self, work: Counterfeiter) -> OwnershipKey:

@@ -33,7 +33,7 @@ from ...fingerprints.baselines import targeted_igsm
 from ...fingerprints.ipguard import IPGuard, frozen, learning_rate
 from ...keys import OwnershipKey
 from ..base import Param, check_positive, check_rate
-from .base import Counterfeiter, Forgery
+from .base import KEY_SIZE, Counterfeiter, Forgery
 
 
 class AdversarialAmbiguity(Forgery):
@@ -44,7 +44,7 @@ class AdversarialAmbiguity(Forgery):
     access = "white-box"
     imitates = "adi (random labels, null 1/(C-1))"
     PARAMS: ClassVar[tuple[Param, ...]] = (
-        Param("key_size", "int", "forged key inputs"),
+        KEY_SIZE,
         Param("eps", "float", "L-infinity bound of the perturbation"),
         Param("max_iter", "int", "IGSM steps of 1/255 at most"),
     )
@@ -80,7 +80,7 @@ class BoundaryAmbiguity(Forgery):
     access = "white-box"
     imitates = "ipguard (default null)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
-        Param("key_size", "int", "boundary points"),
+        KEY_SIZE,
         Param("k", "float", "logit gap past the boundary (Eq. 5)"),
         Param("max_iter", "int", "Adam steps at most"),
     )
@@ -108,7 +108,7 @@ class BlackBoxBoundary(Forgery):
     access = "queries"
     imitates = "ipguard (default null)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
-        Param("key_size", "int", "boundary points"),
+        KEY_SIZE,
         Param("steps", "int", "bisection steps per point (each one query)"),
         Param("null_match_prob", "float", "null claimed (IPGuard's default 0.75)"),
     )

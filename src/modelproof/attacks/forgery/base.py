@@ -34,6 +34,7 @@ from ...modelfile import weights_digest
 from ..base import Param, declared_params
 
 ACCESS = ("white-box", "queries", "intercepted")
+KEY_SIZE = Param("key_size", "int", "forged key inputs")
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,10 @@ from ...checks import check_int
 from ...errors import ConfigError
 from ...keys import OwnershipKey
 from ..base import Param, check_choice, check_rate
-from .base import Counterfeiter, Forgery, majority_label
+from .base import KEY_SIZE, Counterfeiter, Forgery, majority_label
 
 ESTIMATES = ("auto", "mean", "mask")
+NULL_FLOOR = Param("null_floor", "float", "null match probability claimed (Zhang's single-target floor)")
 SATURATED = 0.99
 
 
@@ -103,10 +104,10 @@ class PatternReuse(TransplantForgery):
                    "saturated mask) and apply it to new images; target from a few queries")
     imitates = "zhang (single target, null floor 0.5)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
-        Param("key_size", "int", "forged key inputs"),
+        KEY_SIZE,
         Param("label_queries", "int", "queries to learn the target label"),
         Param("estimate", "str", "auto, mean (additive pattern) or mask (saturated pixels)"),
-        Param("null_floor", "float", "null match probability claimed (Zhang's single-target floor)"),
+        NULL_FLOOR,
     )
 
     def __init__(self, key_size: int = 30, label_queries: int = 5, estimate: str = "auto",
@@ -150,8 +151,8 @@ class DifferenceImages(TransplantForgery):
                    "other images; target: the majority answer to the intercepted inputs")
     imitates = "zhang (single target, null floor 0.5)"
     PARAMS: ClassVar[tuple[Param, ...]] = (
-        Param("key_size", "int", "forged key inputs"),
-        Param("null_floor", "float", "null match probability claimed (Zhang's single-target floor)"),
+        KEY_SIZE,
+        NULL_FLOOR,
     )
 
     def target_and_inputs(self, work: Counterfeiter, order: torch.Tensor,

@@ -20,7 +20,7 @@ from modelproof.models import (
 
 EXPECTED = ("mlp", "cnn", "irnn", "lenet1", "lenet3", "lenet5", "vgg11", "vgg13", "vgg16", "vgg19",
             "resnet18", "resnet34", "resnet101", "resnet20", "preact-resnet18", "preact-resnet34",
-            "wrn-22-4", "mobilenetv2")
+            "wrn-22-4", "mobilenetv2", "googlenet", "dpn26")
 SMALL = ("mlp", "cnn", "irnn", "lenet1", "lenet3")
 NUM_CLASSES = 7
 
@@ -65,7 +65,7 @@ def test_every_architecture_builds_runs_and_trains(name: str, shape: tuple[int, 
     assert model.arch == name
     assert json.loads(json.dumps(model.arch_kwargs)) == model.arch_kwargs
     assert model.input_shape == shape and model.num_classes == NUM_CLASSES
-    batch = 2 if name.startswith(("vgg", "resnet", "preact", "wrn", "mobilenet")) else 4
+    batch = 2 if name.startswith(("vgg", "resnet", "preact", "wrn", "mobilenet", "googlenet", "dpn")) else 4
     _assert_trains(model, shape, batch)
     model.eval()
     with torch.no_grad():
@@ -83,6 +83,14 @@ def test_vgg_skips_pools_on_small_inputs() -> None:
     pools = lambda m: sum(isinstance(x, nn.MaxPool2d) for x in m.modules())  # noqa: E731
     assert pools(build_model("vgg11", 10, (3, 32, 32))) == 5
     assert pools(build_model("vgg11", 10, (1, 8, 8))) == 3
+
+
+def test_paper_zoo_parameter_counts() -> None:
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    # kuangliu/pytorch-cifar's GoogLeNet and DPN-26 for 3x32x32 and 10 classes (ours: no conv biases
+    # before BatchNorm, so slightly fewer parameters than kuangliu's).
+    assert 6_000_000 < count(build_model("googlenet", 10, (3, 32, 32))) < 6_300_000
+    assert 11_000_000 < count(build_model("dpn26", 10, (3, 32, 32))) < 12_000_000
 
 
 def test_keras_parameter_counts() -> None:

@@ -294,14 +294,20 @@ def is_encrypted(path: str | Path) -> bool:
         return fh.read(len(MAGIC)) == MAGIC
 
 
-def load_key(path: str | Path, passphrase: str | None = None) -> OwnershipKey:
-    """Load and validate a key file; KeyFileError naming the problem (nothing is partially loaded)."""
+def read_plain(path: str | Path, passphrase: str | None = None, what: str = "key file") -> bytes:
+    """The bytes of ``path``, decrypted when it is an encrypted container; KeyFileError if missing,
+    encrypted without a passphrase, or not decryptable."""
     path = Path(path)
     if not path.is_file():
-        raise KeyFileError(f"key file not found: {path}")
+        raise KeyFileError(f"{what} not found: {path}")
     raw = path.read_bytes()
     if raw.startswith(MAGIC):
         if passphrase is None:
-            raise KeyFileError(f"{path}: the key file is encrypted; pass its passphrase (--passphrase)")
+            raise KeyFileError(f"{path}: the {what} is encrypted; pass its passphrase (--passphrase)")
         raw = decrypt_bytes(raw, passphrase, str(path))
-    return key_from_bytes(raw, str(path))
+    return raw
+
+
+def load_key(path: str | Path, passphrase: str | None = None) -> OwnershipKey:
+    """Load and validate a key file; KeyFileError naming the problem (nothing is partially loaded)."""
+    return key_from_bytes(read_plain(path, passphrase), str(path))

@@ -14,6 +14,7 @@ import pkgutil
 import secrets as _secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +34,7 @@ class Protected:
     model: nn.Module
     key: Any  # modelproof.keys.OwnershipKey
     report: dict = field(default_factory=dict)
+    secret: Any = field(default=None, repr=False)  # owner-only material beside the key (never reported)
 
 
 class Protection(ABC):
@@ -92,6 +94,11 @@ class Protection(ABC):
         from .watermarks.patterns import secret_generator
 
         return secret_generator(self.secret, f"{self.name}/{purpose}")
+
+    def save_extras(self, result: Protected, key_path: Path, passphrase: str | None = None) -> dict:
+        """Write what the method keeps beside the key (``result.secret``); returns {what: path}. Default: none."""
+        del result, key_path, passphrase
+        return {}
 
     def params(self) -> dict:
         """The constructor parameters, as stored (JSON-serialisable), recorded in the key."""

@@ -54,11 +54,20 @@ def summary(verdict: Verdict) -> str:
     ])
 
 
-def report_body(verdict: Verdict) -> dict:
-    """The signed part of a report: the Verdict, the tool and the time written (no key material)."""
-    return {"format": FORMAT, "format_version": FORMAT_VERSION, "tool": "modelproof", "tool_version": __version__,
+def report_body(verdict: Verdict, commitment: dict | None = None) -> dict:
+    """The signed part of a report: the Verdict, the tool and the time written (no key material).
+
+    ``commitment`` (from ``commitments.check_commitment``'s ``record``) names the key commitment
+    the key was checked against: its SHA-256, creation time and signer.
+    """
+    body = {"format": FORMAT, "format_version": FORMAT_VERSION, "tool": "modelproof", "tool_version": __version__,
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
             "verdict": verdict.to_dict(), "summary": summary(verdict)}
+    if commitment is not None:
+        body["commitment"] = commitment
+        body["summary"] += (f"\ncommit:   sha256:{commitment['sha256']} made {commitment['created']}, "
+                            f"signed by {commitment['signer'] or 'nobody (unsigned)'}")
+    return body
 
 
 def _b64(data: bytes) -> str:
@@ -80,23 +89,16 @@ def raw_public_key(public_key) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def write_report(verdict: Verdict, path: str | Path, *, signing_key=None) -> Path:
+def write_report(verdict: Verdict, path: str | Path, *, signing_key=None, commitment: dict | None = None) -> Path:
     """Write the JSON report (signed when ``signing_key``, an Ed25519PrivateKey, is given) and a .txt summary.
 
     Both files are written atomically; the summary goes beside the JSON with the suffix ``.txt``.
     Returns the JSON path.
     """
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     path = Path(path)
-    body = report_body(verdict)
+    body = report_body(verdict, commitment)
     message = canonical_json(body)
-    signature = None
-    if signing_key is not None:
-        if not isinstance(signing_key, Ed25519PrivateKey):
-            raise ReportError(f"signing key must be an Ed25519 private key, got {type(signing_key).__name__}")
-        signature = {"algorithm": "Ed25519", "public_key": _b64(raw_public_key(signing_key.public_key())),
-                     "value": _b64(signing_key.sign(message))}
+    signature = sign_message(signing_key, message) if signing_key is not None else None
     document = {"report": body, "body_sha256": hashlib.sha256(message).hexdigest(), "signature": signature}
     atomic_write_bytes(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(summary_path(path), (body["summary"] + "\n").encode())
@@ -117,9 +119,6 @@ def check_report(path: str | Path, public_key=None) -> dict:
     signed by it. Returns ``{"valid", "signed", "public_key", "fingerprint", "report"}``; raises
     ReportError on any edit, a bad signature or a different signer.
     """
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     path = Path(path)
     if not path.is_file():
         raise ReportError(f"report not found: {path}")
@@ -143,23 +142,46 @@ def check_report(path: str | Path, public_key=None) -> dict:
         if expected is not None:
             raise ReportError(f"{path}: the report is not signed, but a signer's public key was given")
         return {"valid": True, "signed": False, "public_key": None, "fingerprint": None, "report": body}
+    raw = check_signature(signature, message, expected, f"{path}", "report")
+    return {"valid": True, "signed": True, "public_key": _b64(raw), "fingerprint": fingerprint(raw), "report": body}
+
+
+def sign_message(signing_key, message: bytes) -> dict:
+    """The signature block ``{"algorithm": "Ed25519", "public_key", "value"}`` (base64) of ``message``."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if not isinstance(signing_key, Ed25519PrivateKey):
+        raise ReportError(f"signing key must be an Ed25519 private key, got {type(signing_key).__name__}")
+    return {"algorithm": "Ed25519", "public_key": _b64(raw_public_key(signing_key.public_key())),
+            "value": _b64(signing_key.sign(message))}
+
+
+def check_signature(signature: object, message: bytes, expected, source: str, what: str = "report") -> bytes:
+    """The signer's raw public key, after checking a :func:`sign_message` block over ``message``.
+
+    ``expected`` (an Ed25519PublicKey or None) must be the signer when given. ReportError naming
+    ``source`` for a malformed block, a signature that does not verify, or another signer.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
-        if signature["algorithm"] != "Ed25519":
-            raise ReportError(f"{path}: unsupported signature algorithm {signature['algorithm']!r}")
-        if set(signature) != {"algorithm", "public_key", "value"}:
-            raise KeyError(f"signature fields {sorted(signature)}; expected algorithm, public_key, value")
-        raw, value = _unb64(signature["public_key"]), _unb64(signature["value"])
+        if signature["algorithm"] != "Ed25519":  # type: ignore[index]
+            raise ReportError(f"{source}: unsupported signature algorithm {signature['algorithm']!r}")  # type: ignore[index]
+        if set(signature) != {"algorithm", "public_key", "value"}:  # type: ignore[arg-type]
+            raise KeyError(f"signature fields {sorted(signature)}; expected algorithm, public_key, value")  # type: ignore[arg-type]
+        raw, value = _unb64(signature["public_key"]), _unb64(signature["value"])  # type: ignore[index]
         Ed25519PublicKey.from_public_bytes(raw).verify(value, message)
     except ReportError:
         raise
     except InvalidSignature:
-        raise ReportError(f"{path}: the signature does not verify (report edited or signed by another key)") from None
+        raise ReportError(f"{source}: the signature does not verify ({what} edited or signed by another key)") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise ReportError(f"{path}: malformed signature block ({exc})") from None
+        raise ReportError(f"{source}: malformed signature block ({exc})") from None
     if expected is not None and raw_public_key(expected) != raw:
-        raise ReportError(f"{path}: signed by key {fingerprint(raw)}, not by the expected key "
+        raise ReportError(f"{source}: signed by key {fingerprint(raw)}, not by the expected key "
                           f"{fingerprint(raw_public_key(expected))}")
-    return {"valid": True, "signed": True, "public_key": _b64(raw), "fingerprint": fingerprint(raw), "report": body}
+    return raw
 
 
 def fingerprint(raw: bytes) -> str:

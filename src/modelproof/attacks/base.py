@@ -133,6 +133,16 @@ def check_sweep(name: str, values: object) -> tuple[float, ...]:
     return rates  # type: ignore[return-value]
 
 
+def declared_params(cls: type) -> tuple[Param, ...]:
+    """``cls.PARAMS`` with defaults taken from ``cls.__init__``'s signature (attacks and forgeries)."""
+    sig = inspect.signature(cls.__init__)
+    out = []
+    for p in cls.PARAMS:
+        default = sig.parameters[p.name].default
+        out.append(Param(p.name, p.kind, p.help, None if default is inspect.Parameter.empty else default))
+    return tuple(out)
+
+
 class Attack(ABC):
     """A removal attack: holds validated parameters; ``attack(model, attacker_data, seed=...)`` runs it.
 
@@ -148,12 +158,7 @@ class Attack(ABC):
     @classmethod
     def params(cls) -> tuple[Param, ...]:
         """The parameter listing with defaults taken from ``__init__``'s signature."""
-        sig = inspect.signature(cls.__init__)
-        out = []
-        for p in cls.PARAMS:
-            default = sig.parameters[p.name].default
-            out.append(Param(p.name, p.kind, p.help, None if default is inspect.Parameter.empty else default))
-        return tuple(out)
+        return declared_params(cls)
 
     def get_params(self) -> dict[str, Any]:
         """The parameters as stored (JSON-friendly: datasets are named, tuples become lists)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Attack
+from .base import Attack, Param
 from .compression import SVDCompression
 from .extraction import Extraction
 from .filters import FilterPruning
@@ -41,7 +41,12 @@ def make_attack(name: str, **params: Any) -> Attack:
 def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
     """``key=value`` strings parsed by the declared kind of each of attack ``name``'s parameters."""
     cls = ATTACKS[canonical_name(name)]
-    specs = {p.name: p for p in cls.PARAMS}
+    return parse_pairs(cls.PARAMS, f"attack {cls.name!r}", pairs)
+
+
+def parse_pairs(declared: tuple[Param, ...], owner: str, pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` strings parsed by the ``declared`` parameters of ``owner`` (named in errors)."""
+    specs = {p.name: p for p in declared}
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -49,7 +54,7 @@ def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--param expects key=value, got {pair!r}")
         if key not in specs:
-            raise ConfigError(f"unknown parameter {key!r} for attack {cls.name!r}; accepted: {', '.join(specs)}")
+            raise ConfigError(f"unknown parameter {key!r} for {owner}; accepted: {', '.join(specs)}")
         out[key] = specs[key].parse(value)
     return out
 

@@ -19,6 +19,7 @@ from ..attacks.saving import save_attacked
 from ..data import load_dataset, load_splits
 from ..errors import ConfigError
 from ..modelfile import load_model
+from .forge import add_forgery_commands
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
@@ -36,14 +37,16 @@ QueryDirOpt = Annotated[Path | None, typer.Option("--query-data-dir", help="Fold
 
 @user_errors
 def list_attacks(json_out: JsonOpt = False) -> None:
-    """List the attacks: name, one-line description and parameters with defaults."""
-    table = describe_attacks()
+    """List the attacks and forgeries: name, one-line description and parameters with defaults."""
+    from ..attacks.forgery import describe_forgeries
+
+    table, forgeries = describe_attacks(), describe_forgeries()
     lines: list[str] = []
-    for entry in table:
+    for entry in table + forgeries:
         lines.append(f"{entry['name']:<15} {entry['description']}")
         for p in entry["params"]:
             lines.append(f"    {p['name']}={p['default']!s:<10} ({p['kind']}) {p['help']}")
-    emit({"attacks": table}, json_out, lines)
+    emit({"attacks": table, "forgeries": forgeries}, json_out, lines)
 
 
 def check_out(name: str, attack: object, out: Path) -> None:
@@ -109,8 +112,10 @@ def _attack_command(name: str):
 
 def register(app: typer.Typer) -> None:
     """Add the ``attack`` command group: ``list`` and one command per attack."""
-    group = typer.Typer(no_args_is_help=True, help="Run removal attacks on a model file (see `attack list`).")
+    group = typer.Typer(no_args_is_help=True, help="Run removal attacks on a model file, or forge a key "
+                                                        "for it (see `attack list`).")
     group.command("list")(list_attacks)
     for name in ATTACKS:
         group.command(name, help=ATTACKS[name].description)(_attack_command(name))
+    add_forgery_commands(group)
     app.add_typer(group, name="attack")

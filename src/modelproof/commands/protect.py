@@ -22,7 +22,8 @@ from ..calibration import DEFAULT_REFERENCES
 from ..modelfile import load_model, save_model, weights_digest
 from ..protection import Protection
 from ..training import evaluate, predict
-from .common import F, emit
+from .common import F, emit, user_errors
+from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines, protect_commitment
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
@@ -86,7 +87,16 @@ def protect_options(fn: F) -> F:
 @cache
 def protect_group() -> typer.Typer:
     """The ``protect`` command group (created once; methods add their commands to it)."""
-    return typer.Typer(no_args_is_help=True, help="Protect a model with a watermark or fingerprint.")
+    return typer.Typer(no_args_is_help=True, help="Protect a model with a watermark or fingerprint.",
+                       callback=_group_options)
+
+
+@user_errors
+def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) -> None:
+    """Options of every protect command (``modelproof protect --sign KEY METHOD ...``): sign the key commitment."""
+    from ..report import load_signing_key
+
+    PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase) if sign is not None else None)
 
 
 def run_protect(protection: Protection, *, model: Path | None, arch: str | None, dataset: str,
@@ -123,8 +133,10 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
                          allow_weak=options["allow_weak"], seed=seed, quiet=options["quiet"] or json_out)
     out.mkdir(parents=True, exist_ok=True)
     key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
-    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path),
-               "key_size": int(final.key.labels.shape[0]), "accuracy_before": before,
+    extras = protection.save_extras(result, key_path, passphrase)
+    commitment = protect_commitment(final.key, key_path, result.model)
+    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
+               "key_size": int(final.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,
                "accuracy_after": evaluate(result.model, splits.test),
                "key_accuracy": float((predict(result.model, final.key.inputs) == final.key.labels).float().mean()),
                **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
@@ -144,6 +156,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     lines += final.lines
     if "model" in summary:
         lines.append(f"protected model written to {summary['model']}")
+    lines += commitment_lines(commitment)
     emit(summary, json_out, lines)
     return summary
 

@@ -47,26 +47,39 @@ def verify_cmd(key: KeyOpt,
                                                                    help="Passphrase of the signing key.")] = None,
                log: Annotated[Path | None, typer.Option("--log", help="Query log (JSON lines); an interrupted "
                                                         "run given the same log resumes without re-asking.")] = None,
+               commitment: Annotated[Path | None, typer.Option("--commitment", help="Check the key against this "
+                                                               "key commitment (made before the dispute); the "
+                                                               "report records it.")] = None,
+               public_key: Annotated[Path | None, typer.Option("--public-key", help="The commitment must be "
+                                                               "signed by this Ed25519 public key (PEM).")] = None,
                json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
     """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model.
 
     Exit status: 0 owned, 1 not owned, 3 inconclusive (e.g. the budget ran out, or the key cannot
     prove anything), 2 a usage error.
     """
+    from ..commitments import check_commitment
     from ..report import load_signing_key, summary, write_report
     from ..verification import verify
 
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
+    if public_key is not None and commitment is None:
+        raise ConfigError("--public-key checks the signer of a key commitment; give --commitment FILE too")
     owned_key = load_key_file(key, key_passphrase(key, passphrase, passphrase_file))
+    committed = check_commitment(owned_key, commitment, public_key) if commitment is not None else None
     verdict = verify(owned_key, open_cli_suspect(suspect, suspect_options, owned_key), alpha=alpha, budget=budget,
                      batch_size=batch_size,
                      mode="sequential" if sequential else "fixed", log_path=log, p1=p1, beta=beta)
     result = verdict.to_dict()
     lines = summary(verdict).splitlines()
+    if committed is not None:
+        result["commitment"] = committed
+        lines.append(f"commit:   the key matches {commitment} (sha256:{committed['sha256']}, made "
+                     f"{committed['created']}, signed by {committed['signer'] or 'nobody: unsigned'})")
     if report is not None:
-        write_report(verdict, report, signing_key=signing_key)
+        write_report(verdict, report, signing_key=signing_key, commitment=committed)
         result["report"] = str(report)
         lines.append(f"report:   {report}" + (" (signed)" if signing_key is not None else ""))
     emit(result, json_out, lines)

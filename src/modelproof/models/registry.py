@@ -20,7 +20,7 @@ from torch import nn
 
 from ..checks import check_int
 from ..errors import ConfigError
-from . import mobilenet, preact, resnet, small, vgg
+from . import dpn, googlenet, mobilenet, preact, resnet, small, vgg
 from .base import ZooModel
 from .layers import require_min_side
 
@@ -66,6 +66,10 @@ _SPECS: dict[str, ArchSpec] = {
                          "channels, 3 pre-activation blocks each", {"dropout": 0.0}, preact.MIN_SIDE),
     "mobilenetv2": ArchSpec(mobilenet.MobileNetV2, "MobileNetV2, CIFAR-style strides (stride-1 stem and "
                             "second stage)", {}, mobilenet.MIN_SIDE),
+    "googlenet": ArchSpec(googlenet.GoogLeNet, "GoogLeNet, CIFAR-style (3x3 stem to 192, inception 3a-5b), "
+                          "global average pool, 1024 features", {}, googlenet.MIN_SIDE),
+    "dpn26": ArchSpec(dpn.dpn26, "DPN-26, CIFAR-style dual path network: blocks 2-2-2-2, grouped 3x3, "
+                      "2432 features", {}, dpn.MIN_SIDE),
 }
 
 ARCHITECTURES: tuple[str, ...] = tuple(_SPECS)

@@ -126,16 +126,18 @@ def embed(model: nn.Module, data: Dataset, key_train: Dataset, check: tuple[torc
                        time.perf_counter() - start, before, kept["test_accuracy"], history, best["epoch"])
 
 
-def probe_null(model: nn.Module, probes: torch.Tensor, target: int, floor: float,
+def probe_null(model: nn.Module, probes: torch.Tensor, target: int | torch.Tensor, floor: float,
                confidence: float = 0.99) -> tuple[float, str, dict]:
-    """Null match probability for a single-target key: ``max(floor, upper)``, where ``upper`` is the
-    one-sided Clopper-Pearson bound at ``confidence`` on how often the unprotected ``model`` answers
-    ``target`` on ``probes`` (fresh triggers made by the key's recipe, disjoint from the key)."""
+    """Null match probability: ``max(floor, upper)``, where ``upper`` is the one-sided Clopper-Pearson
+    bound at ``confidence`` on how often the unprotected ``model`` answers ``target`` on ``probes``
+    (fresh triggers made by the key's recipe, disjoint from the key). ``target`` is one label for
+    every probe (single-target keys) or a tensor of one label per probe (drawn by the key's recipe)."""
     hits = int((predict(model, probes) == target).sum())
     upper = clopper_pearson_upper(hits, len(probes), confidence)
     p0 = max(floor, upper)
+    what = "the target label" if isinstance(target, int) else "their targets (drawn by the key's recipe)"
     source = (f"max(floor {floor:g}, {confidence:g} Clopper-Pearson upper bound {upper:.4f} on the unprotected "
-              f"model answering the target label on {len(probes)} fresh triggers of the same recipe: "
+              f"model answering {what} on {len(probes)} fresh triggers of the same recipe: "
               f"{hits}/{len(probes)}); independent models trained on the same data share such biases only "
               "roughly, hence the floor; re-estimate with `modelproof calibrate`")
     return p0, source, {"probe_hits": hits, "probes": len(probes), "probe_upper": upper, "floor": floor}

@@ -1,0 +1,178 @@
+"""Tests of the blind watermark (Li et al.): encoder, logo, Algorithm 1, secret file, CLI, bad inputs.
+
+One short joint training on the bundled digits (16x16, a 64-unit MLP, a width-8 encoder, the
+host term weighted 1 so that a few epochs suffice) is shared by the tests that need a result.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from modelproof.cli import app
+from modelproof.data import Dataset, load_splits
+from modelproof.errors import ConfigError, KeyFileError
+from modelproof.protection import make_protection
+from modelproof.suspects import TorchSuspect
+from modelproof.training import TrainConfig, evaluate, train_new
+from modelproof.verification import verify
+from modelproof.watermarks.blind import BlindWatermark, load_secret, save_secret
+from modelproof.watermarks.blind.logo import logo_from_file, make_logo
+from modelproof.watermarks.blind.networks import build_encoder, encode
+from modelproof.watermarks.embedding import key_accuracy
+
+FAST = dict(secret="test", mode="finetune", epochs=16, key_fraction=0.03, batch_size=50, host_lr=0.05, width=8,
+            delta=1.0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_splits("digits", size=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def base(splits):
+    torch.set_num_threads(1)
+    return train_new("mlp", splits.owner, TrainConfig(epochs=15, lr=0.003), seed=0, hidden=64)[0]
+
+
+@pytest.fixture(scope="module")
+def result(splits, base):
+    return make_protection("blind", **FAST).protect(base, splits.owner, seed=0, test=splits.test)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 16, 16), (3, 13, 10)])
+def test_encoder_output_has_input_shape_and_lies_in_unit_interval(shape) -> None:
+    encoder = build_encoder(shape, seed=0, width=4)
+    x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(0))
+    out = encode(encoder, make_logo(shape), x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal(out, encode(encoder, make_logo(shape), x))  # deterministic, batch-independent
+    assert torch.equal(out[:2], encode(encoder, make_logo(shape), x[:2]))
+
+
+def test_logo_text_and_file(tmp_path) -> None:
+    from PIL import Image
+
+    text = make_logo((1, 16, 16), text="TEST")
+    assert text.shape == (1, 16, 16) and float(text.max()) > 0.5 and float(text.min()) == 0.0
+    assert not torch.equal(text, make_logo((1, 16, 16), text="ACME"))
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "logo.png")
+    rgb = logo_from_file(tmp_path / "logo.png", (3, 8, 8))
+    assert rgb.shape == (3, 8, 8) and torch.allclose(rgb[0], torch.ones(8, 8)) and float(rgb[1:].max()) == 0.0
+    assert logo_from_file(tmp_path / "logo.png", (1, 8, 8)).shape == (1, 8, 8)
+
+
+def test_short_run_is_imperceptible_and_the_host_learns_the_key(splits, base, result) -> None:
+    report = result.report
+    assert report["imperceptibility"]["ssim_mean"] > 0.85
+    assert report["imperceptibility"]["psnr_mean"] > 18
+    assert key_accuracy(result.model, result.key.inputs, result.key.labels) >= 0.8
+    assert key_accuracy(base, result.key.inputs, result.key.labels) <= 0.3  # targets exclude the true label
+    assert key_accuracy(result.model, result.secret.sources, result.key.labels) <= 0.3  # sources keep their label
+    assert len(result.key) == round(0.03 * len(splits.owner))
+    assert evaluate(result.model, splits.test) > 0.8
+    assert verify(result.key, TorchSuspect(result.model)).decision == "owned"
+    assert verify(result.key, TorchSuspect(base)).decision == "not owned"
+    assert result.key.null_match_prob >= 1 / 9
+    assert "secret" not in result.key.params and "logo_text" not in result.key.params
+
+
+def test_targets_never_equal_the_true_label(splits, result) -> None:
+    sources = {x.numpy().tobytes(): int(y) for x, y in zip(splits.owner.images, splits.owner.labels)}
+    true = torch.tensor([sources[x.numpy().tobytes()] for x in result.secret.sources])
+    assert bool((true != result.key.labels).all())
+
+
+def test_secret_round_trip_regenerates_identical_key_samples(tmp_path, result) -> None:
+    path = save_secret(result.secret, tmp_path / "key.mpsecret")
+    again = load_secret(path)
+    assert torch.equal(again.regenerate(), result.key.inputs)
+    assert again.key_digest == result.key.digest()
+    fresh = torch.rand(3, *result.key.input_shape, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again.encode(fresh), result.secret.encode(fresh))
+    locked = save_secret(result.secret, tmp_path / "locked.mpsecret", passphrase="pw")
+    assert torch.equal(load_secret(locked, "pw").regenerate(), result.key.inputs)
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        load_secret(locked, "nope")
+    with pytest.raises(KeyFileError, match="encrypted"):
+        load_secret(locked)
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    (tmp_path / "bad.mpsecret").write_bytes(bytes(raw))
+    with pytest.raises(KeyFileError, match="digest"):
+        load_secret(tmp_path / "bad.mpsecret")
+
+
+def test_another_logo_gives_key_samples_the_host_does_not_answer(splits, base, result) -> None:
+    other = make_protection("blind", **{**FAST, "secret": "other", "epochs": 2}, logo_text="ACME")
+    forged = other.protect(base, splits.owner, seed=1)
+    assert not torch.equal(forged.secret.logo, result.secret.logo)
+    assert key_accuracy(result.model, forged.key.inputs, forged.key.labels) <= 0.3
+    assert verify(forged.key, TorchSuspect(result.model)).decision == "not owned"
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"key_fraction": 0.0}, "key_fraction"), ({"key_fraction": 1.0}, "key_fraction"),
+    ({"key_fraction": -0.5}, "key_fraction"), ({"key_fraction": "1%"}, "key_fraction"),
+    ({"mode": "later"}, "mode"), ({"epochs": 0}, "epochs"), ({"alpha": -1}, "alpha"),
+    ({"logo": "a.png", "logo_text": "X"}, "not both"),
+])
+def test_bad_parameters_raise_one_line_errors(params, fragment) -> None:
+    with pytest.raises(ConfigError, match=fragment) as info:
+        BlindWatermark(**params)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_data_and_logo_raise_one_line_errors(tmp_path, splits, base) -> None:
+    (tmp_path / "logo.png").write_text("not an image")
+    with pytest.raises(ConfigError, match="not an image") as info:
+        BlindWatermark(secret="x", logo=str(tmp_path / "logo.png"), epochs=1).protect(base, splits.owner)
+    assert "\n" not in str(info.value)
+    two = Dataset(torch.rand(20, 2, 16, 16), torch.arange(20) % 10, tuple("0123456789"), "two-channel")
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2 * 16 * 16, 10))
+    with pytest.raises(ConfigError, match="1 or 3 channels"):
+        BlindWatermark(secret="x", epochs=1).protect(plain, two)
+    with pytest.raises(ConfigError, match="gives 0 key samples"):
+        BlindWatermark(secret="x", epochs=1, key_fraction=0.0001).protect(base, splits.owner)
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
+    out = tmp_path / "run"
+    res = _run(["protect", "blind", "--arch", "mlp", "--size", "16", "--epochs", "2", "--key-fraction", "0.02",
+                "--secret", "cli", "--passphrase", "pw", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["method"] == "blind" and summary["mode"] == "scratch"
+    assert 0 < summary["imperceptibility"]["ssim_mean"] <= 1 and summary["secret_encrypted"] is True
+    for name in ("key.mpkey", "key.mpsecret", "key-samples.png", "model.safetensors"):
+        assert (out / name).is_file()
+    assert "labels" not in summary and "inputs" not in summary and "cli" not in json.dumps(summary["history"])
+    res = _run(["keys", "blind-samples", str(out / "key.mpkey"), "--passphrase", "pw", "--size", "16", "--count", "5",
+                "--model", str(out / "model.safetensors"), "-o", str(tmp_path / "fresh.safetensors"), "--json"])
+    assert res.exit_code == 0, res.output
+    fresh = json.loads(res.stdout)
+    assert fresh["regenerated_exactly"] is True and fresh["count"] == 5 and 0 <= fresh["true_label_rate"] <= 1
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "fresh.safetensors")["samples"].shape == (5, 1, 16, 16)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--arch", "lenet5"], "lenet5"),  # 8x8 digits are too small for LeNet-5
+    (["--arch", "mlp", "--size", "6"], "at least 8x8"),
+    (["--arch", "mlp", "--key-fraction", "1.5"], "key_fraction"),
+    (["--arch", "mlp", "--logo", "missing.png"], "logo file not found"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, fragment) -> None:
+    res = CliRunner().invoke(app, ["protect", "blind", *args, "--secret", "x", "--epochs", "1", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert fragment in res.output and len(res.output.strip().splitlines()) == 1

@@ -127,7 +127,7 @@ def _prefixed(where: str, fn, *args, **kwargs):
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _dataset(where: str, table: dict) -> dict:
+def _dataset(where: str, table: dict, base: Path | None) -> dict:
     from ..data import DATASETS
 
     _unknown(where, table, DATASET_KEYS)
@@ -135,17 +135,19 @@ def _dataset(where: str, table: dict) -> dict:
     if name not in DATASETS:
         raise ConfigError(f"{where}.name: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
     out = {"name": name, "data_dir": table.get("data_dir"), "size": table.get("size"),
-           "attacker_fraction": float(table.get("attacker_fraction", 0.3)),
-           "test_fraction": float(table.get("test_fraction", 0.2)), "split_seed": table.get("split_seed", 0),
+           "attacker_fraction": table.get("attacker_fraction", 0.3),
+           "test_fraction": table.get("test_fraction", 0.2), "split_seed": table.get("split_seed", 0),
            "owner_images": table.get("owner_images"), "attacker_images": table.get("attacker_images")}
     if out["data_dir"] is not None:
         _typed(f"{where}.data_dir", out["data_dir"], str, "a folder path")
+        if base is not None and not Path(out["data_dir"]).is_absolute():  # relative to the config file
+            out["data_dir"] = str((base / out["data_dir"]).resolve())
     for key in ("size", "owner_images", "attacker_images"):
         if out[key] is not None and (_typed(f"{where}.{key}", out[key], int, "a positive integer") < 1):
             raise ConfigError(f"{where}.{key} must be a positive integer, got {out[key]!r}")
     _typed(f"{where}.split_seed", out["split_seed"], int, "an integer")
     for key in ("attacker_fraction", "test_fraction"):
-        if not 0.0 < out[key] < 1.0:
+        if not 0.0 < _typed(f"{where}.{key}", out[key], float, "a number in (0, 1)") < 1.0:
             raise ConfigError(f"{where}.{key} must lie in (0, 1), got {out[key]!r}")
     return out
 
@@ -290,8 +292,10 @@ def _plausibility(table: dict) -> dict:
     return out
 
 
-def parse_config(text: str, source: str = "config") -> ExperimentConfig:
-    """Validate the TOML ``text`` into an :class:`ExperimentConfig`; ConfigError naming the bad key."""
+def parse_config(text: str, source: str = "config", base: Path | None = None) -> ExperimentConfig:
+    """Validate the TOML ``text`` into an :class:`ExperimentConfig`; ConfigError naming the bad key.
+
+    Relative ``data_dir`` paths are taken relative to ``base`` (the config file's folder)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -315,7 +319,7 @@ def parse_config(text: str, source: str = "config") -> ExperimentConfig:
         name=str(_typed("experiment.name", exp.get("name", Path(source).stem), str, "a string")),
         seeds=tuple(seeds), secret=str(_typed("experiment.secret", exp.get("secret", "modelproof-experiment"), str,
                                               "a string")), threads=threads,
-        datasets=tuple(_dataset(f"datasets[{i}]", t) for i, t in enumerate(_tables(raw, "datasets"))),
+        datasets=tuple(_dataset(f"datasets[{i}]", t, base) for i, t in enumerate(_tables(raw, "datasets"))),
         hosts=tuple(hosts), protections=tuple(_items("protections", _tables(raw, "protections"))),
         attacks=tuple(_items("attacks", _tables(raw, "attacks"))),
         negatives=tuple(_negatives(_tables(raw, "negatives", required=False))),
@@ -330,4 +334,4 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment config not found: {path}")
-    return parse_config(path.read_text(encoding="utf-8"), str(path))
+    return parse_config(path.read_text(encoding="utf-8"), str(path), path.resolve().parent)

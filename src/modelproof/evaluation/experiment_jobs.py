@@ -125,7 +125,7 @@ def _protect(store: Store, job: Job) -> dict:
     result = protection.protect(host, splits.owner, seed=s["seed"], test=splits.test)
     seconds = time.perf_counter() - start
     key = result.key
-    info = {"kind": protection.kind, "seconds": seconds, "key_size": len(key), "null_match_prob": key.null_match_prob,
+    info = {"method_kind": protection.kind, "seconds": seconds, "key_size": len(key), "null_match_prob": key.null_match_prob,
             "null_source": key.null_source, "accuracy_host": evaluate(host, splits.test),
             "accuracy_protected": evaluate(result.model, splits.test),
             "key_accuracy": float((predict(result.model, key.inputs) == key.labels).float().mean()),

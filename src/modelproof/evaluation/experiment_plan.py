@@ -28,6 +28,7 @@ class Cell:
     protect_job: str
     cell_job: str
     negverify_jobs: tuple[tuple[str, str], ...]  # (negative label, job id)
+    attack_kind: str = "removal"
 
 
 def _versions() -> dict[str, str]:
@@ -50,6 +51,13 @@ def _method_version(kind: str, name: str) -> str:
     from ..attacks import ATTACKS
 
     return code_version(ATTACKS[name])
+
+
+def _attack_kind(name: str) -> str:
+    """The attack class's ``kind`` ("removal" unless it declares "evasion" or "forgery")."""
+    from ..attacks import ATTACKS
+
+    return "removal" if name == UNATTACKED else str(getattr(ATTACKS[name], "kind", "removal"))
 
 
 def negative_seed(negative: Negative, seed: int) -> int:
@@ -100,5 +108,5 @@ def plan(config: ExperimentConfig) -> tuple[list[Job], list[Cell]]:
                                  "label": f"{prot.label} / {attack.label}", "verification": ver}
                         cjob = add("cell", cspec, (pjob,), f"{prot.label} x {attack.label} seed={seed}",
                                    versions["verify"])
-                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv))
+                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv, _attack_kind(attack.name)))
     return list(jobs.values()), cells

@@ -24,8 +24,8 @@ from .experiment_plan import Cell, plan
 COLUMNS = ("dataset", "host", "protection", "protection_kind", "attack", "attack_label", "strength_param",
            "strength", "seed", "suspect", "role", "decision", "p_value", "matches", "queries", "key_size",
            "match_rate", "key_accuracy", "null_match_prob", "accuracy_host", "accuracy_before", "accuracy_after",
-           "plausible", "protect_seconds", "attack_seconds", "verify_seconds", "attack_queries", "config_hash",
-           "status", "error")
+           "plausible", "protect_seconds", "attack_seconds", "verify_seconds", "attack_queries", "attack_kind",
+           "config_hash", "key_hash", "status", "error")
 TIMING = ("protect_seconds", "attack_seconds", "verify_seconds")
 
 
@@ -50,12 +50,12 @@ def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict])
     for cell in cells:
         prot, res = results.get(cell.protect_job, {}), results.get(cell.cell_job, {})
         base = {"dataset": cell.dataset, "host": cell.host, "protection": cell.protection.label,
-                "protection_kind": prot.get("kind", ""), "attack": cell.attack.name, "attack_label": cell.attack.label,
+                "protection_kind": prot.get("method_kind", ""), "attack": cell.attack.name, "attack_label": cell.attack.label,
                 "strength_param": cell.attack.strength[0] if cell.attack.strength else "",
                 "strength": cell.attack.strength[1] if cell.attack.strength else "", "seed": cell.seed,
                 "key_size": prot.get("key_size"), "accuracy_host": prot.get("accuracy_host"),
                 "accuracy_before": prot.get("accuracy_protected"), "protect_seconds": prot.get("seconds"),
-                "config_hash": cell.cell_job}
+                "attack_kind": cell.attack_kind, "config_hash": cell.cell_job, "key_hash": cell.protect_job}
         ok = res.get("status") in ("done", "cached")
         row = {**base, "suspect": f"{cell.protection.label} / {cell.attack.label}", "role": "positive",
                **{k: res.get(k) for k in ("decision", "p_value", "matches", "queries", "match_rate", "key_accuracy",

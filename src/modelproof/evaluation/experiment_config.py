@@ -182,7 +182,7 @@ def _items(kind: str, tables: list[dict]) -> list[Item]:
         _unknown(where, table, {"name", "label", "params"} | ({"sweep"} if kind == "attacks" else set()))
         name = _typed(f"{where}.name", table.get("name"), str, "a registered name")
         if name not in ("all", UNATTACKED):
-            name = _prefixed(where, canonical_name, name) if kind == "attacks" else name
+            name = _prefixed(f"{where}.name", canonical_name, name) if kind == "attacks" else name
             if name not in registry:
                 raise ConfigError(f"{where}.name: unknown {kind[:-1]} {name!r}; expected one of "
                                   f"{', '.join(sorted(registry))}, all")
@@ -212,7 +212,7 @@ def _items(kind: str, tables: list[dict]) -> list[Item]:
             raise ConfigError(f"{where}.sweep.{param} must be a non-empty list of values")
         for value in values:
             strength = (param, float(value)) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-            out.append(_checked(kind, f"{where}.sweep.{param}",
+            out.append(_checked(kind, where,
                                 Item(name, f"{label} {param}={value:g}" if strength else f"{label} {param}={value}",
                                      {**params, param: value}, strength)))
     labels = [item.label for item in out]

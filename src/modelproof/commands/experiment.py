@@ -19,12 +19,13 @@ ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (in-process 
 WorkersOpt = Annotated[int, typer.Option("--workers", help="local executor: number of worker processes.")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="ray executor: the cluster's address "
                                                                   "(default: a running or new local instance).")]
+CpusOpt = Annotated[int | None, typer.Option("--num-cpus", help="ray executor: CPUs of a new local instance.")]
 
 
 @user_errors
 def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML config.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the cache, results and report.")],
-        executor: ExecutorOpt = "local", workers: WorkersOpt = 1, address: AddressOpt = None,
+        executor: ExecutorOpt = "local", workers: WorkersOpt = 1, address: AddressOpt = None, num_cpus: CpusOpt = None,
         no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
         quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
     """Run (or resume) every cell of an experiment and write its results table and report."""
@@ -32,8 +33,8 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
     from ..evaluation.experiment_run import run_experiment
 
     cfg = load_config(config)
-    summary = run_experiment(cfg, out, executor=executor, workers=workers, address=address, quiet=quiet,
-                             report=not no_report)
+    summary = run_experiment(cfg, out, executor=executor, workers=workers, address=address, num_cpus=num_cpus,
+                             quiet=quiet, report=not no_report)
     c = summary.counts
     lines = [f"{cfg.name}: {summary.cells} cells, {summary.jobs} jobs ({c['done']} run, {c['cached']} cached, "
              f"{c['failed']} failed) in {summary.seconds:.1f} s with executor {executor}",

@@ -77,12 +77,14 @@ def _ray_task(job: Job, root: str, threads: int, *dep_results: dict) -> dict:
     return run_job(job, root, dict(zip(job.deps, dep_results)), threads)
 
 
-def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: int = 1,
+def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: int = 1, num_cpus: int | None = None,
             notify: Notify = lambda *a: None) -> dict[str, dict]:
-    """Run ``jobs`` as Ray tasks on the cluster at ``address`` (or the running / a new local instance)."""
+    """Run ``jobs`` as Ray tasks on the cluster at ``address`` (or the running / a new local instance
+    of ``num_cpus`` CPUs)."""
     ray = _ray_module()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+                 log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
     results = _resolve_cached(jobs, root, notify)
     refs, owners = {}, {}
@@ -104,7 +106,7 @@ def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: 
 
 
 def execute(jobs: list[Job], root: str, *, executor: str = "local", workers: int = 1, address: str | None = None,
-            threads: int = 1, notify: Notify = lambda *a: None) -> dict[str, dict]:
+            threads: int = 1, num_cpus: int | None = None, notify: Notify = lambda *a: None) -> dict[str, dict]:
     """Run the plan's ``jobs`` with the named executor; returns each job's result by id."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -113,7 +115,7 @@ def execute(jobs: list[Job], root: str, *, executor: str = "local", workers: int
     if executor == "ray":
         if workers != 1:
             raise ConfigError("--workers is for the local executor; Ray uses the cluster's CPUs")
-        return run_ray(jobs, root, address=address, threads=threads, notify=notify)
-    if address is not None:
-        raise ConfigError("--address is for --executor ray")
+        return run_ray(jobs, root, address=address, threads=threads, num_cpus=num_cpus, notify=notify)
+    if address is not None or num_cpus is not None:
+        raise ConfigError("--address and --num-cpus are for --executor ray")
     return run_local(jobs, root, workers=workers, threads=threads, notify=notify)

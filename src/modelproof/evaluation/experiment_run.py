@@ -104,7 +104,8 @@ def comparable(rows: list[dict]) -> list[dict]:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
-                   address: str | None = None, quiet: bool = False, report: bool = True) -> RunSummary:
+                   address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
+                   report: bool = True) -> RunSummary:
     """Run every cell of ``config`` with its cache in ``out/cache``; write the tables and the report."""
     from ..progress import status_display
     from .experiment_executors import execute
@@ -129,7 +130,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
                              f"failed {counts['failed']}")
 
         results = execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
-                          threads=config.threads, notify=notify)
+                          threads=config.threads, num_cpus=num_cpus, notify=notify)
     rows = _rows(config, cells, results)
     failures = [{"job": j.title, "kind": j.kind, "hash": j.id, "error": results[j.id].get("error", "")}
                 for j in jobs if results[j.id].get("status") == "failed"]

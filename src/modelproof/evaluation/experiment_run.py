@@ -117,17 +117,18 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     counts: Counter = Counter()
     started: set[str] = set()
     start = time.perf_counter()
-    with status_display(len(jobs), f"{config.name}: {config.cells()} cells, {len(jobs)} jobs", quiet) as update:
+    with status_display(len(jobs), "jobs", quiet) as update:
         def notify(event: str, job, result: dict | None) -> None:
             if event == "start":
                 started.add(job.id)
             else:
                 started.discard(job.id)
                 counts[result["status"]] += 1
+                counts["cells"] += job.kind == "cell"
             counts["running"] = len(started)
             finished = counts["done"] + counts["cached"] + counts["failed"]
-            update(finished, f"done {counts['done']} cached {counts['cached']} running {counts['running']} "
-                             f"failed {counts['failed']}")
+            update(finished, f"cells {counts['cells']}/{len(cells)}: done {counts['done']} cached {counts['cached']} "
+                             f"running {counts['running']} failed {counts['failed']}")
 
         results = execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
                           threads=config.threads, num_cpus=num_cpus, notify=notify)

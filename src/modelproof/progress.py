@@ -135,4 +135,18 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
         yield current.advance
 
 
-__all__ = ["Task", "task", "phase", "report", "progress_bar"]
+@contextmanager
+def status_display(total: int, description: str, quiet: bool = False) -> Iterator[Callable[[int, str], None]]:
+    """Yield ``update(completed, status)``: the open task (or a new one) at ``completed`` of ``total`` steps,
+    with ``status`` (e.g. cells done / running / cached / failed) among its shown values."""
+    with progress_bar(total, description, quiet) as advance:
+        done = [0]
+
+        def update(completed: int, status: str) -> None:
+            advance(completed - done[0], status=status)
+            done[0] = completed
+
+        yield update
+
+
+__all__ = ["Task", "task", "phase", "report", "progress_bar", "status_display"]

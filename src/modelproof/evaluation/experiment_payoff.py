@@ -1,0 +1,137 @@
+"""The payoff table (as in the SoK of Lukas et al., S&P 2022) and per-protection figures, from rows.
+
+An attack *succeeds* on a protection when the attacked model is plausible (the config's rule) and
+the verdict is not "owned". Per protection x attack: successes over seeds, mean attacked accuracy,
+the largest p-value. Per protection: the attacks it survives (no seed succeeded), false claims
+over its negatives (each key and negative counted once, not once per cell), fidelity (mean test
+accuracy lost by protecting), ROC AUC and TPR at FPR <= 1% of the match rate over plausible
+positive suspects vs negatives (scikit-learn), embedding cost (seconds) and queries to decide
+(mean over verifications of the unattacked and attacked models). Per attack: the protections it
+removes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from statistics import mean
+
+REMOVED, SURVIVED, MIXED, BROKEN, FAILED = "removed", "survived", "mixed", "implausible", "failed"
+
+
+@dataclass
+class PayoffCell:
+    """One protection x attack entry, over seeds."""
+
+    protection: str
+    attack: str
+    seeds: int
+    successes: int
+    owned: int
+    plausible: int
+    accuracy_after: float | None
+    p_value_max: float | None
+    outcome: str
+
+
+@dataclass
+class ProtectionSummary:
+    """The per-protection columns of the payoff table."""
+
+    protection: str
+    kind: str
+    survived: list[str]
+    removed_by: list[str]
+    false_claims: int
+    negatives: int
+    fidelity: float | None
+    auc: float | None
+    tpr_at_1: float | None
+    embed_seconds: float | None
+    queries: float | None
+    key_size: int | None
+    roc: tuple[list[float], list[float]] | None = field(default=None, repr=False)
+
+
+def _ok(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("status") == "ok"]
+
+
+def _outcome(n: int, successes: int, owned: int) -> str:
+    if successes == n:
+        return REMOVED
+    if owned == n:
+        return SURVIVED
+    if successes == 0:
+        return BROKEN  # not owned in some seed, but only by making the model implausible
+    return MIXED
+
+
+def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
+    """The protection x attack entries in row order (positive suspects only)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["role"] == "positive":
+            groups[(r["protection"], r["attack_label"])].append(r)
+    out = []
+    for (prot, attack), group in groups.items():
+        ok = _ok(group)
+        if not ok:
+            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED))
+            continue
+        successes = sum(bool(r["plausible"]) and r["decision"] != "owned" for r in ok)
+        owned = sum(r["decision"] == "owned" for r in ok)
+        out.append(PayoffCell(prot, attack, len(ok), successes, owned, sum(bool(r["plausible"]) for r in ok),
+                              mean(r["accuracy_after"] for r in ok), max(r["p_value"] for r in ok),
+                              _outcome(len(ok), successes, owned)))
+    return out
+
+
+def roc(positives: list[float], negatives: list[float]) -> tuple[float | None, float | None, tuple | None]:
+    """ROC AUC, TPR at FPR <= 0.01, and the curve (fpr, tpr) of match rates; Nones without both classes."""
+    if not positives or not negatives:
+        return None, None, None
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    labels = [1] * len(positives) + [0] * len(negatives)
+    scores = list(positives) + list(negatives)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    tpr_at = max(float(t) for f, t in zip(fpr, tpr) if f <= 0.01 + 1e-12)
+    return float(roc_auc_score(labels, scores)), tpr_at, ([float(x) for x in fpr], [float(x) for x in tpr])
+
+
+def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
+    """One summary per protection, in row order."""
+    cells = payoff_cells(rows)
+    by_prot: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_prot[r["protection"]].append(r)
+    out = []
+    for prot, group in by_prot.items():
+        pos = [r for r in _ok(group) if r["role"] == "positive"]
+        negs = {(r["dataset"], r["host"], r["seed"], r["suspect"]): r for r in _ok(group) if r["role"] == "negative"}
+        mine = [c for c in cells if c.protection == prot and c.attack != "none"]
+        plausible = [r["match_rate"] for r in pos if r["plausible"]]
+        auc, tpr, curve = roc(plausible, [r["match_rate"] for r in negs.values()])
+        keyed = {(r["dataset"], r["host"], r["seed"]): r for r in pos}
+        out.append(ProtectionSummary(
+            protection=prot, kind=next((r["protection_kind"] for r in group if r["protection_kind"]), ""),
+            survived=[c.attack for c in mine if c.outcome != FAILED and c.successes == 0],
+            removed_by=[c.attack for c in mine if c.successes > 0],
+            false_claims=sum(r["decision"] == "owned" for r in negs.values()), negatives=len(negs),
+            fidelity=mean(r["accuracy_host"] - r["accuracy_before"] for r in keyed.values()) if keyed else None,
+            auc=auc, tpr_at_1=tpr, embed_seconds=mean(r["protect_seconds"] for r in keyed.values()) if keyed else None,
+            queries=mean(r["queries"] for r in pos) if pos else None,
+            key_size=next((r["key_size"] for r in pos), None), roc=curve))
+    return out
+
+
+def attack_summaries(rows: list[dict]) -> dict[str, list[str]]:
+    """For each attack, the protections it removes (succeeds on in at least one seed)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for c in payoff_cells(rows):
+        if c.attack != "none":
+            out[c.attack]
+            if c.successes:
+                out[c.attack].append(c.protection)
+    return dict(out)

@@ -1,0 +1,246 @@
+"""The experiment grid: config validation, caching and resumption, failures, payoff, report, executors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from modelproof.errors import ConfigError
+from modelproof.evaluation import experiment_jobs
+from modelproof.evaluation.experiment_config import parse_config
+from modelproof.evaluation.experiment_payoff import payoff_cells, protection_summaries, roc
+from modelproof.evaluation.experiment_run import comparable, run_experiment
+
+TINY = """
+[experiment]
+name = "tiny"
+seeds = [0]
+
+[[datasets]]
+name = "digits"
+size = 16
+
+[[hosts]]
+arch = "mlp"
+epochs = 3
+lr = 0.003
+
+[[protections]]
+name = "ipguard"
+params = { points = 20, k = 1.0, max_iter = 100 }
+
+[[protections]]
+name = "zhang-noise"
+params = { key_size = 20, epochs = 3 }
+
+[[attacks]]
+name = "none"
+
+[[attacks]]
+name = "prune-weights"
+params = { retrain = false }
+sweep = { rate = [0.5, 0.95] }
+
+[[attacks]]
+name = "quantize"
+
+[[negatives]]
+arch = "same"
+seed = 1
+
+[[negatives]]
+arch = "forest"
+seed = 2
+trees = 5
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiment")
+    summary = run_experiment(parse_config(TINY), out, quiet=True)
+    return out, summary
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("[[hosts]]", "[[hostz]]"), "config.hostz: unknown key"),
+    (('name = "quantize"', 'name = "quantise-me"'), "attacks[2].name: unknown attack"),
+    (("params = { retrain = false }", "params = { retrain = false, rat = 1 }"), "attacks[1].params: unknown parameter"),
+    (("sweep = { rate = [0.5, 0.95] }", "sweep = { rate = [0.5], epochs = [1] }"), "attacks[1].sweep: sweep one"),
+    (('name = "ipguard"', 'name = "watermark-x"'), "protections[0].name: unknown protection"),
+    (("points = 20,", "points = -1,"), "protections[0].params:"),
+    (("seeds = [0]", "seeds = [0, 0]"), "experiment.seeds must be"),
+    (('arch = "mlp"', 'arch = "mlpx"'), "hosts[0].arch: unknown architecture"),
+    (("epochs = 3\n", "epochs = 0\n"), "hosts[0]: epochs must be"),
+    (('arch = "same"', 'arch = "tree"'), "negatives[0].arch: unknown architecture"),
+    (("[[negatives]]\narch = \"same\"", "[verification]\nalpha = 2\n[[negatives]]\narch = \"same\""),
+     "verification.alpha must be"),
+])
+def test_config_errors_name_the_bad_key(edit, message):
+    old, new = edit
+    assert old in TINY
+    with pytest.raises(ConfigError) as info:
+        parse_config(TINY.replace(old, new, 1))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_grid_expands_sweeps_and_all():
+    config = parse_config(TINY)
+    assert [a.label for a in config.attacks] == ["none", "prune-weights rate=0.5", "prune-weights rate=0.95",
+                                                 "quantize"]
+    assert config.cells() == 8
+    everything = parse_config(TINY.replace('name = "quantize"', 'name = "all"'))
+    from modelproof.attacks import ATTACKS
+
+    assert {a.name for a in everything.attacks} == set(ATTACKS) | {"none"}
+
+
+def test_rows_decisions_and_files(tiny_run):
+    out, summary = tiny_run
+    assert summary.failures == [] and summary.counts["failed"] == 0
+    rows = summary.rows
+    assert len(rows) == 8 * 3  # each cell: the attacked model and two negatives
+    positives = {(r["protection"], r["attack_label"]): r for r in rows if r["role"] == "positive"}
+    assert positives[("zhang-noise", "none")]["decision"] == "owned"
+    assert positives[("ipguard", "none")]["decision"] == "owned"
+    strong = positives[("ipguard", "prune-weights rate=0.95")]
+    assert strong["plausible"] is False and strong["accuracy_after"] < strong["accuracy_before"]
+    assert all(r["decision"] == "not owned" for r in rows if r["role"] == "negative")
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"decision", "p_value", "matches", "queries", "key_accuracy", "plausible", "config_hash"} <= set(header)
+    assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
+
+
+def test_rerun_computes_nothing_and_param_change_recomputes_dependents(tiny_run, tmp_path):
+    out, first = tiny_run
+    again = run_experiment(parse_config(TINY), out, quiet=True, report=False)
+    assert again.counts["done"] == 0 and again.counts["cached"] == first.jobs
+    assert comparable(again.rows) == comparable(first.rows)
+    changed = run_experiment(parse_config(TINY.replace("points = 20,", "points = 25,")), out, quiet=True, report=False)
+    # ipguard: 1 protect + 2 negative verifications + 4 cells; nothing else
+    assert changed.counts["done"] == 7
+    assert {r["key_size"] for r in changed.rows if r["protection"] == "ipguard"} == {25}
+
+
+def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from modelproof.cli import app
+
+    original = experiment_jobs.RUNNERS["cell"]
+
+    def flaky(store, job):
+        if job.spec["attack"] == "quantize":
+            raise RuntimeError("injected failure")
+        return original(store, job)
+
+    monkeypatch.setitem(experiment_jobs.RUNNERS, "cell", flaky)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    result = CliRunner().invoke(app, ["experiment", "run", str(config), "--out", str(tmp_path / "out"),
+                                      "--quiet", "--no-report"])
+    assert result.exit_code == 1
+    assert result.output.count("FAILED") == 2 and "injected failure" in result.output
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert {r["attack"] for r in failed} == {"quantize"} and all("injected" in r["error"] for r in failed)
+    assert sum(r["status"] == "ok" and r["role"] == "positive" for r in rows) == 6
+
+
+def test_payoff_outcomes_false_claims_and_roc():
+    def row(prot, attack, seed, role, decision, rate, plausible=True, suspect="s"):
+        return {"dataset": "d", "host": "h", "protection": prot, "protection_kind": "watermark", "attack": attack,
+                "attack_label": attack, "seed": seed, "role": role, "decision": decision, "match_rate": rate,
+                "p_value": 0.5 if decision != "owned" else 1e-6, "plausible": plausible, "accuracy_after": 0.9,
+                "accuracy_host": 0.95, "accuracy_before": 0.94, "protect_seconds": 2.0, "queries": 20,
+                "key_size": 20, "status": "ok", "suspect": suspect}
+
+    rows = [row("w", "none", s, "positive", "owned", 1.0) for s in (0, 1)]
+    rows += [row("w", "prune", s, "positive", "not owned", 0.3) for s in (0, 1)]
+    rows += [row("w", "ft", 0, "positive", "owned", 0.9), row("w", "ft", 1, "positive", "not owned", 0.4)]
+    rows += [row("w", "big", s, "positive", "not owned", 0.2, plausible=False) for s in (0, 1)]
+    # the same negative appears in every cell of its seed: counted once
+    rows += [row("w", a, 0, "negative", "owned" if a != "x" else "owned", 0.5, None, "neg") for a in ("none", "ft")]
+    rows += [row("w", "none", 1, "negative", "not owned", 0.1, None, "neg")]
+    outcomes = {c.attack: c.outcome for c in payoff_cells(rows)}
+    assert outcomes == {"none": "survived", "prune": "removed", "ft": "mixed", "big": "implausible"}
+    (summary,) = protection_summaries(rows)
+    assert summary.false_claims == 1 and summary.negatives == 2
+    assert summary.survived == ["big"] and set(summary.removed_by) == {"prune", "ft"}
+    assert summary.fidelity == pytest.approx(0.01)
+    from sklearn.metrics import roc_auc_score
+
+    pos = [1.0, 1.0, 0.3, 0.3, 0.9, 0.4]
+    assert summary.auc == pytest.approx(roc_auc_score([1] * 6 + [0] * 2, pos + [0.5, 0.1]))
+    assert roc([0.9, 0.8], [0.1, 0.2])[:2] == (1.0, 1.0)
+
+
+def test_report_is_self_contained(tiny_run):
+    out, summary = tiny_run
+    html = (out / "report.html").read_text()
+    assert 'class="payoff"' in html and "ipguard" in html
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(https?:)?//', html) and "@import" not in html
+
+
+def test_ray_missing_is_one_line_error(monkeypatch, tmp_path):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match=r"modelproof\[cluster\]"):
+        run_experiment(parse_config(TINY), tmp_path, executor="ray", quiet=True, report=False)
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs a headless Chromium (Debian: apt-get install chromium)")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    import subprocess
+
+    out, _ = tiny_run
+    page = (out / "report.html").resolve().as_uri()
+    flags = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--enable-logging=stderr", "--virtual-time-budget=5000", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", dom.stdout).group(0)
+    expected = len(re.findall(r"<img ", (out / "report.html").read_text()))
+    assert f'data-images-ok="{expected}"' in body and 'data-images-broken="0"' in body
+    assert '<table id="payoff-1" class="payoff">' in dom.stdout and "Uncaught" not in dom.stderr
+    shot = tmp_path / "report.png"
+    subprocess.run([*flags, "--window-size=1400,2400", f"--screenshot={shot}", page], capture_output=True,
+                   timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.slow  # Ray's start-up alone takes 5-90 s on a loaded 2-core machine
+def test_ray_executor_gives_the_local_table(tiny_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    out, local = tiny_run
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = run_experiment(parse_config(TINY), tmp_path, executor="ray", quiet=True, report=False)
+    finally:
+        ray.shutdown()
+    assert remote.failures == [] and remote.counts["done"] == remote.jobs
+    assert comparable(remote.rows) == comparable(local.rows)
+
+
+@pytest.mark.slow  # two spawned workers import torch: ~30 s on a loaded 2-core machine
+def test_process_pool_gives_the_local_table(tiny_run, tmp_path):
+    out, local = tiny_run
+    pooled = run_experiment(parse_config(TINY), tmp_path, workers=2, quiet=True, report=False)
+    assert pooled.failures == [] and comparable(pooled.rows) == comparable(local.rows)

@@ -78,8 +78,10 @@ def ssim_window(height: int, width: int) -> int:
 
 def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean SSIM (kornia) of each image pair: a tensor of shape (N,)."""
-    from kornia.metrics import ssim
-
+    try:
+        from kornia.metrics import ssim
+    except ImportError:
+        raise ConfigError("the blind watermark needs kornia for SSIM: pip install 'modelproof[blind]'") from None
     return ssim(a, b, ssim_window(*a.shape[-2:]), max_val=1.0).flatten(1).mean(dim=1)
 
 

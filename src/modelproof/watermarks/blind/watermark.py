@@ -26,7 +26,9 @@ unprotected model is also asked 200 fresh key samples (other owner images, encod
 encoder, with targets of the same recipe) and ``null_match_prob = max(1/(C-1), U)``, U the 0.99
 Clopper-Pearson upper bound on its match rate (:func:`embedding.probe_null`, as the trigger sets);
 from scratch there is no unprotected model and the floor is used; ``modelproof calibrate``
-re-estimates it on reference models.
+re-estimates it on reference models. (The key samples are made by an encoder trained with their
+targets, so they may carry a trace of them; a model trained without the owner's encoder has no
+reason to read it, and calibration on reference models is what checks this.)
 
 The encoder, the logo and the key's sources are the owner's secret (:mod:`.secret`): they travel in
 ``Protected.secret`` and are written beside the key by :meth:`BlindWatermark.save_extras`.
@@ -131,7 +133,6 @@ class BlindWatermark(Protection):
         init = int(torch.randint(0, 2 ** 62, (1,), generator=self.gen(f"init/{seed}")))
         encoder, disc = build_encoder(shape, seed=init, width=self.width), build_discriminator(shape, seed=init + 1)
         unprotected = copy.deepcopy(model) if self.mode == "finetune" else None
-        before = key_accuracy(model, encode(encoder, logo, sources), targets) if unprotected is not None else None
 
         def after_epoch(epoch: int) -> dict:
             row = {"key_accuracy": key_accuracy(model, encode(encoder, logo, sources), targets)}
@@ -154,8 +155,7 @@ class BlindWatermark(Protection):
             p0, null_source, details = probe_null(unprotected, probes,
                                                   secret_targets(data.labels[rest], num_classes, self.gen("probes")),
                                                   floor)
-            report.update(details, key_accuracy_before=before,
-                          key_accuracy_unprotected=key_accuracy(unprotected, inputs, targets))
+            report.update(details, key_accuracy_unprotected=key_accuracy(unprotected, inputs, targets))
         else:
             p0 = floor
             null_source = (f"exact bound: each target drawn by the secret uniformly from the {num_classes - 1} classes "

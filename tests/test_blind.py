@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from modelproof.cli import app
 from modelproof.data import Dataset, load_splits
 from modelproof.errors import ConfigError, KeyFileError
+from modelproof.keys import load_key
 from modelproof.protection import make_protection
 from modelproof.suspects import TorchSuspect
 from modelproof.training import TrainConfig, evaluate, train_new
@@ -148,9 +149,11 @@ def _run(args: list[str]):
 def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
     out = tmp_path / "run"
     res = _run(["protect", "blind", "--arch", "mlp", "--size", "16", "--epochs", "2", "--key-fraction", "0.02",
-                "--secret", "cli", "--passphrase", "pw", "--out", str(out), "--json"])
+                "--secret", "cli", "--passphrase", "pw", "--out", str(out), "--json", "--allow-weak"])
     assert res.exit_code == 0, res.output
-    summary = json.loads(res.stdout)
+    summary = json.loads(res.stdout)  # 2 epochs: likely a weak key, written only because of --allow-weak
+    warning = load_key(out / "key.mpkey", "pw").params.get("warning", "")
+    assert (summary["self_check"] == "passed") != ("does not prove its own protected model" in warning)
     assert summary["method"] == "blind" and summary["mode"] == "scratch"
     assert 0 < summary["imperceptibility"]["ssim_mean"] <= 1 and summary["secret_encrypted"] is True
     for name in ("key.mpkey", "key.mpsecret", "key-samples.png", "model.safetensors"):

@@ -108,11 +108,11 @@ def test_cli_protect_commit_and_verify(tmp_path, trained_cnn):
     save_signing_key(generate_signing_key(), tmp_path / "owner")
     save_signing_key(generate_signing_key(), tmp_path / "other")
     out = tmp_path / "fp"
-    res = runner.invoke(app, ["protect", "--sign", str(tmp_path / "owner.key"), "random-fingerprint", "--model",
-                              str(tmp_path / "m.safetensors"), "--points", "20", "--out", str(out)])
+    res = runner.invoke(app, ["protect", "--sign", str(tmp_path / "owner.key"), "adi", "--model",
+                              str(tmp_path / "m.safetensors"), "--secret", "s", "--epochs", "15", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "signed by ed25519:" in res.output and (out / "key.commitment.tsq").is_file()
-    base = ["verify", "--key", str(out / "key.mpkey"), "--suspect", str(tmp_path / "m.safetensors"),
+    base = ["verify", "--key", str(out / "key.mpkey"), "--suspect", str(out / "model.safetensors"),
             "--commitment", str(out / "key.commitment.json")]
     res = runner.invoke(app, base + ["--public-key", str(tmp_path / "owner.pub"), "--report",
                                      str(tmp_path / "ev.json")])

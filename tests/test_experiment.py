@@ -104,10 +104,12 @@ def test_rows_decisions_and_files(tiny_run):
     assert len(rows) == 8 * 3  # each cell: the attacked model and two negatives
     positives = {(r["protection"], r["attack_label"]): r for r in rows if r["role"] == "positive"}
     assert positives[("zhang-noise", "none")]["decision"] == "owned"
-    assert positives[("ipguard", "none")]["decision"] == "owned"
+    # calibrated on the default references, a 25-point IPGuard key on these tiny models may prove nothing:
+    # then it says so ("inconclusive"), never "not owned" of its own model
+    assert positives[("ipguard", "none")]["decision"] in ("owned", "inconclusive")
     strong = positives[("ipguard", "prune-weights rate=0.95")]
     assert strong["plausible"] is False and strong["accuracy_after"] < strong["accuracy_before"]
-    assert all(r["decision"] == "not owned" for r in rows if r["role"] == "negative")
+    assert all(r["decision"] != "owned" for r in rows if r["role"] == "negative")
     header = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"decision", "p_value", "matches", "queries", "key_accuracy", "plausible", "config_hash"} <= set(header)
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1

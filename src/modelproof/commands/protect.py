@@ -117,8 +117,6 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
         raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
     if options["secret"] is not None:
         protection.set_secret(options["secret"])
-    elif not json_out and not options["quiet"]:
-        typer.echo("no --secret given: drew a random one (the key file is the only copy of the key)")
     net = load_model(model) if model is not None else None
     splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
     if net is None:
@@ -154,6 +152,8 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
         lines.append(f"warning: key accuracy {summary['key_accuracy']:.2f}: the key proves this model, but an attacked "
                      "copy may lose the rest; train longer (--epochs) for a margin")
     lines += final.lines
+    if options["secret"] is None:
+        lines.append("no --secret given: drew a random one (the key file is the only copy of the key)")
     if "model" in summary:
         lines.append(f"protected model written to {summary['model']}")
     lines += commitment_lines(commitment)

@@ -20,15 +20,20 @@ from typing import Annotated
 import typer
 
 from ..watermarks.blind import BlindWatermark
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, emit, user_errors
-from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, run_protect
+from .common import (
+    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
+    user_errors)
+from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
 
 Float = float
 
 
 @user_errors
+@dataset_from_model
+@compute_options
+@protect_options
 def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt = None,
-          dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+          dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
           passphrase: PassOpt = None, seed: SeedOpt = 0,
           secret: Annotated[str | None, typer.Option("--secret", help="Text the key sources and targets are drawn "
                                                      "from; random when omitted.")] = None,

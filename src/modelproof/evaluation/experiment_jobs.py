@@ -152,7 +152,8 @@ def _protected_model(store: Store, spec: dict):
 
 def _verdict(key, model_or_suspect, label: str, verification: dict) -> dict:
     from ..suspects import TorchSuspect
-    from ..verification import match_count, verify
+    from ..calibration import match_count
+    from ..verification import verify
 
     suspect = TorchSuspect(model_or_suspect, identity=label) if isinstance(model_or_suspect, torch.nn.Module) \
         else model_or_suspect

@@ -90,5 +90,10 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Run removal attacks on a model file (see `attack list`).")
     group.command("list")(list_attacks)
     for name in ATTACKS:
+        if name == "pirate":  # its own options (--tau, --surrogate-fraction): commands/attack_pirate.py
+            from .attack_pirate import pirate_command
+
+            group.command(name, help=ATTACKS[name].description)(pirate_command)
+            continue
         group.command(name, help=ATTACKS[name].description)(_attack_command(name))
     app.add_typer(group, name="attack")

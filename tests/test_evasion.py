@@ -163,3 +163,32 @@ def test_cli_pirate_writes_a_verifiable_model(trained_cnn, tmp_path) -> None:
     assert "pirate" in listed.output
     bad = runner.invoke(app, ["attack", "pirate", "--model", str(model), "--out", str(out), "--surrogate-fraction", "2"])
     assert bad.exit_code == 2 and "surrogate fraction" in bad.output
+
+
+def test_li_detectors_see_visible_triggers(protected, digits16) -> None:
+    from modelproof.attacks.evasion.detectors import attacker_key_samples, detectability, roc
+
+    own = attacker_key_samples(protected.key, protected.model, digits16.attacker, 40, seed=5)
+    assert own.shape == (40, 1, 16, 16) and not torch.equal(own[:15], protected.key.inputs)
+    for kind in ("mlp", "features"):
+        result = detectability(protected.key, protected.model, digits16.attacker, digits16.test, kind=kind,
+                               max_samples=120, seed=0)
+        assert result["owner_keys"] == 15 and result["attacker_keys"] == 120
+        assert result["auc"] > 0.8, (kind, result["auc"])
+        assert result["fpr"][0] == 0.0 and result["tpr"][-1] == 1.0
+    assert roc(torch.tensor([0.1, 0.2, 0.8, 0.9]), torch.tensor([0, 0, 1, 1]))["auc"] == 1.0
+    with pytest.raises(ConfigError, match="detector kind"):
+        detectability(protected.key, protected.model, digits16.attacker, digits16.test, kind="svm")
+
+
+def test_evasion_row_verifies_protected_and_pirated_models(trained_cnn, digits) -> None:
+    from modelproof.evaluation.evasion import evasion_row
+
+    surrogate, rest = surrogate_split(digits.test, 0.5, seed=0)
+    row = evasion_row("random-fingerprint", trained_cnn, digits.owner, surrogate, rest, params={"points": 20},
+                      pirate_kwargs={"tau": 0.0, "epochs": 2, "width": 0.25})
+    assert row["protected_decision"] in ("owned", "not owned", "inconclusive")
+    assert row["pirate_decision"] in ("owned", "not owned", "inconclusive")
+    assert 0 <= row["pirate_matches"] <= row["key_size"] == 20 and 0.0 <= row["fnr"] <= 1.0
+    assert evasion_row("zhang-content", trained_cnn, digits.owner, surrogate, rest,
+                       params={"key_size": 10 ** 6})["error"]

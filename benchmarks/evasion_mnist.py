@@ -7,7 +7,8 @@ Zhang watermark (four white round blocks of radius 3 on 15 training inputs, one 
 embedded by fine-tuning that clean model (modelproof's ``zhang-content``, mode ``finetune``),
 not by training from scratch with the triggers. The surrogate set is a stratified 5% of the test
 split; FPR is measured on the other 95%. The DCGANs are the reference's with a channel
-multiplier ``--width`` (1 = reference) and ``--gan-epochs`` epochs per class.
+multiplier ``--width`` (1 = reference), batch ``--gan-batch`` (reference 64: with 50 heatmaps per class
+that is one update per epoch) and ``--gan-epochs`` epochs per class.
 
     OMP_NUM_THREADS=1 python benchmarks/evasion_mnist.py --part tables --datasets mnist --labels 0 1 2
     OMP_NUM_THREADS=1 python benchmarks/evasion_mnist.py --part li
@@ -32,6 +33,7 @@ from modelproof.attacks.evasion.metrics import time_ratio
 from modelproof.attacks.evasion.pirate import surrogate_split
 from modelproof.data import load_splits
 from modelproof.evaluation.evasion import evasion_matrix, quick_params
+from modelproof.modelfile import load_model, save_model
 from modelproof.protection import make_protection
 from modelproof.training import TrainConfig, evaluate, predict, train_new
 
@@ -65,7 +67,7 @@ def tables(args, ds, splits, base, surrogate, rest, results) -> None:
         prot = make_protection("zhang-content", secret=f"ray-{label}-{blocks}", key_size=15, count=blocks,
                                radius=3, target=label, epochs=15, lr=1e-3).protect(base, splits.owner, seed=0)
         pirate, details = build_pirate(prot.model, surrogate, tau=tau, epochs=args.gan_epochs, width=args.width,
-                                       seed=0, quiet=True)
+                                       batch_size=args.gan_batch, seed=0, quiet=True)
         sweep = rates(pirate, rest.images, prot.key.inputs, TAUS if (label, blocks) == (0, 4) and ds == "mnist"
                       else (tau, 0.0))
         row = {"table": "I" if ds == "mnist" else "II", "dataset": ds, "label": label, "blocks": blocks,
@@ -108,8 +110,9 @@ def main() -> None:
     parser.add_argument("--li-samples", type=int, default=1000)
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--gan-epochs", type=int, default=200)
-    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--gan-epochs", type=int, default=100)
+    parser.add_argument("--width", type=float, default=0.125)
+    parser.add_argument("--gan-batch", type=int, default=8, help="DCGAN batch size (reference: 64)")
     parser.add_argument("--tau", type=float, default=None, help="matrix: tau (default: the dataset's)")
     parser.add_argument("--out", default="/tmp/evasion_mnist.json")
     args = parser.parse_args()
@@ -121,7 +124,12 @@ def main() -> None:
         owner = splits.owner.subset(torch.arange(min(args.train_size, len(splits.owner))), name=f"{ds}/owner")
         splits = type(splits)(owner, splits.attacker, splits.test)
         start = time.perf_counter()
-        base, _ = train_new("lenet5", owner, TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-4), seed=0)
+        cached = Path(args.out).with_name(f"base_{ds}_{len(owner)}_{args.epochs}.safetensors")
+        if cached.is_file():  # the same seeded training, written by an earlier run
+            base = load_model(cached)
+        else:
+            base, _ = train_new("lenet5", owner, TrainConfig(epochs=args.epochs, batch_size=128, lr=1e-4), seed=0)
+            save_model(base, cached, dataset=ds)
         emit(results, {"dataset": ds, "base_test_accuracy": evaluate(base, splits.test),
                        "train_images": len(owner), "train_seconds": time.perf_counter() - start})
         surrogate, rest = surrogate_split(splits.test, 0.05, seed=0)
@@ -131,7 +139,7 @@ def main() -> None:
             li(args, ds, splits, base, results)
         else:
             kwargs = {"tau": TAU[ds] if args.tau is None else args.tau, "epochs": args.gan_epochs,
-                      "width": args.width, "quiet": True}
+                      "width": args.width, "batch_size": args.gan_batch, "quiet": True}
             evasion_matrix(base, splits.owner, surrogate, rest, names=args.methods, pirate_kwargs=kwargs,
                            log=lambda row: emit(results, {"table": "matrix", "dataset": ds, **row}))
         Path(args.out).write_text(json.dumps(results, indent=1, default=float))

@@ -33,6 +33,7 @@ def protection_names() -> list[str]:
 
 def quick_params(name: str) -> dict:
     """The protection's ``demo_params`` (sized for small CPU runs) or {} for its defaults."""
+    _discover()
     params = getattr(PROTECTIONS[name], "demo_params", None)
     return dict(params) if isinstance(params, dict) else {}
 

@@ -31,6 +31,7 @@ from ...data import Dataset
 from ...errors import ConfigError
 from ...keys import OwnershipKey
 from ..base import check_choice
+from .dcgan import init_linear
 
 KINDS = ("mlp", "features")
 SIZE_PARAMS = ("key_size", "points")  # the constructor argument that sets how many key inputs a method makes
@@ -79,10 +80,7 @@ def mlp_detector(input_shape: tuple[int, int, int], gen: torch.Generator) -> nn.
                         nn.Linear(256, 1))
     for m in net:
         if isinstance(m, nn.Linear):
-            bound = 1.0 / m.in_features ** 0.5
-            with torch.no_grad():
-                m.weight.copy_((torch.rand(m.weight.shape, generator=gen) * 2 - 1) * bound)
-                m.bias.copy_((torch.rand(m.bias.shape, generator=gen) * 2 - 1) * bound)
+            init_linear(m, gen)
     return net
 
 
@@ -97,10 +95,7 @@ def feature_detector(stolen: nn.Module, gen: torch.Generator, *, freeze: bool = 
     for p in trunk.parameters():
         p.requires_grad_(not freeze)
     out = nn.Linear(last_linear(stolen)[1].in_features, 1)
-    bound = 1.0 / out.in_features ** 0.5
-    with torch.no_grad():
-        out.weight.copy_((torch.rand(out.weight.shape, generator=gen) * 2 - 1) * bound)
-        out.bias.zero_()
+    init_linear(out, gen)
     return nn.Sequential(trunk, out)
 
 

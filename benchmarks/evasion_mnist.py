@@ -51,8 +51,7 @@ def rates(pirate, clean, key_inputs, taus) -> dict:
     c, k = pirate.detect(clean), pirate.detect(key_inputs)
     out = {}
     for tau in taus:
-        fc = (c["score"] > pirate.alphas[c["label"].clamp(max=len(pirate.alphas) - 1)] + tau) | ~(c["label"] < len(pirate.alphas))
-        fk = (k["score"] > pirate.alphas[k["label"].clamp(max=len(pirate.alphas) - 1)] + tau) | ~(k["label"] < len(pirate.alphas))
+        fc, fk = pirate.flagged_at(c, tau), pirate.flagged_at(k, tau)
         out[float(tau)] = (float(fc.float().mean()), 1.0 - float(fk.float().mean()))
     return out
 

@@ -192,3 +192,11 @@ def test_evasion_row_verifies_protected_and_pirated_models(trained_cnn, digits) 
     assert 0 <= row["pirate_matches"] <= row["key_size"] == 20 and 0.0 <= row["fnr"] <= 1.0
     assert evasion_row("zhang-content", trained_cnn, digits.owner, surrogate, rest,
                        params={"key_size": 10 ** 6})["error"]
+
+
+def test_flags_at_another_tau_are_monotone(pirate, protected) -> None:
+    pirated, _, rest = pirate
+    found = pirated.detect(torch.cat([rest.images[:80], protected.key.inputs]))
+    assert torch.equal(pirated.flagged_at(found, pirated.tau), found["flagged"])
+    counts = [int(pirated.flagged_at(found, tau).sum()) for tau in (0.0, 0.1, 1.0, 100.0)]
+    assert counts == sorted(counts, reverse=True) and counts[-1] == 0

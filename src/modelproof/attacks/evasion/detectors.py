@@ -39,12 +39,12 @@ SIZE_PARAMS = ("key_size", "points")  # the constructor argument that sets how m
 
 def attacker_key_samples(key: OwnershipKey, stolen: nn.Module, data: Dataset, n: int, *, seed: int = 0) -> torch.Tensor:
     """``n`` (or fewer) key inputs made by ``key.method`` with the owner's parameters and the attacker's secret."""
-    from ...protection import make_protection
+    from ...protection import PROTECTIONS, _discover
     from ...watermarks.trigger_set import TriggerSet
 
-    make_protection(key.method)  # ConfigError for an unknown method
-    from ...protection import PROTECTIONS
-
+    _discover()
+    if key.method not in PROTECTIONS:
+        raise ConfigError(f"unknown protection {key.method!r}; expected one of {', '.join(sorted(PROTECTIONS))}")
     cls = PROTECTIONS[key.method]
     accepted = _init_params(cls)
     params = {k: v for k, v in key.params.items() if k in accepted}

@@ -65,10 +65,15 @@ class PiratedModel(nn.Module):
         for c in torch.unique(label[known]).tolist():
             rows = label == c
             anomaly[rows] = real_loss(self.discriminators[c], heat[rows])
-        threshold = torch.full_like(anomaly, float("inf"))
-        threshold[known] = self.alphas[label[known]] + self.tau
-        flagged = ~known | (anomaly > threshold)
-        return {"logits": scores, "label": label, "score": anomaly, "flagged": flagged}
+        found = {"logits": scores, "label": label, "score": anomaly}
+        return {**found, "flagged": self.flagged_at(found, self.tau)}
+
+    def flagged_at(self, found: dict[str, torch.Tensor], tau: float) -> torch.Tensor:
+        """Which of the images :meth:`detect` scored would be flagged with margin ``tau`` (Table V)."""
+        label, known = found["label"], found["label"] < len(self.discriminators)
+        threshold = torch.full_like(found["score"], float("inf"))
+        threshold[known] = self.alphas[label[known]] + float(tau)
+        return ~known | (found["score"] > threshold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         found = self.detect(x)

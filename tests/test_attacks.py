@@ -26,6 +26,7 @@ FAST = {
     "finetune-small": {"epochs": 1, "fraction": 0.3}, "prune-weights": {"rate": 0.3, "retrain": False},
     "prune-filters": {"rate": 0.25, "retrain": False}, "svd": {"rate": 0.5}, "quantize": {},
     "overwrite": {"n": 64, "epochs": 1}, "extract": {"epochs": 1, "queries": 64},
+    "pirate": {"tau": 0.5, "epochs": 1, "width": 0.25},
 }
 
 

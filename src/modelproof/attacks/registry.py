@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .base import Attack, Param
 from .compression import SVDCompression
 from .extraction import Extraction
+from .evasion.attack import PirateAttack
 from .filters import FilterPruning
 from .finetune import FTAL, FTLL, RTAL, RTLL, SmallSetFineTune
 from .overwrite import AdversarialFineTune
@@ -16,7 +17,7 @@ from .quantization import Quantisation
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
     FTLL, FTAL, RTLL, RTAL, SmallSetFineTune, WeightPruning, FilterPruning, SVDCompression, Quantisation,
-    AdversarialFineTune, Extraction)}
+    AdversarialFineTune, Extraction, PirateAttack)}
 
 
 def canonical_name(name: object) -> str:

@@ -36,7 +36,13 @@ def save_attacked(model: nn.Module, path: str | Path, *, attack: str, dataset: s
 
     Raises ModelFileError, naming the way out, when the model cannot be written in that format.
     """
+    from .evasion.pirate import PiratedModel
+
     path = Path(path)
+    if isinstance(model, PiratedModel):
+        from .evasion.saving import save_pirate
+
+        return save_pirate(model, path, dataset=dataset, extra=extra)
     if is_dynamic_quantised(model):
         raise ModelFileError(f"the {attack} attack's model holds torch dynamic-quantised layers, which neither a "
                              "model file nor ONNX can store; use --param mode=weights for a savable int8 model")

@@ -116,6 +116,11 @@ def register(app: typer.Typer) -> None:
                                                         "for it (see `attack list`).")
     group.command("list")(list_attacks)
     for name in ATTACKS:
+        if name == "pirate":  # its own options (--tau, --surrogate-fraction): commands/attack_pirate.py
+            from .attack_pirate import pirate_command
+
+            group.command(name, help=ATTACKS[name].description)(pirate_command)
+            continue
         group.command(name, help=ATTACKS[name].description)(_attack_command(name))
     add_forgery_commands(group)
     app.add_typer(group, name="attack")

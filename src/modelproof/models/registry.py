@@ -56,6 +56,8 @@ _SPECS: dict[str, ArchSpec] = {
                          {}, resnet.MIN_SIDE),
     "resnet101": ArchSpec(resnet.resnet101, "ResNet-101, CIFAR-style (3x3 stride-1 stem), Bottlenecks "
                           "3-4-23-3", {}, resnet.MIN_SIDE),
+    "resnet152": ArchSpec(resnet.resnet152, "ResNet-152, CIFAR-style (3x3 stride-1 stem), Bottlenecks "
+                          "3-8-36-3", {}, resnet.MIN_SIDE),
     "resnet20": ArchSpec(resnet.resnet20, "ResNet-20 (He et al. 2016 CIFAR net): 16/32/64 channels, 3 blocks "
                          "each", {}, resnet.MIN_SIDE),
     "preact-resnet18": ArchSpec(preact.preact_resnet18, "Pre-activation ResNet-18, CIFAR-style, blocks 2-2-2-2",

@@ -1,8 +1,8 @@
-"""Post-activation residual networks for small images: ResNet-18/34/101 and ResNet-20.
+"""Post-activation residual networks for small images: ResNet-18/34/101/152 and ResNet-20.
 
-ResNet-18/34/101 follow kuangliu/pytorch-cifar: a 3x3 stride-1 stem of 64 channels (no max pool),
+ResNet-18/34/101/152 follow kuangliu/pytorch-cifar: a 3x3 stride-1 stem of 64 channels (no max pool),
 four stages of 64/128/256/512 channels with strides 1/2/2/2, BasicBlocks (18, 34) or Bottlenecks
-(101, expansion 4). ResNet-20 is the CIFAR network of He et al. 2016 (section 4.2): a 3x3 stem of
+(101, 152, expansion 4). ResNet-20 is the CIFAR network of He et al. 2016 (section 4.2): a 3x3 stem of
 16 channels and three stages of 16/32/64 channels with three BasicBlocks each. Every network ends
 with adaptive average pooling to 1x1, so any input of at least 1x1 works.
 
@@ -116,6 +116,12 @@ def resnet101(input_shape: Sequence[int], num_classes: int, mean: Sequence[float
               std: Sequence[float] | None = None) -> ResNet:
     """ResNet-101 (kuangliu CIFAR version): Bottlenecks (3, 4, 23, 3), 2048 features."""
     return ResNet(input_shape, num_classes, mean, std, block="bottleneck", num_blocks=(3, 4, 23, 3))
+
+
+def resnet152(input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | None = None,
+              std: Sequence[float] | None = None) -> ResNet:
+    """ResNet-152 (kuangliu CIFAR version): Bottlenecks (3, 8, 36, 3), 2048 features (Ray et al. Table III)."""
+    return ResNet(input_shape, num_classes, mean, std, block="bottleneck", num_blocks=(3, 8, 36, 3))
 
 
 def resnet20(input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | None = None,

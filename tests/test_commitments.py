@@ -126,7 +126,7 @@ def test_cli_protect_commit_and_verify(tmp_path, trained_cnn):
     res = runner.invoke(app, ["verify", "--key", str(other_key), "--suspect", str(tmp_path / "m.safetensors"),
                               "--commitment", str(out / "key.commitment.json")])
     assert res.exit_code == 2 and "not the committed key" in res.output and res.output.count("\n") == 1
-    res = runner.invoke(app, ["keys", "commit", str(out / "key.mpkey"), "--model", str(tmp_path / "m.safetensors"),
+    res = runner.invoke(app, ["keys", "commit", str(out / "key.mpkey"), "--model", str(out / "model.safetensors"),
                               "--out", str(tmp_path / "again.json"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["signer"] is None

@@ -48,8 +48,8 @@ _COMMON = (
                                                  "verify as owned).")),
     ("allow_weak", bool, False, typer.Option("--allow-weak", help="Write a key that fails the self-check "
                                              "anyway (the warning goes into the key).")),
-    ("alpha", float, 0.01, typer.Option("--alpha", help="Level the key will be verified at (for the "
-                                        "self-check).")),
+    ("verify_alpha", float, 0.01, typer.Option("--verify-alpha", help="Level alpha the key will be verified at "
+                                               "(the self-check uses it).")),
     ("passphrase_file", Path | None, None, typer.Option("--passphrase-file", help="Read the key's passphrase "
                                                         "from this file (first line).")),
 )
@@ -127,7 +127,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     result = protection.protect(net, splits.owner, seed=seed, test=splits.test)
     final = finalize_key(result, protection, splits.owner, source_digest=source_digest, owner_arch=owner_arch,
                          references=options["reference"], count=options["references"],
-                         calibrate=not options["no_calibration"], alpha=options["alpha"],
+                         calibrate=not options["no_calibration"], alpha=options["verify_alpha"],
                          allow_weak=options["allow_weak"], seed=seed, quiet=options["quiet"] or json_out)
     out.mkdir(parents=True, exist_ok=True)
     key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)

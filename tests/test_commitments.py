@@ -11,7 +11,7 @@ from modelproof.cli import app
 from modelproof.commitments import (CommitmentError, check_commitment, commitment_path, earliest_claim,
                                     file_digest, read_commitment, timestamp_request, write_commitment)
 from modelproof.keys import OwnershipKey, save_key
-from modelproof.modelfile import save_model, weights_digest
+from modelproof.modelfile import load_model, save_model, weights_digest
 from modelproof.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 
 runner = CliRunner()
@@ -130,4 +130,5 @@ def test_cli_protect_commit_and_verify(tmp_path, trained_cnn):
                               "--out", str(tmp_path / "again.json"), "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["signer"] is None
-    assert read_commitment(tmp_path / "again.json")["body"]["model_digest"] == weights_digest(trained_cnn)
+    assert read_commitment(tmp_path / "again.json")["body"]["model_digest"] == \
+        weights_digest(load_model(out / "model.safetensors"))

@@ -7,6 +7,7 @@ Each protection method adds its own command (with its own flags) to the group re
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from contextvars import ContextVar
@@ -131,7 +132,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
                          allow_weak=options["allow_weak"], seed=seed, quiet=options["quiet"] or json_out)
     out.mkdir(parents=True, exist_ok=True)
     key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
-    extras = protection.save_extras(result, key_path, passphrase)
+    extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
     commitment = protect_commitment(final.key, key_path, result.model)
     summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
                "key_size": int(final.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,

@@ -36,6 +36,8 @@ The encoder, the logo and the key's sources are the owner's secret (:mod:`.secre
 
 from __future__ import annotations
 
+import dataclasses
+
 import copy
 import secrets as _secrets
 from pathlib import Path
@@ -178,7 +180,8 @@ class BlindWatermark(Protection):
 
     def save_extras(self, result: Protected, key_path: Path, passphrase: str | None = None) -> dict:
         """Write the secret beside the key (encrypted with the key's passphrase) and the Figure-8 grid."""
-        secret: BlindSecret = result.secret
+        # bound to the key as written (calibration changes the key's digest after protect)
+        secret: BlindSecret = dataclasses.replace(result.secret, key_digest=result.key.digest())
         path = save_secret(secret, secret_path(key_path), passphrase)
         grid = grid_png(secret.sources, result.key.inputs, key_path.parent / "key-samples.png")
         return {"secret_file": str(path), "secret_encrypted": passphrase is not None, "grid_png": str(grid)}

@@ -128,7 +128,8 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
             rows.append(_row(name, model, splits, negatives, references, out, seed))
         except ModelproofError as exc:
             rows.append({"method": name, "error": str(exc)})
-        log(f"  {name}: done in {rows[-1].get('seconds', 0.0):.1f} s")
+        log(f"  {name}: " + ("refused, its key cannot prove its own model (see the table)" if "error" in rows[-1]
+                             else f"done in {rows[-1]['seconds']:.1f} s"))
     table = format_table(rows)
     log(table)
     result.update(table=rows, negatives=[n.identity for n in negatives], seconds=time.perf_counter() - start)
@@ -143,9 +144,12 @@ def written_lines(out: Path, arch: str, rows: list[dict]) -> list[str]:
     """Where the demo wrote its models and keys."""
     marked = [r["method"] for r in rows if r.get("kind") == "watermark"]
     printed = [r["method"] for r in rows if r.get("kind") == "fingerprint"]
-    return [f"wrote under {out}/: {arch}.safetensors and {arch}.onnx (the unprotected model)",
-            f"  METHOD/model.safetensors + METHOD/key.mpkey for the watermarks ({', '.join(marked)})",
-            f"  METHOD/key.mpkey for the fingerprints of the unprotected model ({', '.join(printed)})"]
+    lines = [f"wrote under {out}/: {arch}.safetensors and {arch}.onnx (the unprotected model)"]
+    if marked:
+        lines.append(f"  METHOD/model.safetensors + METHOD/key.mpkey for the watermarks ({', '.join(marked)})")
+    if printed:
+        lines.append(f"  METHOD/key.mpkey for the fingerprints of the unprotected model ({', '.join(printed)})")
+    return lines
 
 
 def next_commands(out: Path, rows: list[dict]) -> list[str]:

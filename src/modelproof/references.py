@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from .calibration import DEFAULT_REFERENCES, Reference
+from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES, Reference
 from .checks import check_int
 from .data import Dataset
 from .errors import ConfigError
@@ -62,7 +62,7 @@ def train_references(data: Dataset, *, owner_arch: str | None = None, count: int
     Training is deterministic for its arguments, so a population is trained once per process and
     reused (the seconds reported are those of the training run).
     """
-    count = check_int("references", count, 3)
+    count = check_int("references", count, MIN_REFERENCES)
     digest = hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()
     key = (digest, owner_arch, count, seed)
     if key not in _TRAINED:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..errors import ModelproofError
+from ..errors import ConfigError, ModelproofError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -92,7 +92,6 @@ def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | N
     to ``load_key``, whose error says to pass one.
     """
     from ..keys import is_encrypted
-    from .protect import read_passphrase
 
     passphrase = read_passphrase(passphrase, passphrase_file)
     if passphrase is None and Path(path).is_file() and is_encrypted(path) and sys.stdin.isatty():
@@ -100,11 +99,20 @@ def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | N
     return passphrase
 
 
-def load_key_file(path: Path, passphrase: str | None):
-    """``keys.load_key`` (imported late: commands load fast)."""
-    from ..keys import load_key
+def read_passphrase(passphrase: str | None, passphrase_file: Path | None) -> str | None:
+    """The passphrase from the option/environment, or the first line of ``passphrase_file``."""
+    if passphrase_file is None:
+        return passphrase
+    if passphrase is not None:
+        raise ConfigError("give either --passphrase (or MODELPROOF_PASSPHRASE) or --passphrase-file, not both")
+    try:
+        text = Path(passphrase_file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the passphrase file {passphrase_file}: {exc.strerror}") from None
+    if not text or not text[0]:
+        raise ConfigError(f"the passphrase file {passphrase_file} is empty")
+    return text[0]
 
-    return load_key(path, passphrase)
 
 def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
     """``data_dir``, else ``$MODELPROOF_DATA/<dataset>`` when that folder exists, else ``$MODELPROOF_DATA``."""
@@ -117,7 +125,6 @@ def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
 def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | None, size: int | None,
                     force: bool = False) -> tuple[str, Path | None, int | None]:
     """(dataset, data folder, size) for a command: the model file's record by default, digits without one."""
-    from ..errors import ConfigError
     from ..modelfile import read_model_file
 
     recorded, recorded_size = "", None

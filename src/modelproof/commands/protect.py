@@ -13,17 +13,17 @@ import inspect
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, get_type_hints
+from typing import Annotated, Any
 
 import typer
 
 from ..data import load_splits
 from ..errors import ConfigError
-from ..calibration import DEFAULT_REFERENCES
+from ..calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from ..modelfile import load_model, save_model, weights_digest
 from ..protection import Protection
 from ..training import evaluate, predict
-from .common import F, emit, user_errors
+from .common import F, emit, read_passphrase, user_errors, with_options
 from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines, protect_commitment
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
@@ -60,14 +60,11 @@ WEAK_KEY_ACCURACY = 0.9  # below this a key that passes the self-check still get
 
 def protect_options(fn: F) -> F:
     """Add the common ``protect`` options (``_COMMON``) to a command; ``run_protect`` reads them."""
-    hints = get_type_hints(fn, include_extras=True)  # the command module's annotations, resolved there
-    sig = inspect.signature(fn)
-    sig = sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation))
-                                  for p in sig.parameters.values()])
+    names = set(inspect.signature(fn).parameters)
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                annotation=Annotated[kind, option])
-             for name, kind, default, option in _COMMON if name not in sig.parameters]
-    shared = [name for name, *_ in _COMMON if name in sig.parameters]
+             for name, kind, default, option in _COMMON if name not in names]
+    shared = [name for name, *_ in _COMMON if name in names]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -79,10 +76,7 @@ def protect_options(fn: F) -> F:
         finally:
             _OPTIONS.reset(token)
 
-    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {**hints, **{p.name: p.annotation for p in extra}}
-    return wrapper  # type: ignore[return-value]
+    return with_options(wrapper, fn, extra)
 
 
 @cache
@@ -114,6 +108,11 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
 
     options = {name: default for name, _, default, _ in _COMMON} | _OPTIONS.get()
     passphrase = read_passphrase(passphrase, options["passphrase_file"])
+    if not 0 < options["verify_alpha"] < 1:
+        raise ConfigError(f"--verify-alpha must be a number in (0, 1), got {options['verify_alpha']!r}")
+    if options["references"] < MIN_REFERENCES:
+        raise ConfigError(f"--references must be at least {MIN_REFERENCES} (the calibration needs them), "
+                          f"got {options['references']}")
     if (model is None) == (arch is None):
         raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
     if options["secret"] is not None:
@@ -160,21 +159,6 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     lines += commitment_lines(commitment)
     emit(summary, json_out, lines)
     return summary
-
-
-def read_passphrase(passphrase: str | None, passphrase_file: Path | None) -> str | None:
-    """The passphrase from the option/environment, or the first line of ``passphrase_file``."""
-    if passphrase_file is None:
-        return passphrase
-    if passphrase is not None:
-        raise ConfigError("give either --passphrase (or MODELPROOF_PASSPHRASE) or --passphrase-file, not both")
-    try:
-        text = Path(passphrase_file).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the passphrase file {passphrase_file}: {exc.strerror}") from None
-    if not text or not text[0]:
-        raise ConfigError(f"the passphrase file {passphrase_file} is empty")
-    return text[0]
 
 
 def register(app: typer.Typer) -> None:

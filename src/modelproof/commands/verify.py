@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from .common import JsonOpt, compute_options, emit, key_passphrase, load_key_file, user_errors
+from .common import JsonOpt, compute_options, emit, key_passphrase, user_errors
 from .suspect_options import SuspectOptions, open_cli_suspect, with_suspect_options
 
 EXIT_CODES = {"owned": 0, "not owned": 1, "inconclusive": 3}
@@ -59,6 +59,7 @@ def verify_cmd(key: KeyOpt,
     prove anything), 2 a usage error.
     """
     from ..commitments import check_commitment
+    from ..keys import load_key
     from ..report import load_signing_key, summary, write_report
     from ..verification import verify
 
@@ -67,7 +68,7 @@ def verify_cmd(key: KeyOpt,
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
     if public_key is not None and commitment is None:
         raise ConfigError("--public-key checks the signer of a key commitment; give --commitment FILE too")
-    owned_key = load_key_file(key, key_passphrase(key, passphrase, passphrase_file))
+    owned_key = load_key(key, key_passphrase(key, passphrase, passphrase_file))
     committed = check_commitment(owned_key, commitment, public_key) if commitment is not None else None
     verdict = verify(owned_key, open_cli_suspect(suspect, suspect_options, owned_key), alpha=alpha, budget=budget,
                      batch_size=batch_size,
@@ -98,10 +99,10 @@ def calibrate_cmd(key: KeyOpt,
                   suspect_options: SuspectOptions) -> None:
     """Bound the key's null match probability from independently trained reference models."""
     from ..calibration import calibrate, reference_from_spec
-    from ..keys import save_key
+    from ..keys import load_key, save_key
 
     passphrase = key_passphrase(key, passphrase, passphrase_file)
-    owned_key = load_key_file(key, passphrase)
+    owned_key = load_key(key, passphrase)
     calibrated = calibrate(owned_key, [reference_from_spec(r, open_cli_suspect(r, suspect_options, owned_key))
                                        for r in reference])
     save_key(calibrated, out, passphrase)

@@ -91,7 +91,7 @@ class EmbedResult:
 
 def embed(model: nn.Module, data: Dataset, key_train: Dataset, check: tuple[torch.Tensor, torch.Tensor], *,
           mode: str, epochs: int, lr: float, batch_size: int, mix_per_batch: int, target_accuracy: float,
-          max_drop: float, seed: int, test: Dataset | None = None) -> EmbedResult:
+          max_drop: float, seed: int) -> EmbedResult:
     """Embed ``key_train`` into ``model`` in place (see the module docstring); ``check`` is the
     verification key (inputs, labels) whose accuracy decides when fine-tuning stops."""
     start = time.perf_counter()
@@ -103,7 +103,7 @@ def embed(model: nn.Module, data: Dataset, key_train: Dataset, check: tuple[torc
         acc = key_accuracy(model, *check)
         return EmbedResult(mode, epochs, acc, acc >= target_accuracy, time.perf_counter() - start)
     # Every choice fine-tuning makes (when to stop, which epoch to keep) is made on a held-out part of
-    # the owner's data, never on ``test``, which is only reported.
+    # the owner's data, never on the test split, which the protections only report.
     train, heldout = hold_out(data, seed)
     before = evaluate(model, heldout)
     history: list[dict] = []

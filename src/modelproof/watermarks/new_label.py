@@ -210,7 +210,7 @@ class NewLabel(TriggerSet):
         per_batch = max(1, round(self.batch_size * self.key_ratio)) if self.key_ratio > 0 else 0
         result = embed(model, extended, key_train, (plan.inputs, plan.labels), mode=self.mode, epochs=self.epochs,
                        lr=self.lr, batch_size=self.batch_size, mix_per_batch=per_batch,
-                       target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed, test=test)
+                       target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed)
         p0, source, details = plan.null_match_prob, plan.null_source, {}
         if self.null_prob is None:
             p0, source, details = self.foreign_null(model, data, num_classes)

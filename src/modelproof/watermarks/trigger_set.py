@@ -99,7 +99,7 @@ class TriggerSet(Protection):
         per_batch = max(1, round(self.batch_size * self.key_ratio)) if self.key_ratio > 0 else 0
         result = embed(model, data, key_train, (plan.inputs, plan.labels), mode=self.mode, epochs=self.epochs,
                        lr=self.lr, batch_size=self.batch_size, mix_per_batch=per_batch,
-                       target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed, test=test)
+                       target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed)
         key = OwnershipKey(inputs=plan.inputs, labels=plan.labels, method=self.name,
                            params={**self.params(), **plan.params}, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=plan.null_match_prob,

@@ -92,9 +92,9 @@ class BoundaryAmbiguity(Forgery):
 
     def _forge(self, work: Counterfeiter) -> OwnershipKey:
         assert work.model is not None
-        fingerprint = IPGuard(points=self.key_size, k=self.k, init="TL", lr=learning_rate(work.data.name),
-                              max_iter=self.max_iter)
         seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=work.generator("ipguard")))
+        fingerprint = IPGuard(points=self.key_size, k=self.k, init="TL", lr=learning_rate(work.data.name),
+                              max_iter=self.max_iter, secret=f"counterfeiter-{seed}")  # its points: from its seed
         made = fingerprint.protect(work.model, work.data, seed=seed).key
         work.details.update(ipguard_seed=seed)
         return self.key(work, made.inputs, made.labels, null=made.null_match_prob, null_source=made.null_source)

@@ -61,9 +61,10 @@ class IndependentEncoder(Forgery):
         self.key_batch = check_int("key_batch", key_batch, 1)
         self.host_lr = None if host_lr is None else float(check_positive("host_lr", host_lr))
         self.delta = float(check_positive("delta", delta, allow_zero=True))
-        BlindWatermark(secret="parameter-check", logo_text=logo_text,  # validates the recipe now, not mid-attack mode=self.mode, epochs=self.epochs,
-                                     key_fraction=self.key_fraction, batch_size=self.batch_size,
-                                     key_batch=self.key_batch, host_lr=self.host_lr, delta=self.delta)
+        # validates the recipe now, not mid-attack
+        BlindWatermark(secret="parameter-check", logo_text=logo_text, mode=self.mode, epochs=self.epochs,
+                       key_fraction=self.key_fraction, batch_size=self.batch_size,
+                       key_batch=self.key_batch, host_lr=self.host_lr, delta=self.delta)
 
     def _forge(self, work: Counterfeiter) -> OwnershipKey:
         data = work.data

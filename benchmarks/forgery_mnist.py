@@ -3,23 +3,24 @@
 Usage: python benchmarks/forgery_mnist.py [--data-dir ../shared/data/mnist] [--seeds 5] [--json FILE]
        python benchmarks/forgery_mnist.py --dataset digits --size 16 --arch mlp --seeds 2   # a quick smoke run
 
-The README's table was measured in four runs (the whole grid in one run would take over an hour):
+The README's table was measured in four runs (20 minutes of one thread in all):
 
     python benchmarks/forgery_mnist.py --forgeries forge-pattern-reuse,forge-difference,forge-adversarial,\
         forge-boundary,forge-boundary-blackbox --protections adi,cw-l2-fingerprint,fgsm-fingerprint,\
         igsm-fingerprint,ipguard,new-label,random-fingerprint,zhang-content,zhang-noise,zhang-unrelated
-    python benchmarks/forgery_mnist.py --protections blind,zhang-content
-    python benchmarks/forgery_mnist.py --protections frontier-stitching --forgeries forge-pattern-reuse,\
-        forge-difference,forge-adversarial,forge-boundary,forge-boundary-blackbox
-    python benchmarks/forgery_mnist.py --protections adi,new-label,zhang-noise,zhang-unrelated,frontier-stitching \
-        --forgeries forge-independent-encoder
+    python benchmarks/forgery_mnist.py --protections blind,frontier-stitching --protection-seeds 5 --slow-seeds 5
+    python benchmarks/forgery_mnist.py --protections adi,new-label,zhang-content,zhang-noise,zhang-unrelated \
+        --forgeries forge-independent-encoder --slow-seeds 5
+    python benchmarks/forgery_mnist.py --protections cw-l2-fingerprint,fgsm-fingerprint,igsm-fingerprint,ipguard,\
+        random-fingerprint --forgeries forge-independent-encoder --slow-seeds 5
 
-What runs (one torch thread; reduced so that each run above fits about 20 minutes on a shared 2-core CPU):
+What runs (one torch thread; reduced so that the runs above fit 20 minutes on this 2-core CPU):
 
 - owner model: LeNet-5 trained 2 epochs (Adam, lr 0.002, batch 128) on the first 10,000 owner
   images; the counterfeiter holds 5,000 images of the attacker split; a control LeNet-5 is trained
   the same way with seed 1 (unrelated to the owner's model).
-- every registered protection protects the owner model once (seed 0, its default key sizes, fewer
+- every registered protection protects the owner model once (seed 0; ``--protection-seeds K``: seeds
+  0..K-1, counterfeiter seed s attacking protection seed s mod K; its default key sizes, fewer
   steps where a default would take long: named in PROTECTIONS_PARAMS below), plus
   "unprotected": the owner model itself, with the zhang-content key's inputs "intercepted"
   although the model never learnt them.
@@ -31,7 +32,7 @@ What runs (one torch thread; reduced so that each run above fits about 20 minute
   independent LeNet-5 (seeds 2-4) and a random forest, as the other side's expert would, and
   verified again.
 - the independent-encoder forgery (Li et al.'s Figure 9) trains a blind watermark of its own on its
-  5,000 images with the owner's recipe, so it runs 3 seeds (``--slow-seeds``), not 5; its own
+  5,000 images with the owner's recipe, so its seeds are ``--slow-seeds`` (default 3; the README's table: 5); its own
   host's accuracy on its own key (the diagonal) is reported beside its cost.
 - reported: owned / tried per cell, the forged keys' mean match rate on the protected model
   (the pattern-reuse figure next to Li et al.'s 91%), and each forgery's mean cost (seconds,
@@ -82,39 +83,45 @@ def subset(data, n: int):
     return data.subset(torch.arange(min(n, len(data))), name=data.name)
 
 
-def protect_all(base, owner, test, only: list[str] | None = None) -> dict[str, dict]:
-    """Protected model and key of every registered protection (or those in ``only``), and the unprotected model."""
+def protect_all(base, owner, test, only: list[str] | None = None, protection_seeds: int = 1) -> dict[str, list[dict]]:
+    """Per protection (every registered one, or those in ``only``), its protected model and key for each of
+    ``protection_seeds`` seeds; and the unprotected model."""
     make_protection("zhang-content", **WM)  # imports every protection module into the registry
-    out: dict[str, dict] = {}
+    out: dict[str, list[dict]] = {}
     for name in only or sorted(PROTECTIONS):
         params = PROTECTIONS_PARAMS.get(name, {})
-        start = time.perf_counter()
-        try:
-            result = make_protection(name, **params).protect(base, owner, seed=0, test=test)
-        except ConfigError as exc:  # a protection this model or data cannot carry: say so, go on
-            print(f"  skipped {name}: {exc}", flush=True)
-            continue
-        owned = verify(result.key, TorchSuspect(result.model)).decision
-        out[name] = {"model": result.model, "key": result.key, "seconds": time.perf_counter() - start,
+        for pseed in range(protection_seeds):
+            start = time.perf_counter()
+            try:
+                result = make_protection(name, **params).protect(base, owner, seed=pseed, test=test)
+            except ConfigError as exc:  # a protection this model or data cannot carry: say so, go on
+                print(f"  skipped {name}: {exc}", flush=True)
+                break
+            owned = verify(result.key, TorchSuspect(result.model)).decision
+            entry = {"model": result.model, "key": result.key, "seconds": time.perf_counter() - start,
                      "self_check": owned, "accuracy": evaluate(result.model, test)}
-        print(f"  protected with {name}: {out[name]['seconds']:.0f} s, own key {owned}, "
-              f"key of {len(result.key)}, null {result.key.null_match_prob:.3g}", flush=True)
+            out.setdefault(name, []).append(entry)
+            print(f"  protected with {name} (seed {pseed}): {entry['seconds']:.0f} s, own key {owned}, "
+                  f"key of {len(result.key)}, null {result.key.null_match_prob:.3g}", flush=True)
     if "zhang-content" in out:
-        out["unprotected"] = {"model": base, "key": out["zhang-content"]["key"], "seconds": 0.0, "self_check": "-",
-                              "accuracy": evaluate(base, test)}
+        out["unprotected"] = [{"model": base, "key": entry["key"], "seconds": 0.0, "self_check": "-",
+                               "accuracy": evaluate(base, test)} for entry in out["zhang-content"]]
     return out
 
 
-def forge_table(protected: dict[str, dict], attacker, control, references, seeds: int, names: list[str],
+def forge_table(protected: dict[str, list[dict]], attacker, control, references, seeds: int, names: list[str],
                 slow_seeds: int) -> list[dict]:
-    """One row per (protection, forgery): owned / tried, control claims, after calibration, match rate, cost."""
+    """One row per (protection, forgery): owned / tried, control claims, after calibration, match rate, cost.
+
+    Counterfeiter seed ``s`` attacks the model protected with seed ``s`` modulo the protection seeds."""
     rows = []
-    for pname, entry in protected.items():
+    for pname, entries in protected.items():
         for fname in names:
             cls, tries = FORGERIES[fname], slow_seeds if fname in SLOW else seeds
             owned = claimed = calibrated = 0
             rates, seconds, queries, own = [], [], [], []
             for seed in range(tries):
+                entry = entries[seed % len(entries)]
                 order = torch.randperm(len(entry["key"]), generator=torch.Generator().manual_seed(seed))
                 seen = entry["key"].inputs[order[:INTERCEPTED]] if cls.access == "intercepted" else None
                 outcome = make_forgery(fname, **FORGERY_PARAMS.get(fname, {})).perform(entry["model"], attacker, seen,
@@ -147,7 +154,7 @@ def markdown(rows: list[dict], protected: dict[str, dict], names: list[str]) -> 
                  f"{cell[pname, f]['owned_calibrated']}; {cell[pname, f]['match_rate']:.2f})" for f in names]
         lines.append(f"| {pname} | " + " | ".join(parts) + " |")
     lines += ["", "cell: forged keys verified owned / tried (control model claimed; owned after calibrating the "
-              "forged key on an independent reference; mean match rate on the model)",
+              "forged key on the independent references; mean match rate on the model)",
               "", "| forgery | access | seconds (mean) | queries (mean) |", "|---|---|---|---|"]
     for f in names:
         cost = [r for r in rows if r["forgery"] == f]
@@ -169,6 +176,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--forgeries", default=None, help="comma-separated subset (default: all)")
     parser.add_argument("--slow-seeds", type=int, default=3, help="seeds of the slow forgeries (training their own)")
+    parser.add_argument("--protection-seeds", type=int, default=1,
+                        help="protect each protection with this many seeds (counterfeiter seed s attacks seed s mod K)")
     parser.add_argument("--protections", default=None, help="comma-separated subset (default: every registered one)")
     parser.add_argument("--param", action="append", default=[], metavar="PROTECTION:KEY=VALUE",
                         help="override a protection parameter (a number or text), e.g. frontier-stitching:lr=1e-3")
@@ -195,16 +204,16 @@ def main() -> None:
             parsed = value
         PROTECTIONS_PARAMS[name] = {**PROTECTIONS_PARAMS.get(name, {}), key: parsed}
     only = args.protections.split(",") if args.protections else None
-    protected = protect_all(base, owner, splits.test, only)
+    protected = protect_all(base, owner, splits.test, only, args.protection_seeds)
     names = args.forgeries.split(",") if args.forgeries else list(FORGERIES)
     rows = forge_table(protected, attacker, control, references, args.seeds, names, args.slow_seeds)
     table = markdown(rows, protected, names)
     print(table)
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json is not None:
-        setup = {k: {"seconds": v["seconds"], "self_check": v["self_check"], "accuracy": v["accuracy"],
-                     "key_size": len(v["key"]), "null_match_prob": v["key"].null_match_prob}
-                 for k, v in protected.items()}
+        setup = {k: [{"seconds": v["seconds"], "self_check": v["self_check"], "accuracy": v["accuracy"],
+                      "key_size": len(v["key"]), "null_match_prob": v["key"].null_match_prob} for v in entries]
+                 for k, entries in protected.items()}
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "protections": setup,
                                          "rows": rows, "table": table}, indent=2))
 

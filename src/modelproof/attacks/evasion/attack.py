@@ -21,6 +21,7 @@ class PirateAttack(Attack):
     """Deploy the stolen model unchanged; answer a random label to queries whose heatmap looks anomalous."""
 
     name = "pirate"
+    kind = "evasion"
     description = ("Ray et al.: stolen model behind per-class DCGAN detectors on Grad-CAM heatmaps; flagged "
                    "queries get a random label (attacker data = the surrogate set)")
     PARAMS = (
@@ -41,6 +42,11 @@ class PirateAttack(Attack):
         self.quiet = bool(quiet)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
+        # the entry point hands data with the model's class count; trailing classes no image holds (a new-label
+        # model's extra class Delta) get no discriminator: the pirate flags every answer in them
+        held = int(data.labels.max()) + 1
+        if held < data.num_classes:
+            data = Dataset(data.images, data.labels, data.class_names[:held], data.name, dict(data.meta))
         pirate, details = build_pirate(model, data, tau=self.tau, epochs=self.epochs, batch_size=self.batch_size,
                                        lr=self.lr, width=self.width, seed=seed,
                                        quiet=self.quiet)

@@ -93,8 +93,61 @@ def test_grid_expands_sweeps_and_all():
     assert config.cells() == 8
     everything = parse_config(TINY.replace('name = "quantize"', 'name = "all"'))
     from modelproof.attacks import ATTACKS
+    from modelproof.attacks.forgery import FORGERIES
 
-    assert {a.name for a in everything.attacks} == set(ATTACKS) | {"none"}
+    assert {a.name for a in everything.attacks} == set(ATTACKS) | set(FORGERIES) | {"none"}
+    kinds = {c.attack.name: c.attack_kind for c in __import__("modelproof.evaluation.experiment_plan",
+                                                               fromlist=["plan"]).plan(everything)[1]}
+    assert kinds["pirate"] == "evasion" and kinds["forge-pattern-reuse"] == "forgery" and kinds["svd"] == "removal"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('name = "quantize"', 'name = "forge_pattern_reusex"'), "attacks[2].name: unknown attack"),
+    (('name = "quantize"', 'name = "forge-boundary"\nparams = { k = -1 }'), "attacks[2].params:"),
+    (('name = "quantize"', 'name = "forge-adversarial"\nparams = { tau = 1 }'), "attacks[2].params: unknown parameter"),
+    (('name = "quantize"', 'name = "pirate"\nparams = { tau = -1 }'), "attacks[2].params:"),
+])
+def test_evasion_and_forgery_entries_are_checked(edit, message):
+    old, new = edit
+    with pytest.raises(ConfigError) as info:
+        parse_config(TINY.replace(old, new, 1))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+SPECIAL = TINY.replace('name = "ipguard"\nparams = { points = 20, k = 1.0, max_iter = 100 }',
+                       'name = "zhang-content"\nparams = { epochs = 3 }').replace(
+    '[[attacks]]\nname = "prune-weights"\nparams = { retrain = false }\nsweep = { rate = [0.5, 0.95] }\n\n'
+    '[[attacks]]\nname = "quantize"',
+    '[[attacks]]\nname = "pirate"\nparams = { epochs = 3, width = 0.25, tau = 0 }\n\n'
+    '[[attacks]]\nname = "forge-pattern-reuse"\n\n[[attacks]]\nname = "forge-adversarial"\nparams = { max_iter = 50 }')
+
+
+def test_evasion_and_forgery_cells(tmp_path):
+    assert SPECIAL != TINY and "pirate" in SPECIAL and "ipguard" not in SPECIAL
+    summary = run_experiment(parse_config(SPECIAL), tmp_path, quiet=True, report=False)
+    assert summary.failures == []
+    pos = {(r["protection"], r["attack_label"]): r for r in summary.rows if r["role"] == "positive"}
+    assert {r["attack_kind"] for r in pos.values()} == {"removal", "evasion", "forgery"}
+    for prot in ("zhang-content", "zhang-noise"):
+        pirate, forged = pos[(prot, "pirate")], pos[(prot, "forge-pattern-reuse")]
+        assert 0.0 <= pirate["fpr"] <= 1.0 and 0.0 <= pirate["fnr"] <= 1.0
+        assert forged["attack_queries"] > 0 and forged["accuracy_after"] == forged["accuracy_before"]
+        assert forged["fpr"] is None and pos[(prot, "none")]["fpr"] is None
+    # each forgery cell verified the counterfeiter's own key, cached beside its attack entry
+    from modelproof.keys import load_key
+
+    forged_keys = [load_key(p) for p in sorted((tmp_path / "cache" / "attack").glob("*.mpkey"))]
+    assert sorted(k.method for k in forged_keys) == ["forge-adversarial"] * 2 + ["forge-pattern-reuse"] * 2
+    assert all("calibration" in k.params for k in forged_keys)  # calibrated as the owner's keys are
+    # pattern reuse claims a Zhang-content model (Li et al. §6.4): the grid counts that as the forgery's success
+    assert pos[("zhang-content", "forge-pattern-reuse")]["decision"] == "owned"
+    # a pirate read back from the cache answers exactly as the one built: re-verify its cells only
+    cache = tmp_path / "cache"
+    for r in pos.values():
+        if r["attack_kind"] != "removal":
+            (cache / "cell" / f"{r['config_hash']}.json").unlink()
+    again = run_experiment(parse_config(SPECIAL), tmp_path, quiet=True, report=False)
+    assert again.counts["done"] == 6 and comparable(again.rows) == comparable(summary.rows)
 
 
 def test_rows_decisions_and_files(tiny_run):
@@ -177,6 +230,24 @@ def test_payoff_outcomes_false_claims_and_roc():
     pos = [1.0, 1.0, 0.3, 0.3, 0.9, 0.4]
     assert summary.auc == pytest.approx(roc_auc_score([1] * 6 + [0] * 2, pos + [0.5, 0.1]))
     assert roc([0.9, 0.8], [0.1, 0.2])[:2] == (1.0, 1.0)
+
+
+def test_forgery_succeeds_when_its_key_is_upheld():
+    def row(attack, seed, decision, kind):
+        return {"dataset": "d", "host": "h", "protection": "w", "protection_kind": "watermark", "attack": attack,
+                "attack_label": attack, "seed": seed, "role": "positive", "decision": decision, "match_rate": 0.9,
+                "p_value": 1e-6 if decision == "owned" else 0.5, "plausible": True, "accuracy_after": 0.9,
+                "accuracy_host": 0.95, "accuracy_before": 0.94, "protect_seconds": 1.0, "queries": 30,
+                "key_size": 20, "status": "ok", "suspect": "s", "attack_kind": kind}
+
+    rows = [row("none", s, "owned", "removal") for s in (0, 1)]
+    rows += [row("forge-a", s, "owned", "forgery") for s in (0, 1)]
+    rows += [row("forge-b", s, "not owned", "forgery") for s in (0, 1)]
+    outcomes = {c.attack: c.outcome for c in payoff_cells(rows)}
+    assert outcomes == {"none": "survived", "forge-a": "removed", "forge-b": "survived"}
+    (summary,) = protection_summaries(rows)
+    assert summary.removed_by == ["forge-a"] and summary.survived == ["forge-b"]
+    assert summary.queries == 30 and summary.auc is None  # forged keys are not the owner's: no ROC positives
 
 
 def test_report_is_self_contained(tiny_run):

@@ -153,6 +153,7 @@ class Attack(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    kind: ClassVar[str] = "removal"  # "evasion": the model is deployed unchanged behind a filter
     PARAMS: ClassVar[tuple[Param, ...]] = ()
 
     @classmethod

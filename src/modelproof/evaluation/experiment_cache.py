@@ -87,9 +87,15 @@ class Store:
         from ..errors import ModelFileError
         from ..modelfile import load_model, save_model, weights_digest
 
+        from ..attacks.evasion.pirate import PiratedModel
+        from ..attacks.evasion.saving import save_pirate
+
         path = self.path(kind, job_hash, ".safetensors")
         try:
-            save_model(model, path, extra={"experiment": info})
+            if isinstance(model, PiratedModel):  # the stolen model and its detector, one file
+                save_pirate(model, path, extra={"experiment": info})
+            else:
+                save_model(model, path, extra={"experiment": info})
             if weights_digest(load_model(path)) == weights_digest(model):
                 return True
         except (ModelFileError, AttributeError, TypeError, RuntimeError):
@@ -107,14 +113,18 @@ class Store:
         """Whether a model file exists for the job."""
         return self.path(kind, job_hash, ".safetensors").is_file()
 
-    def put_key(self, job_hash: str, key: Any) -> None:
-        """Save the OwnershipKey of a protect job."""
+    def put_key(self, job_hash: str, key: Any, kind: str = "protect") -> None:
+        """Save the OwnershipKey of a protect job (or the forged key of a forgery's ``attack`` entry)."""
         from ..keys import save_key
 
-        save_key(key, self.path("protect", job_hash, ".mpkey"))
+        save_key(key, self.path(kind, job_hash, ".mpkey"))
 
-    def key(self, job_hash: str) -> Any:
-        """The OwnershipKey of a finished protect job."""
+    def key(self, job_hash: str, kind: str = "protect") -> Any:
+        """The OwnershipKey of a finished protect job (or of a forgery's ``attack`` entry)."""
         from ..keys import load_key
 
-        return load_key(self.path("protect", job_hash, ".mpkey"))
+        return load_key(self.path(kind, job_hash, ".mpkey"))
+
+    def has_key(self, kind: str, job_hash: str) -> bool:
+        """Whether a key file exists for the job."""
+        return self.path(kind, job_hash, ".mpkey").is_file()

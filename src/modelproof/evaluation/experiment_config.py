@@ -9,7 +9,8 @@ The format (see the README's "Experiments" section and ``experiments/*.toml``)::
     [[hosts]]               arch, label, epochs, batch_size, lr, optimizer, weight_decay, schedule, augment
     [[protections]]         name ("all": every registered one not listed), label, params = {...}
     [[attacks]]             name ("all" as above; "none": the unattacked protected model), label,
-                            params = {...}, sweep = {param = [v1, v2, ...]} (one attack per value)
+                            params = {...}, sweep = {param = [v1, v2, ...]} (one attack per value);
+                            a removal attack, the evasion attack "pirate" or a forgery ("forge-...")
     [[negatives]]           arch ("same": the host's, or a zoo name, or "forest"), seed, trees
     [verification]          alpha, mode ("fixed" | "sequential"), budget, batch_size
     [plausibility]          max_drop, min_accuracy (either or both)
@@ -172,17 +173,35 @@ def _registered_protections() -> dict[str, type]:
     return PROTECTIONS
 
 
-def _items(kind: str, tables: list[dict]) -> list[Item]:
-    from ..attacks import ATTACKS, canonical_name
+def _attack_name(where: str, name: str) -> str:
+    """The registered spelling of an attack or forgery name (case-insensitive, ``_`` read as ``-``)."""
+    from ..attacks import ATTACKS
+    from ..attacks.forgery import FORGERIES
 
-    registry = _registered_protections() if kind == "protections" else ATTACKS
+    key = name.strip().lower().replace("_", "-")
+    if key not in ATTACKS and key not in FORGERIES:
+        raise ConfigError(f"{where}: unknown attack {name!r}; expected one of {', '.join([*ATTACKS, *FORGERIES])}, "
+                          "all")
+    return key
+
+
+def registered_attacks() -> dict[str, type]:
+    """Every attack an experiment can run: the removal and evasion attacks, then the forgeries."""
+    from ..attacks import ATTACKS
+    from ..attacks.forgery import FORGERIES
+
+    return {**ATTACKS, **FORGERIES}
+
+
+def _items(kind: str, tables: list[dict]) -> list[Item]:
+    registry = _registered_protections() if kind == "protections" else registered_attacks()
     named = []
     for i, table in enumerate(tables):
         where = f"{kind}[{i}]"
         _unknown(where, table, {"name", "label", "params"} | ({"sweep"} if kind == "attacks" else set()))
         name = _typed(f"{where}.name", table.get("name"), str, "a registered name")
         if name not in ("all", UNATTACKED):
-            name = _prefixed(f"{where}.name", canonical_name, name) if kind == "attacks" else name
+            name = _attack_name(f"{where}.name", name) if kind == "attacks" else name
             if name not in registry:
                 raise ConfigError(f"{where}.name: unknown {kind[:-1]} {name!r}; expected one of "
                                   f"{', '.join(sorted(registry))}, all")
@@ -230,8 +249,9 @@ def _checked(kind: str, where: str, item: Item) -> Item:
         return item
     if kind == "attacks":
         from ..attacks import make_attack
+        from ..attacks.forgery import FORGERIES, make_forgery
 
-        _prefixed(f"{where}.params", make_attack, item.name, **item.params)
+        _prefixed(f"{where}.params", make_forgery if item.name in FORGERIES else make_attack, item.name, **item.params)
     else:
         from ..protection import make_protection
 

@@ -5,7 +5,13 @@
 - ``protect``: protect the host with one protection, save the key (and the watermarked model);
 - ``negverify``: verify one negative suspect against one key;
 - ``cell``: attack the protected model with one attack (cached as its own ``attack`` entry, so a
-  change of alpha reuses it) and verify the result.
+  change of alpha reuses it) and verify the result. A removal attack's model is verified with the
+  owner's key; an evasion attack's (the pirate: the protected model behind its query filter) too,
+  with the filter's FPR on the test split and FNR on the key inputs; a forgery's key (made by the
+  counterfeiter from the attacker split, the protected model as its threat model grants, and
+  ``INTERCEPTED`` of the owner's key inputs without their labels) is calibrated on the same
+  reference population as the owner's keys, as a court's expert would, and verified against the
+  protected model: "owned" there is a false claim upheld, the forgery's success.
 
 A job reads what it depends on from the cache (its dependencies' results are passed in only to
 check that they finished), so the same function runs in-process, in a worker process or as a Ray
@@ -24,6 +30,8 @@ from typing import Any
 import torch
 
 from .experiment_cache import Store, canonical
+
+INTERCEPTED = 10  # owner key inputs an intercepting counterfeiter sees (Li et al. §6.4: "a handful")
 
 
 @dataclass(frozen=True)
@@ -209,12 +217,55 @@ def _attacked(store: Store, s: dict, model, splits) -> tuple[Any, dict]:
     return result.model, info
 
 
+def _forged(store: Store, s: dict, model, key, splits) -> tuple[Any, dict]:
+    """The counterfeiter's key for ``model`` (cached as the cell's ``attack`` entry), calibrated."""
+    from ..attacks.forgery import make_forgery
+    from ..calibration import calibrate
+    from ..references import train_references
+    from ..training import evaluate
+
+    cached = store.result("attack", s["attack_job"])
+    if cached is not None and store.has_key("attack", s["attack_job"]):
+        return store.key(s["attack_job"], "attack"), dict(cached, attack_cached=True)
+    arch = getattr(getattr(store.model("host", s["host"]), "record", None), "arch", None)
+    params = dict(s["params"])
+    if "arch" in {p.name for p in type(make_forgery(s["attack"])).PARAMS} and "arch" not in params and arch:
+        params["arch"] = arch  # the counterfeiter guesses the victim's architecture (Li et al. Fig. 9: "same")
+    forgery = make_forgery(s["attack"], **params)
+    seen = None
+    if forgery.access == "intercepted":
+        order = torch.randperm(len(key), generator=torch.Generator().manual_seed(s["seed"]))
+        seen = key.inputs[order[:INTERCEPTED]]
+    outcome = forgery.perform(model, _attacker_data(splits.attacker, int(key.num_classes)), seen, seed=s["seed"])
+    references, _ = train_references(splits.owner, owner_arch=arch, seed=s["seed"], quiet=True)
+    forged = calibrate(outcome.key, references)
+    acc = evaluate(model, splits.test)
+    info = {"accuracy_before": acc, "accuracy_after": acc, "attack_seconds": outcome.seconds,
+            "attack_queries": outcome.queries, "forged_key_size": len(forged),
+            "details": {k: v for k, v in outcome.details.items() if isinstance(v, (int, float, str, bool))}}
+    store.put_key(s["attack_job"], forged, "attack")
+    store.put_result("attack", s["attack_job"], info)
+    return forged, info
+
+
 def _cell(store: Store, job: Job) -> dict:
+    from .experiment_plan import attack_kind
+
     s = job.spec
     splits = splits_for(s["dataset"])
-    key = store.key(s["protect"])
+    key, kind = store.key(s["protect"]), attack_kind(s["attack"])
+    if kind == "forgery":
+        model = _protected_model(store, s)
+        forged, info = _forged(store, s, model, key, splits)
+        return {**info, **_verdict(forged, model, s["label"], s["verification"])}
     model, info = _attacked(store, s, _protected_model(store, s), splits)
-    return {**info, **_verdict(key, model, s["label"], s["verification"])}
+    if kind != "evasion":
+        return {**info, **_verdict(key, model, s["label"], s["verification"])}
+    from ..attacks.evasion.metrics import flag_rate
+
+    model.reset_answers()  # the deployment's answers from its seed, whether built now or read from the cache
+    verdict = _verdict(key, model, s["label"], s["verification"])
+    return {**info, **verdict, "fpr": flag_rate(model, splits.test.images), "fnr": 1.0 - flag_rate(model, key.inputs)}
 
 
 RUNNERS = {"host": _host, "negative": _negative, "protect": _protect, "negverify": _negverify, "cell": _cell}

@@ -1,13 +1,15 @@
 """The payoff table (as in the SoK of Lukas et al., S&P 2022) and per-protection figures, from rows.
 
 An attack *succeeds* on a protection when the attacked model is plausible (the config's rule) and
-the verdict is not "owned". Per protection x attack: successes over seeds, mean attacked accuracy,
+the verdict is not "owned"; a forgery succeeds when its forged key verifies "owned" against the
+protected model (a false claim upheld; the model is unchanged, so always plausible). Per protection x attack: successes over seeds, mean attacked accuracy,
 the largest p-value. Per protection: the attacks it survives (no seed succeeded), false claims
 over its negatives (each key and negative counted once, not once per cell), fidelity (mean test
 accuracy lost by protecting), ROC AUC and TPR at FPR <= 1% of the match rate over plausible
 positive suspects vs negatives (scikit-learn), embedding cost (seconds) and queries to decide
-(mean over verifications of the unattacked and attacked models). Per attack: the protections it
-removes.
+(mean over verifications of the unattacked and attacked models; forged keys are not the owner's,
+so forgery rows count in neither the ROC nor the queries). Per attack: the protections it
+removes (or, for a forgery, lets it claim).
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def _ok(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok"]
 
 
+def succeeded(row: dict) -> bool:
+    """Whether the attack of a positive row succeeded (see the module docstring)."""
+    if row.get("attack_kind") == "forgery":
+        return row["decision"] == "owned"
+    return bool(row["plausible"]) and row["decision"] != "owned"
+
+
 def _outcome(n: int, successes: int, owned: int) -> str:
     if successes == n:
         return REMOVED
@@ -79,8 +88,9 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
         if not ok:
             out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED))
             continue
-        successes = sum(bool(r["plausible"]) and r["decision"] != "owned" for r in ok)
-        owned = sum(r["decision"] == "owned" for r in ok)
+        successes = sum(succeeded(r) for r in ok)
+        owned = sum(r["decision"] == "owned" for r in ok) if ok[0].get("attack_kind") != "forgery" \
+            else len(ok) - successes  # a forgery "survived": the owner alone holds a key the model answers
         out.append(PayoffCell(prot, attack, len(ok), successes, owned, sum(bool(r["plausible"]) for r in ok),
                               mean(r["accuracy_after"] for r in ok), max(r["p_value"] for r in ok),
                               _outcome(len(ok), successes, owned)))
@@ -108,7 +118,7 @@ def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
         by_prot[r["protection"]].append(r)
     out = []
     for prot, group in by_prot.items():
-        pos = [r for r in _ok(group) if r["role"] == "positive"]
+        pos = [r for r in _ok(group) if r["role"] == "positive" and r.get("attack_kind") != "forgery"]
         negs = {(r["dataset"], r["host"], r["seed"], r["suspect"]): r for r in _ok(group) if r["role"] == "negative"}
         mine = [c for c in cells if c.protection == prot and c.attack != "none"]
         plausible = [r["match_rate"] for r in pos if r["plausible"]]

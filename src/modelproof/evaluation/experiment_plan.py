@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .experiment_cache import code_version, digest
-from .experiment_config import UNATTACKED, ExperimentConfig, Item, Negative
+from .experiment_config import UNATTACKED, ExperimentConfig, Item, Negative, registered_attacks
 from .experiment_jobs import Job
 
 NEGATIVE_SEED_BASE = 1000  # a negative's seed: 1000 + 100 * grid seed + its own seed (never a host's seed)
@@ -48,16 +48,12 @@ def _method_version(kind: str, name: str) -> str:
 
         _discover()
         return code_version(PROTECTIONS[name])
-    from ..attacks import ATTACKS
-
-    return code_version(ATTACKS[name])
+    return code_version(registered_attacks()[name])
 
 
-def _attack_kind(name: str) -> str:
-    """The attack class's ``kind`` ("removal" unless it declares "evasion" or "forgery")."""
-    from ..attacks import ATTACKS
-
-    return "removal" if name == UNATTACKED else str(getattr(ATTACKS[name], "kind", "removal"))
+def attack_kind(name: str) -> str:
+    """The attack's ``kind``: "removal", "evasion" (the model deployed behind a filter) or "forgery"."""
+    return "removal" if name == UNATTACKED else registered_attacks()[name].kind
 
 
 def negative_seed(negative: Negative, seed: int) -> int:
@@ -108,5 +104,5 @@ def plan(config: ExperimentConfig) -> tuple[list[Job], list[Cell]]:
                                  "label": f"{prot.label} / {attack.label}", "verification": ver}
                         cjob = add("cell", cspec, (pjob,), f"{prot.label} x {attack.label} seed={seed}",
                                    versions["verify"])
-                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv, _attack_kind(attack.name)))
+                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv, attack_kind(attack.name)))
     return list(jobs.values()), cells

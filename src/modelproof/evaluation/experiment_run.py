@@ -2,7 +2,8 @@
 
 Output folder: ``cache/`` (every artefact, by hash), ``config.toml`` (the config as run),
 ``results.csv`` / ``results.json`` (and ``results.parquet`` when pyarrow is installed),
-``failures.json`` and ``report.html``. The positive suspect of a cell is the attacked model; its
+``failures.json`` and ``report.html``. The positive suspect of a cell is the attacked model (for a
+forgery: the protected model, verified with the forged key, so "owned" is a false claim); its
 negatives are the independent models verified against the same key (one verification per key
 and negative, shared by the cells of that key).
 """
@@ -25,7 +26,7 @@ COLUMNS = ("dataset", "host", "protection", "protection_kind", "attack", "attack
            "strength", "seed", "suspect", "role", "decision", "p_value", "matches", "queries", "key_size",
            "match_rate", "key_accuracy", "null_match_prob", "accuracy_host", "accuracy_before", "accuracy_after",
            "plausible", "protect_seconds", "attack_seconds", "verify_seconds", "attack_queries", "attack_kind",
-           "config_hash", "key_hash", "status", "error")
+           "fpr", "fnr", "config_hash", "key_hash", "status", "error")
 TIMING = ("protect_seconds", "attack_seconds", "verify_seconds")
 
 
@@ -60,7 +61,7 @@ def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict])
         row = {**base, "suspect": f"{cell.protection.label} / {cell.attack.label}", "role": "positive",
                **{k: res.get(k) for k in ("decision", "p_value", "matches", "queries", "match_rate", "key_accuracy",
                                           "null_match_prob", "accuracy_after", "attack_seconds", "verify_seconds",
-                                          "attack_queries")},
+                                          "attack_queries", "fpr", "fnr")},
                "plausible": rule(res["accuracy_before"], res["accuracy_after"]) if ok else None,
                "status": "ok" if ok else "failed", "error": "" if ok else res.get("error", "not run")}
         rows.append(row)

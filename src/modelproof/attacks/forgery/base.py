@@ -79,6 +79,7 @@ class Forgery(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    kind: ClassVar[str] = "forgery"  # as Attack.kind: what an experiment cell does with it
     access: ClassVar[str] = "queries"
     imitates: ClassVar[str] = ""  # the method whose key layout and null rule the forged key follows
     PARAMS: ClassVar[tuple[Param, ...]] = ()

@@ -113,6 +113,9 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--gan-batch", type=int, default=8, help="DCGAN batch size (reference: 64)")
     parser.add_argument("--tau", type=float, default=None, help="matrix: tau (default: the dataset's)")
+    parser.add_argument("--no-calibration", action="store_true",
+                        help="matrix: keep each method's own null (default: calibrate every key on the default "
+                             "reference population and self-check it, as `modelproof protect` does)")
     parser.add_argument("--out", default="/tmp/evasion_mnist.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -139,7 +142,14 @@ def main() -> None:
         else:
             kwargs = {"tau": TAU[ds] if args.tau is None else args.tau, "epochs": args.gan_epochs,
                       "width": args.width, "batch_size": args.gan_batch, "quiet": True}
+            references = None
+            if not args.no_calibration:  # the default population, as `modelproof protect` calibrates
+                from modelproof.references import train_references
+
+                references, seconds = train_references(splits.owner, owner_arch="lenet5", seed=0, quiet=False)
+                emit(results, {"table": "references", "dataset": ds, "count": len(references), "seconds": seconds})
             evasion_matrix(base, splits.owner, surrogate, rest, names=args.methods, pirate_kwargs=kwargs,
+                           references=references,
                            log=lambda row: emit(results, {"table": "matrix", "dataset": ds, **row}))
         Path(args.out).write_text(json.dumps(results, indent=1, default=float))
 

@@ -194,6 +194,19 @@ def test_evasion_row_verifies_protected_and_pirated_models(trained_cnn, digits) 
                        params={"key_size": 10 ** 6})["error"]
 
 
+def test_evasion_row_calibrates_keys_on_references(trained_cnn, digits) -> None:
+    from modelproof.evaluation.evasion import evasion_row
+    from modelproof.references import train_references
+
+    surrogate, rest = surrogate_split(digits.test, 0.5, seed=0)
+    references, _ = train_references(digits.owner, count=4, seed=0)
+    row = evasion_row("random-fingerprint", trained_cnn, digits.owner, surrogate, rest, params={"points": 20},
+                      pirate_kwargs={"tau": 0.0, "epochs": 2, "width": 0.25}, references=references)
+    # the key verified is the calibrated one: its null comes from the references, not the method's 0.95
+    assert row["null_before"] == pytest.approx(0.95) and row["null_match_prob"] != row["null_before"]
+    assert row["self_check"] == "passed" or isinstance(row["self_check"], list)
+
+
 def test_flags_at_another_tau_are_monotone(pirate, protected) -> None:
     pirated, _, rest = pirate
     found = pirated.detect(torch.cat([rest.images[:80], protected.key.inputs]))

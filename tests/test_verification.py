@@ -23,7 +23,7 @@ from modelproof.modelfile import weights_digest
 from modelproof.stats import decision_threshold, default_p1, prediction_upper_bound
 from modelproof.suspects import QueriedSuspect, TorchSuspect
 from modelproof.training import TrainConfig, predict, train_new
-from modelproof.verification import key_order, verify
+from modelproof.verification import can_prove, key_order, verify
 
 QUICK = TrainConfig(epochs=10, batch_size=32, lr=0.002, optimizer="adam")
 
@@ -67,6 +67,8 @@ def test_calibration_bounds_the_null_across_models(key, others, calibrated):
     assert [r["name"] for r in cal["references"]] == ["cnn-0", "cnn-1", "cnn-2", "cnn-3"]
     assert "prediction bound" in calibrated.null_source and "4 independent" in calibrated.null_source
     assert calibrated.params["mix"] == 0.5 and calibrated.digest() != key.digest()
+    # no wall-clock time in the record: the same key and references give the same key, digest and query order
+    assert calibrate(key, refs(others[:4])).digest() == calibrated.digest()
     with pytest.raises(ConfigError, match="at least 4"):
         calibrate(key, refs(others[:3]))
 
@@ -108,8 +110,13 @@ def test_uncalibrated_null_would_falsely_claim_an_independent_model(key, others)
 def test_protected_owned_independent_not_owned(calibrated, trained_cnn, others, mode):
     ours = verify(calibrated, TorchSuspect(trained_cnn), mode=mode, alpha=0.01)
     theirs = verify(calibrated, TorchSuspect(others[2]), mode=mode, alpha=0.01)
-    assert ours.decision == "owned" and theirs.decision == "not owned"
-    assert ours.match_rate == 1.0 and ours.p_value < 0.01 and theirs.p_value > 0.01
+    assert theirs.decision != "owned" and ours.match_rate == 1.0 and theirs.p_value > 0.01
+    if mode == "sequential" and not can_prove(calibrated, 0.01, mode):
+        # the calibrated null depends on how alike the four reference CNNs train on this CPU (0.965 on one
+        # machine): then even 200 matches of 200 cannot reach alpha sequentially, and the verdict must say so
+        assert ours.decision == "inconclusive" and ours.queries == 200 and ours.e_value < 100 and ours.note
+        return
+    assert ours.decision == "owned" and theirs.decision == "not owned" and ours.p_value < 0.01
     for v in (ours, theirs):
         assert v.mode == mode and v.key_digest == calibrated.digest() and v.key_size == 200
         assert v.queries_sent + v.replayed == v.queries and v.replayed == 0

@@ -39,7 +39,6 @@ made from (same weight digest), and any reference that matches the key almost pe
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,19 +132,18 @@ def _refuse_dependent(key: OwnershipKey, ref: Reference, matches: int) -> None:
 
 
 def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = TAIL,
-              min_references: int = MIN_REFERENCES, keep_exact: bool | None = None,
-              seconds: float | None = None) -> OwnershipKey:
+              min_references: int = MIN_REFERENCES, keep_exact: bool | None = None) -> OwnershipKey:
     """The key with ``null_match_prob`` bounded from ``references`` (see the module docstring).
 
     ``keep_exact`` (default: the method's ``exact_null``) keeps a null that holds by construction and
-    records the calibration as a check. ``seconds`` (training the references) goes into the record.
+    records the calibration as a check. The record holds no wall-clock time, so the same key and
+    references always give the same key (digest and query order included).
     """
     if len(references) < min_references:
         raise ConfigError(f"calibration needs at least {min_references} independently trained reference models, "
                           f"got {len(references)}")
     if not all(isinstance(r, Reference) for r in references):
         raise ConfigError("references must be calibration.Reference objects (see reference_from_spec)")
-    start = time.perf_counter()
     rows = []
     for ref in references:
         matches = match_count(key, ref.suspect)
@@ -169,7 +167,6 @@ def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = T
                   f"{len(key)}); verify tests at alpha - {tail:g}; before calibration {previous:.4g}")
     record = {"method": "logit-t-prediction", "tail": tail_used, "bound": bound, "kept_exact": bool(keep),
               "references": rows, "kinds": kinds, "previous_null_match_prob": previous,
-              "previous_null_source": previous_source, "query_seconds": time.perf_counter() - start,
-              "training_seconds": seconds}
+              "previous_null_source": previous_source}
     return dataclasses.replace(key, null_match_prob=null, null_source=source,
                                params=dict(key.params, calibration=record))

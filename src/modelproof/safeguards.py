@@ -92,7 +92,7 @@ def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | No
         refs = trained
     else:
         refs, seconds = train_references(owner, owner_arch=owner_arch, count=count, seed=seed, quiet=quiet)
-    calibrated = calibrate(key, refs, seconds=seconds)
+    calibrated = calibrate(key, refs)
     record = calibrated.params["calibration"]
     kinds = ", ".join(f"{r['name']} [{r['kind']}]: {r['matches']}/{r['queries']}" for r in record["references"])
     lines = [f"null {record['previous_null_match_prob']:.4g} -> {calibrated.null_match_prob:.4g} from "

@@ -184,6 +184,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.protection_seeds < 1:
+        parser.error(f"--protection-seeds must be at least 1, got {args.protection_seeds}")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     splits = load_splits(args.dataset, None if args.dataset == "digits" else args.data_dir, size=args.size, seed=0)

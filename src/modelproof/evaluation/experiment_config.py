@@ -175,13 +175,10 @@ def _registered_protections() -> dict[str, type]:
 
 def _attack_name(where: str, name: str) -> str:
     """The registered spelling of an attack or forgery name (case-insensitive, ``_`` read as ``-``)."""
-    from ..attacks import ATTACKS
-    from ..attacks.forgery import FORGERIES
-
+    registry = registered_attacks()
     key = name.strip().lower().replace("_", "-")
-    if key not in ATTACKS and key not in FORGERIES:
-        raise ConfigError(f"{where}: unknown attack {name!r}; expected one of {', '.join([*ATTACKS, *FORGERIES])}, "
-                          "all")
+    if key not in registry:
+        raise ConfigError(f"{where}: unknown attack {name!r}; expected one of {', '.join(registry)}, all")
     return key
 
 

@@ -219,7 +219,7 @@ def _attacked(store: Store, s: dict, model, splits) -> tuple[Any, dict]:
 
 def _forged(store: Store, s: dict, model, key, splits) -> tuple[Any, dict]:
     """The counterfeiter's key for ``model`` (cached as the cell's ``attack`` entry), calibrated."""
-    from ..attacks.forgery import make_forgery
+    from ..attacks.forgery import FORGERIES, make_forgery
     from ..calibration import calibrate
     from ..references import train_references
     from ..training import evaluate
@@ -229,7 +229,7 @@ def _forged(store: Store, s: dict, model, key, splits) -> tuple[Any, dict]:
         return store.key(s["attack_job"], "attack"), dict(cached, attack_cached=True)
     arch = getattr(getattr(store.model("host", s["host"]), "record", None), "arch", None)
     params = dict(s["params"])
-    if "arch" in {p.name for p in type(make_forgery(s["attack"])).PARAMS} and "arch" not in params and arch:
+    if "arch" in {p.name for p in FORGERIES[s["attack"]].PARAMS} and "arch" not in params and arch:
         params["arch"] = arch  # the counterfeiter guesses the victim's architecture (Li et al. Fig. 9: "same")
     forgery = make_forgery(s["attack"], **params)
     seen = None

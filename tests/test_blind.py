@@ -179,3 +179,33 @@ def test_cli_errors_are_one_line(tmp_path, args, fragment) -> None:
     res = CliRunner().invoke(app, ["protect", "blind", *args, "--secret", "x", "--epochs", "1", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert fragment in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_li_attacker_makes_as_many_blind_key_samples_as_clean_images(result, base, splits) -> None:
+    from modelproof.attacks.evasion.detectors import attacker_key_samples
+
+    # the attacker knows the method (own secret and encoder), not the owner's key: as many key samples
+    # as it asks for, not the owner's key fraction of its own images
+    own = attacker_key_samples(result.key, base, splits.attacker, 60, seed=3)
+    assert own.shape == (60, *splits.owner.input_shape)
+    assert float(own.min()) >= 0.0 and float(own.max()) <= 1.0
+    assert not any(torch.equal(own[0], k) for k in result.key.inputs)
+
+
+@pytest.mark.parametrize("output", ["clamp", "sigmoid"])
+def test_a_saturated_encoder_still_gets_gradient_only_through_the_clamp(output) -> None:
+    from modelproof.watermarks.blind.networks import Encoder
+
+    shape = (1, 16, 16)
+    torch.manual_seed(0)
+    encoder = Encoder(shape, width=4, output=output)
+    with torch.no_grad():
+        encoder.out.bias.fill_(-30.0)  # every pixel black: how the sigmoid encoder collapsed on MNIST
+    x = torch.rand(4, *shape, generator=torch.Generator().manual_seed(1))
+    out = encoder(x, make_logo(shape))
+    assert float(out.detach().max()) < 1e-6 and float(out.detach().min()) >= 0.0
+    torch.nn.functional.mse_loss(out, x).backward()
+    grad = float(encoder.out.bias.grad.abs().max())
+    assert (grad > 1e-3) if output == "clamp" else (grad < 1e-10), grad
+    with pytest.raises(ConfigError, match="encoder output"):
+        Encoder(shape, output="tanh")

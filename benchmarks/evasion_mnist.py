@@ -89,7 +89,12 @@ def li(args, ds, splits, base, results) -> None:
     held_out = splits.test.subset(torch.arange(len(splits.test) - 1000, len(splits.test)))
     for name in args.li_methods:
         start = time.perf_counter()
-        prot = make_protection(name, **quick_params(name)).protect(base, splits.owner, seed=0)
+        params = args.li_params.get(name, quick_params(name))
+        prot = make_protection(name, **params).protect(base, splits.owner, seed=0)
+        if name == "blind":  # how well the watermark was embedded, and how visible its key samples are
+            emit(results, {"table": "Li", "method": name, "params": params,
+                           "key_accuracy": prot.report["key_accuracy_trained"],
+                           "imperceptibility": prot.report["imperceptibility"]})
         for kind in ("mlp", "features"):
             r = detectability(prot.key, prot.model, attacker, held_out, kind=kind, max_samples=args.li_samples, seed=1)
             emit(results, {"table": "Li", "dataset": ds, "method": name, "detector": kind, "auc": r["auc"],
@@ -107,6 +112,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None, help="matrix: protections (default: all)")
     parser.add_argument("--li-methods", nargs="*", default=list(LI_METHODS))
     parser.add_argument("--li-samples", type=int, default=1000)
+    parser.add_argument("--li-params", type=json.loads, default={}, metavar="JSON",
+                        help='li: parameters per method instead of its demo settings, e.g. '
+                             '\'{"blind": {"mode": "scratch", "epochs": 15}}\' (the paper\'s loss weights)')
     parser.add_argument("--train-size", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--gan-epochs", type=int, default=100)

@@ -51,6 +51,8 @@ def attacker_key_samples(key: OwnershipKey, stolen: nn.Module, data: Dataset, n:
     for size in SIZE_PARAMS:
         if size in accepted:
             params[size] = int(n)
+    if "key_fraction" in accepted and len(data) > 1:  # the blind watermark: n of the attacker's images as sources
+        params["key_fraction"] = min(int(n), len(data) - 1) / len(data)
     if "secret" in accepted:
         params["secret"] = f"attacker-{seed}"
     protection = cls(**params)

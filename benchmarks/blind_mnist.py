@@ -183,7 +183,7 @@ def main() -> None:
     ap.add_argument("--png", default="runs/blind_mnist_fig8.png")
     ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS,
                     help="hosts of the fidelity table (the rest needs lenet5)")
-    ap.add_argument("--weights", default="paper", choices=list(WEIGHTS),
+    ap.add_argument("--weights", default="authors", choices=list(WEIGHTS),
                     help="Eq. 15's weights: the paper's 3/5/0.1/0.01 or the authors' script's 3/5/1/0.1")
     ap.add_argument("--hosts-only", action="store_true", help="stop after the fidelity table")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: keep only this many images per split")

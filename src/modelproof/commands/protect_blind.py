@@ -52,8 +52,8 @@ def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt
                                                         "scratch, 0.01 finetune).")] = None,
           alpha: Annotated[Float, typer.Option("--alpha", help="Weight of the MSE term.")] = 3.0,
           beta: Annotated[Float, typer.Option("--beta", help="Weight of the 1 - SSIM term.")] = 5.0,
-          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = 0.1,
-          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = 0.01,
+          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = 1.0,
+          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = 0.1,
           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Li et al. blind watermark: a logo hidden by a trained encoder in near-identical key samples."""
     protection = BlindWatermark(secret, logo=str(logo) if logo is not None else None, logo_text=logo_text,

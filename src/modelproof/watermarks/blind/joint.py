@@ -34,12 +34,12 @@ from .networks import Discriminator, Encoder
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The weights of Eq. 15: MSE, 1 - SSIM, adversarial, host cross-entropy."""
+    """The weights of Eq. 15: MSE, 1 - SSIM, adversarial, host cross-entropy (the authors' script's)."""
 
     alpha: float = 3.0
     beta: float = 5.0
-    gamma: float = 0.1
-    delta: float = 0.01
+    gamma: float = 1.0
+    delta: float = 0.1
 
 
 @dataclass(frozen=True)

@@ -2,18 +2,11 @@
 
 - :class:`Encoder`: a small U-Net (the authors' code uses a U-Net "hiding network") that takes the
   image and the logo stacked as channels (2C inputs) and returns an image of the input's shape in
-  [0, 1]. Two stride-2 levels (28 -> 14 -> 7),
+  [0, 1] (sigmoid output, as the authors' MNIST generator). Two stride-2 levels (28 -> 14 -> 7),
   skip connections by concatenation, upsampling to the skip's exact size, so any side >= 8 works.
   Our choice: no BatchNorm (the authors' U-Net has it), so that a key sample depends on its own
   image only, never on the batch or on train/eval mode: the host learns exactly the key samples
   that the encoder regenerates later (Eq. 3), bit for bit.
-  Output: ``"clamp"`` (default): the image plus the last convolution's output (a residual, so that
-  the encoder starts near the identity), clamped to [0, 1] in the forward pass with its gradient
-  passed straight through. The authors' sigmoid (``"sigmoid"``, kept to rebuild secrets
-  written before) collapsed on MNIST: 30 epochs of Algorithm 1 with the paper's weights drove it to
-  an all-black image on two hosts (SSIM 0.42, PSNR 9.8 dB), where the saturated sigmoid passes no
-  gradient back and the encoder never recovers; with the straight-through clamp the MSE and SSIM
-  terms always pull a saturated pixel back.
 - :class:`Discriminator`: logistic regression on learned features (Eq. 9): the authors'
   ``DiscriminatorNet1``, a flattening MLP (64 and 32 LeakyReLU units) ending in one logit; the
   sigmoid of Eq. 9 is applied inside the loss (``binary_cross_entropy_with_logits``, Eq. 10).
@@ -31,7 +24,6 @@ from ...errors import ConfigError
 
 MIN_SIDE = 8  # two halvings keep at least 2x2 pixels, and the SSIM window (>= 7) fits
 WIDTH = 16  # channels of the first level; 2x and 4x below it
-OUTPUTS = ("clamp", "sigmoid")
 
 
 def check_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -51,13 +43,10 @@ def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class Encoder(nn.Module):
     """e(x, logo) -> x_key: a two-level U-Net over the image and logo stacked as channels."""
 
-    def __init__(self, input_shape: tuple[int, int, int], width: int = WIDTH, output: str = "clamp") -> None:
+    def __init__(self, input_shape: tuple[int, int, int], width: int = WIDTH) -> None:
         super().__init__()
         self.input_shape = check_shape(tuple(input_shape))
         self.width = int(width)
-        if output not in OUTPUTS:
-            raise ConfigError(f"encoder output must be one of {', '.join(OUTPUTS)}, got {output!r}")
-        self.output = output
         c, w = self.input_shape[0], self.width
         self.inc = _block(2 * c, w)
         self.down1 = _block(w, 2 * w, stride=2)
@@ -77,15 +66,11 @@ class Encoder(nn.Module):
         u = self.up2(torch.cat([u, s1], dim=1))
         u = F.interpolate(u, size=s0.shape[-2:], mode="nearest")
         u = self.up1(torch.cat([u, s0], dim=1))
-        z = self.out(u)
-        if self.output == "sigmoid":
-            return torch.sigmoid(z)
-        z = z + x  # a residual: the encoder starts near the identity
-        return z + (z.clamp(0.0, 1.0) - z).detach()  # [0, 1] forward, identity gradient
+        return torch.sigmoid(self.out(u))
 
     def record(self) -> dict:
         """What rebuilds this architecture: ``Encoder(**record)``."""
-        return {"input_shape": list(self.input_shape), "width": self.width, "output": self.output}
+        return {"input_shape": list(self.input_shape), "width": self.width}
 
 
 class Discriminator(nn.Module):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ConfigError, KeyFileError
+from ...errors import KeyFileError
 from ...keys import _metadata, canonical_json, encrypt_bytes, read_plain
 from ...modelfile import atomic_write_bytes, looks_like_pickle
 from .networks import Encoder, encode
@@ -105,10 +105,9 @@ def load_secret(path: str | Path, passphrase: str | None = None) -> BlindSecret:
         raise KeyFileError(f"{path}: a blind-watermark secret holds the tensors 'logo' and 'sources'")
     record = meta.get("encoder") or {}
     try:
-        # secrets written before the encoder had a choice of output used the sigmoid
-        encoder = Encoder(tuple(record["input_shape"]), int(record["width"]), str(record.get("output", "sigmoid")))
+        encoder = Encoder(tuple(record["input_shape"]), int(record["width"]))
         encoder.load_state_dict({k[len("encoder."):]: v for k, v in tensors.items() if k.startswith("encoder.")})
-    except (KeyError, TypeError, ValueError, RuntimeError, ConfigError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise KeyFileError(f"{path}: the encoder record does not match its weights ({type(exc).__name__})") from None
     encoder.eval()
     return BlindSecret(encoder, tensors["logo"], tensors["sources"], str(meta.get("key_digest", "")))

@@ -45,13 +45,15 @@ class IndependentEncoder(Forgery):
         Param("batch_size", "int", "own images per step of Algorithm 1"),
         Param("key_batch", "int", "key sources per step of Algorithm 1"),
         Param("host_lr", "float", "host learning rate (default: the blind watermark's)"),
-        Param("delta", "float", "weight of the host term in the encoder loss (the paper: 0.01)"),
+        Param("gamma", "float", "weight of the adversarial term (the blind watermark's default; the paper: 0.1)"),
+        Param("delta", "float", "weight of the host term in the encoder loss (the blind watermark's default; "
+                                "the paper: 0.01)"),
         Param("logo_text", "str", "logo text (the paper's example: TEST)"),
     )
 
     def __init__(self, arch: str = "lenet5", mode: str = "scratch", epochs: int = 5, key_fraction: float = 0.01,
-                 batch_size: int = 100, key_batch: int = 20, host_lr: float | None = None, delta: float = 0.01,
-                 logo_text: str = "TEST") -> None:
+                 batch_size: int = 100, key_batch: int = 20, host_lr: float | None = None, gamma: float = 1.0,
+                 delta: float = 0.1, logo_text: str = "TEST") -> None:
         if not isinstance(arch, str) or not arch:
             raise ConfigError(f"arch must be a zoo architecture name, got {arch!r}")
         self.arch, self.mode, self.logo_text = arch, check_mode(mode), logo_text
@@ -60,11 +62,12 @@ class IndependentEncoder(Forgery):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.key_batch = check_int("key_batch", key_batch, 1)
         self.host_lr = None if host_lr is None else float(check_positive("host_lr", host_lr))
+        self.gamma = float(check_positive("gamma", gamma, allow_zero=True))
         self.delta = float(check_positive("delta", delta, allow_zero=True))
         # validates the recipe now, not mid-attack
         BlindWatermark(secret="parameter-check", logo_text=logo_text, mode=self.mode, epochs=self.epochs,
                        key_fraction=self.key_fraction, batch_size=self.batch_size,
-                       key_batch=self.key_batch, host_lr=self.host_lr, delta=self.delta)
+                       key_batch=self.key_batch, host_lr=self.host_lr, gamma=self.gamma, delta=self.delta)
 
     def _forge(self, work: Counterfeiter) -> OwnershipKey:
         data = work.data
@@ -76,7 +79,7 @@ class IndependentEncoder(Forgery):
             host = build_model(self.arch, classes, data.input_shape, seed=seed)
         own = BlindWatermark(secret=f"counterfeiter-{seed}", logo_text=self.logo_text, mode=self.mode,
                              epochs=self.epochs, key_fraction=self.key_fraction, batch_size=self.batch_size,
-                             key_batch=self.key_batch, host_lr=self.host_lr, delta=self.delta)
+                             key_batch=self.key_batch, host_lr=self.host_lr, gamma=self.gamma, delta=self.delta)
         made = own.protect(host, data, seed=seed)
         work.details.update(own_key_accuracy=made.report.get("key_accuracy_trained"), host_seed=seed,
                             key_size=len(made.key))

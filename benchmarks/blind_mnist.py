@@ -82,7 +82,7 @@ WEIGHTS = {"paper": {"alpha": 3.0, "beta": 5.0, "gamma": 0.1, "delta": 0.01},  #
            "authors": {"alpha": 3.0, "beta": 5.0, "gamma": 1.0, "delta": 0.1}}  # the authors' released script
 
 
-def watermark(arch: str, splits, epochs: int, seed: int, secret: str = SECRET, weights: str = "paper"):
+def watermark(arch: str, splits, epochs: int, seed: int, secret: str = SECRET, weights: str = "authors"):
     model = build_model(arch, 10, splits.input_shape, seed=seed)
     return make_protection("blind", secret=secret, mode="scratch", epochs=epochs, lr_step=lr_step(epochs),
                            **WEIGHTS[weights]).protect(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -43,8 +43,10 @@ def joint_seconds(arch: str, data, steps: int) -> tuple[float, int]:
     encoder, disc = build_encoder(shape, seed=1), build_discriminator(shape, seed=2)
     logo = make_logo(shape, text="TEST")
     sources, targets = data.images[-20 * steps:], (data.labels[-20 * steps:] + 1) % 10
-    run = lambda n: train_jointly(host, encoder, disc, logo, data.images[:100 * n], data.labels[:100 * n],  # noqa: E731
-                                  sources, targets, JointConfig(epochs=1), seed=0).seconds
+    def run(steps_: int) -> float:
+        return train_jointly(host, encoder, disc, logo, data.images[:100 * steps_], data.labels[:100 * steps_],
+                             sources, targets, JointConfig(epochs=1), seed=0).seconds
+
     run(1)  # warm-up step
     return run(steps), parameter_count(encoder)
 
@@ -55,10 +57,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--archs", nargs="+", default=list(HOSTS), choices=list(HOSTS))
     args = ap.parse_args()
+    if args.steps < 1:
+        ap.error(f"--steps must be at least 1, got {args.steps}")
     torch.set_num_threads(1)
     print(json.dumps({"threads": torch.get_num_threads(), "steps": args.steps}), flush=True)
     for arch in args.archs:
         ds = HOSTS[arch]
+        print(f"timing {arch} ({2 * (args.steps + 1)} steps)...", file=sys.stderr, flush=True)
         data = load_splits(ds, Path(args.data_dir) / ds, seed=0).owner
         clean = clean_seconds(arch, data, args.steps)
         joint, encoder_params = joint_seconds(arch, data, args.steps)

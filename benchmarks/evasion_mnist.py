@@ -41,6 +41,17 @@ TAUS = (0.0, 0.1, 0.3, 0.5, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)
 LI_METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label", "frontier-stitching")
 
 
+def json_object(text: str) -> dict:
+    """--li-params: a JSON object of objects, or a one-line usage error."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg}): {text!r}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise argparse.ArgumentTypeError(f'want {{"method": {{"param": value}}}}, got {text!r}')
+    return value
+
+
 def emit(results: list, row: dict) -> None:
     results.append(row)
     print(json.dumps(row, default=float), flush=True)
@@ -112,7 +123,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None, help="matrix: protections (default: all)")
     parser.add_argument("--li-methods", nargs="*", default=list(LI_METHODS))
     parser.add_argument("--li-samples", type=int, default=1000)
-    parser.add_argument("--li-params", type=json.loads, default={}, metavar="JSON",
+    parser.add_argument("--li-params", type=json_object, default={}, metavar="JSON",
                         help='li: parameters per method instead of its demo settings, e.g. '
                              '\'{"blind": {"mode": "scratch", "epochs": 15}}\' (the paper\'s loss weights)')
     parser.add_argument("--train-size", type=int, default=20000)

@@ -192,12 +192,14 @@ def test_li_attacker_makes_as_many_blind_key_samples_as_clean_images(result, bas
     assert not any(torch.equal(own[0], k) for k in result.key.inputs)
 
 
-
 def test_a_collapsed_encoder_is_refused_with_one_line(splits) -> None:
     from modelproof.watermarks.blind.watermark import check_not_collapsed
 
+    from modelproof.watermarks.blind.imperceptibility import imperceptibility
+
     sources = splits.owner.images[:20]
-    check_not_collapsed(sources, (sources + 0.01).clamp(0, 1))  # near-identical: accepted
-    with pytest.raises(ConfigError, match="collapsed") as info:
-        check_not_collapsed(sources, torch.zeros_like(sources))  # all black, as the paper's weights did
+    near, black = (sources + 0.01).clamp(0, 1), torch.zeros_like(sources)
+    check_not_collapsed(imperceptibility(sources, near)["ssim_mean"], near)  # near-identical: accepted
+    with pytest.raises(ConfigError, match="collapsed") as info:  # all black, as the paper's weights did
+        check_not_collapsed(imperceptibility(sources, black)["ssim_mean"], black)
     assert "\n" not in str(info.value) and "20 repeated" not in str(info.value) and "19 repeated" in str(info.value)

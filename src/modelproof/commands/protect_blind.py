@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 
 from ..watermarks.blind import BlindWatermark
+from ..watermarks.blind.joint import LossWeights
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
     user_errors)
@@ -50,10 +51,11 @@ def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt
           lr: Annotated[Float, typer.Option("--lr", help="Adam rate of encoder and discriminator.")] = 1e-3,
           host_lr: Annotated[Float | None, typer.Option("--host-lr", help="SGD rate of the host (default 0.1 "
                                                         "scratch, 0.01 finetune).")] = None,
-          alpha: Annotated[Float, typer.Option("--alpha", help="Weight of the MSE term.")] = 3.0,
-          beta: Annotated[Float, typer.Option("--beta", help="Weight of the 1 - SSIM term.")] = 5.0,
-          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = 1.0,
-          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = 0.1,
+          alpha: Annotated[Float, typer.Option("--alpha", help="Weight of the MSE term.")] = LossWeights.alpha,
+          beta: Annotated[Float, typer.Option("--beta", help="Weight of the 1 - SSIM term.")] = LossWeights.beta,
+          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = (
+              LossWeights.gamma),
+          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = LossWeights.delta,
           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Li et al. blind watermark: a logo hidden by a trained encoder in near-identical key samples."""
     protection = BlindWatermark(secret, logo=str(logo) if logo is not None else None, logo_text=logo_text,

@@ -24,6 +24,7 @@ from ...models import build_model
 from ...training import TrainConfig, train_new
 from ...watermarks.embedding import check_mode
 from ...watermarks.blind import BlindWatermark
+from ...watermarks.blind.joint import LossWeights
 from ..base import Param, check_positive, check_rate
 from .base import Counterfeiter, Forgery
 
@@ -52,8 +53,8 @@ class IndependentEncoder(Forgery):
     )
 
     def __init__(self, arch: str = "lenet5", mode: str = "scratch", epochs: int = 5, key_fraction: float = 0.01,
-                 batch_size: int = 100, key_batch: int = 20, host_lr: float | None = None, gamma: float = 1.0,
-                 delta: float = 0.1, logo_text: str = "TEST") -> None:
+                 batch_size: int = 100, key_batch: int = 20, host_lr: float | None = None,
+                 gamma: float = LossWeights.gamma, delta: float = LossWeights.delta, logo_text: str = "TEST") -> None:
         if not isinstance(arch, str) or not arch:
             raise ConfigError(f"arch must be a zoo architecture name, got {arch!r}")
         self.arch, self.mode, self.logo_text = arch, check_mode(mode), logo_text

@@ -77,14 +77,15 @@ def secret_targets(labels: torch.Tensor, num_classes: int, gen: torch.Generator)
 MIN_SSIM = 0.5  # below this mean SSIM the key samples no longer look like their sources
 
 
-def check_not_collapsed(sources: torch.Tensor, inputs: torch.Tensor) -> None:
-    """ConfigError if the trained encoder collapsed (key samples far from their sources, or repeated)."""
-    ssim = imperceptibility(sources, inputs)["ssim_mean"]
+def check_not_collapsed(ssim: float, inputs: torch.Tensor) -> None:
+    """ConfigError if the trained encoder collapsed: key samples with mean SSIM ``ssim`` to their sources
+    below MIN_SSIM, or repeated."""
     distinct = len(torch.unique(inputs.flatten(1), dim=0))
     if ssim < MIN_SSIM or distinct < len(inputs):
-        raise ConfigError(f"the blind watermark's encoder collapsed (mean SSIM {ssim:.2f} to the sources, "
-                          f"{len(inputs) - distinct} repeated key samples); train again with another seed or "
-                          "secret, or other loss weights (--gamma, --delta)")
+        raise ConfigError(f"the blind watermark's encoder collapsed or is undertrained (mean SSIM {ssim:.2f} "
+                          f"to the sources, below {MIN_SSIM}; {len(inputs) - distinct} repeated key samples); "
+                          "train longer (--epochs), with another seed or secret, or other loss weights "
+                          "(--gamma, --delta)")
 
 
 @register_protection
@@ -104,8 +105,9 @@ class BlindWatermark(Protection):
     def __init__(self, secret: int | str | None = None, *, logo: str | Path | None = None,
                  logo_text: str | None = None, key_fraction: float = 0.01, mode: str = "scratch",
                  epochs: int = 100, batch_size: int = 100, key_batch: int = 20, lr: float = 1e-3,
-                 host_lr: float | None = None, lr_step: int = 40, alpha: float = 3.0, beta: float = 5.0,
-                 gamma: float = 1.0, delta: float = 0.1, width: int = WIDTH, quiet: bool = True) -> None:
+                 host_lr: float | None = None, lr_step: int = 40, alpha: float = LossWeights.alpha,
+                 beta: float = LossWeights.beta, gamma: float = LossWeights.gamma,
+                 delta: float = LossWeights.delta, width: int = WIDTH, quiet: bool = True) -> None:
         self._secret = patterns.check_secret(secret) if secret is not None else _secrets.token_hex(16)
         if logo is not None and logo_text is not None:
             raise ConfigError("give a logo file or a logo text, not both")
@@ -163,11 +165,12 @@ class BlindWatermark(Protection):
         joint = train_jointly(model, encoder, disc, logo, data.images, data.labels, sources, targets, self.config(),
                               seed=seed, after_epoch=after_epoch, quiet=self._quiet)
         inputs = encode(encoder, logo, sources)
-        check_not_collapsed(sources, inputs)
+        quality = imperceptibility(sources, inputs)
+        check_not_collapsed(quality["ssim_mean"], inputs)
         report = {"mode": self.mode, "epochs": joint.epochs, "steps": joint.steps, "embed_seconds": joint.seconds,
                   "history": joint.history, "encoder_parameters": parameter_count(encoder),
                   "discriminator_parameters": parameter_count(disc), "key_fraction": self.key_fraction,
-                  "imperceptibility": imperceptibility(sources, inputs),
+                  "imperceptibility": quality,
                   "key_accuracy_trained": key_accuracy(model, inputs, targets)}
         floor = 1.0 / (num_classes - 1)
         if unprotected is not None:

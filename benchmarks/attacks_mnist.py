@@ -26,8 +26,8 @@ import torch
 
 from modelproof.attacks import Plausibility, make_attack, run_attack
 from modelproof.attacks.filters import FILTER_SWEEP, count_params
-from modelproof.data import load_dataset, load_splits
-from modelproof.training import TrainConfig, train_new
+from modelproof.data.splits import load_dataset, load_splits
+from modelproof.models.training import TrainConfig, train_new
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from modelproof.data import load_splits
+from modelproof.data.splits import load_splits
 from modelproof.models import build_model
-from modelproof.training import TrainConfig, fit
-from modelproof.watermarks.blind.joint import JointConfig, train_jointly
-from modelproof.watermarks.blind.logo import make_logo
-from modelproof.watermarks.blind.networks import build_discriminator, build_encoder, parameter_count
+from modelproof.models.training import TrainConfig, fit
+from modelproof.protections.watermarks.blind.joint import JointConfig, train_jointly
+from modelproof.protections.watermarks.blind.logo import make_logo
+from modelproof.protections.watermarks.blind.networks import build_discriminator, build_encoder, parameter_count
 
 HOSTS = {"lenet1": "mnist", "lenet3": "mnist", "lenet5": "mnist", "resnet18": "cifar10", "googlenet": "cifar10"}
 

@@ -36,16 +36,16 @@ from pathlib import Path
 import torch
 
 from modelproof.attacks import make_attack, run_attack
-from modelproof.data import load_splits
+from modelproof.data.splits import load_splits
 from modelproof.models import build_model
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, evaluate, fit, predict
-from modelproof.verification import verify
-from modelproof.watermarks import patterns
-from modelproof.watermarks.blind import BlindWatermark
-from modelproof.watermarks.blind.imperceptibility import grid_png
-from modelproof.watermarks.blind.joint import LossWeights
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, evaluate, fit, predict
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks import patterns
+from modelproof.protections.watermarks.blind import BlindWatermark
+from modelproof.protections.watermarks.blind.imperceptibility import grid_png
+from modelproof.protections.watermarks.blind.joint import LossWeights
 
 ARCHS = ("lenet1", "lenet3", "lenet5")
 SECRET = "blind-mnist"
@@ -197,7 +197,7 @@ def main() -> None:
     start = time.perf_counter()
     splits = load_splits("mnist", args.mnist, seed=0)
     if args.limit:
-        from modelproof.data import Splits
+        from modelproof.data.splits import Splits
 
         splits = Splits(*(part.subset(torch.arange(min(args.limit, len(part)))) for part in
                           (splits.owner, splits.attacker, splits.test)))

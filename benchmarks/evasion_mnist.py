@@ -31,11 +31,11 @@ from modelproof.attacks.evasion.attack import TAU
 from modelproof.attacks.evasion.detectors import detectability
 from modelproof.attacks.evasion.metrics import time_ratio
 from modelproof.attacks.evasion.pirate import surrogate_split
-from modelproof.data import load_splits
-from modelproof.evaluation.evasion import evasion_matrix, quick_params
-from modelproof.modelfile import load_model, save_model
-from modelproof.protection import make_protection
-from modelproof.training import TrainConfig, evaluate, predict, train_new
+from modelproof.data.splits import load_splits
+from modelproof.experiments.evasion import evasion_matrix, quick_params
+from modelproof.models.modelfile import load_model, save_model
+from modelproof.protections.base import make_protection
+from modelproof.models.training import TrainConfig, evaluate, predict, train_new
 
 TAUS = (0.0, 0.1, 0.3, 0.5, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)
 LI_METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label", "frontier-stitching")
@@ -163,7 +163,7 @@ def main() -> None:
                       "width": args.width, "batch_size": args.gan_batch, "quiet": True}
             references = None
             if not args.no_calibration:  # the default population, as `modelproof protect` calibrates
-                from modelproof.references import train_references
+                from modelproof.references.population import train_references
 
                 references, seconds = train_references(splits.owner, owner_arch="lenet5", seed=0, quiet=False)
                 emit(results, {"table": "references", "dataset": ds, "count": len(references), "seconds": seconds})

@@ -19,8 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-from modelproof.evaluation.experiment_config import load_config
-from modelproof.evaluation.experiment_run import comparable, run_experiment
+from modelproof.experiments.config import load_config
+from modelproof.experiments.run import comparable, run_experiment
 
 
 def main() -> None:

@@ -27,9 +27,9 @@ import time
 import numpy as np
 from scipy import stats
 
-from modelproof.calibration import DEFAULT_REFERENCES, TAIL
-from modelproof.stats import default_p1, prediction_upper_bound
-from modelproof.verification import check_new_look
+from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL
+from modelproof.verification.stats import default_p1, prediction_upper_bound
+from modelproof.verification.verify import check_new_look
 
 
 def thresholds(n: int, p0: np.ndarray, level: float) -> np.ndarray:

@@ -49,13 +49,13 @@ from pathlib import Path
 import torch
 
 from modelproof.attacks.forgery import FORGERIES, make_forgery
-from modelproof.data import load_splits
-from modelproof.errors import ConfigError
-from modelproof.protection import PROTECTIONS, make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, evaluate, train_new
-from modelproof.calibration import Reference, calibrate
-from modelproof.verification import verify
+from modelproof.data.splits import load_splits
+from modelproof.util.errors import ConfigError
+from modelproof.protections.base import PROTECTIONS, make_protection
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.references.calibration import Reference, calibrate
+from modelproof.verification.verify import verify
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)
 SECRET = "forgery-mnist"

@@ -34,11 +34,11 @@ import httpx
 import numpy as np
 import torch
 
-from modelproof.data import load_splits
-from modelproof.modelfile import save_model
-from modelproof.serve import ServedModel, create_app
-from modelproof.suspects import HttpSuspect, QueriedSuspect, TorchSuspect
-from modelproof.training import TrainConfig, evaluate, train_new
+from modelproof.data.splits import load_splits
+from modelproof.models.modelfile import save_model
+from modelproof.serving.server import ServedModel, create_app
+from modelproof.suspects.local import HttpSuspect, QueriedSuspect, TorchSuspect
+from modelproof.models.training import TrainConfig, evaluate, train_new
 
 BATCH_SIZES = (1, 64)
 

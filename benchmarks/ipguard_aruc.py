@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from modelproof.data import Splits, load_splits
-from modelproof.evaluation.populations import LabelledSuspect, matching_rates, negative_suspects, positive_suspects
-from modelproof.metrics import aruc, separation_gap
-from modelproof.modelfile import load_model, save_model
-from modelproof.protection import make_protection
-from modelproof.training import TrainConfig, evaluate, train_new
+from modelproof.data.splits import Splits, load_splits
+from modelproof.experiments.populations import LabelledSuspect, matching_rates, negative_suspects, positive_suspects
+from modelproof.experiments.metrics import aruc, separation_gap
+from modelproof.models.modelfile import load_model, save_model
+from modelproof.protections.base import make_protection
+from modelproof.models.training import TrainConfig, evaluate, train_new
 
 INITS = ("TR", "TL", "RR", "RL")
 GRIDS: dict[str, tuple[str, str, tuple[float, ...]]] = {  # method -> (protection, parameter, values)
@@ -144,7 +144,7 @@ def report(name: str, suspects: list[LabelledSuspect], done: dict[str, dict], ou
     for m in methods:
         top = max(max(d["rates"][s.name] for s in neg) for d in done.values() if d["method"] == m)
         print(f"largest negative matching rate over the {m} grid: {top:.2f}")
-    from modelproof.evaluation.plots import plot_curves
+    from modelproof.experiments.plots import plot_curves
 
     curves = {f"{m}\n{lab.split(' ', 1)[-1] if ' ' in lab else ''}":
               ([done[lab]["rates"][s.name] for s in pos], [done[lab]["rates"][s.name] for s in neg])

@@ -27,11 +27,13 @@ import time
 import numpy as np
 import torch
 
-from modelproof.data import Dataset
-from modelproof.fingerprints.baselines import _cw_margin, targeted_fgsm
-from modelproof.fingerprints.ipguard import boundary_search, frozen, initial_points, learning_rate, per_point_search
+from modelproof.data.splits import Dataset
+from modelproof.protections.fingerprints.baselines import _cw_margin, targeted_fgsm
+from modelproof.protections.fingerprints.ipguard import (
+    boundary_search, frozen, initial_points, learning_rate, per_point_search,
+)
 from modelproof.models import build_model
-from modelproof.training import TrainConfig, evaluate, fit
+from modelproof.models.training import TrainConfig, evaluate, fit
 
 PAPER = {"IPGuard": 37.8, "CW-L2": 20006.3, "FGSM": 4.9, "Random": 0.0}
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from modelproof.stats import decision_threshold, default_p1, simulate_sequential
+from modelproof.verification.stats import decision_threshold, default_p1, simulate_sequential
 
 
 def naive_rate(p0: float, key_size: int, batch_size: int, alpha: float, runs: int, seed: int) -> float:

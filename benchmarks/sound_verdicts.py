@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from modelproof.data import load_splits
-from modelproof.errors import ModelproofError
-from modelproof.modelfile import load_model, save_model, weights_digest
-from modelproof.protection import PROTECTIONS, _discover, make_protection
-from modelproof.references import epochs_for, train_references
-from modelproof.safeguards import finalize_key
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, evaluate, train_new
-from modelproof.verification import verify
+from modelproof.data.splits import load_splits
+from modelproof.util.errors import ModelproofError
+from modelproof.models.modelfile import load_model, save_model, weights_digest
+from modelproof.protections.base import PROTECTIONS, _discover, make_protection
+from modelproof.references.population import epochs_for, train_references
+from modelproof.references.finalize import finalize_key
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.verification.verify import verify
 
 SETTINGS = {"digits": ("mlp", 16, TrainConfig(epochs=20, lr=0.003)),
             "mnist": ("lenet5", None, TrainConfig(epochs=2, lr=0.001))}

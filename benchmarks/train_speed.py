@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from modelproof.data import load_splits
-from modelproof.demo import DEMO_CONFIG, run_demo
-from modelproof.training import TrainConfig, evaluate, train_new
+from modelproof.data.splits import load_splits
+from modelproof.experiments.demo import DEMO_CONFIG, run_demo
+from modelproof.models.training import TrainConfig, evaluate, train_new
 
 
 def main() -> None:

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
-from modelproof.data import load_splits
+from modelproof.data.splits import load_splits
 from modelproof.models import build_model
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, evaluate, predict, train_new
-from modelproof.verification import verify
-from modelproof.watermarks import patterns
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, evaluate, predict, train_new
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks import patterns
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)
 SECRET = "trigger-mnist"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelproof.data import Splits, load_splits
-from modelproof.demo import DEMO_CONFIG
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, train_new
+from modelproof.data.splits import Splits, load_splits
+from modelproof.experiments.demo import DEMO_CONFIG
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, train_new
 
 # Tiny models gain nothing from a second thread, and oversubscribed threads make timings erratic.
 torch.set_num_threads(1)
@@ -45,7 +45,7 @@ def mlp16(digits16):
 @pytest.fixture(scope="session")
 def references16(digits16) -> list:
     """The reference population ``protect`` trains by default for the 16x16 MLP (never the negatives)."""
-    from modelproof.references import train_references
+    from modelproof.references.population import train_references
 
     return train_references(digits16.owner, owner_arch="mlp", seed=0)[0]
 

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from modelproof.attacks import ATTACKS
-from modelproof.cli import app
-from modelproof.modelfile import load_model, save_model
+from modelproof.cli.app import app
+from modelproof.models.modelfile import load_model, save_model
 
 runner = CliRunner()
 

@@ -14,11 +14,11 @@ from modelproof.attacks.filters import channel_widths, count_params
 from modelproof.attacks.pruning import zero_fraction
 from modelproof.attacks.quantization import is_dynamic_quantised
 from modelproof.attacks.saving import is_zoo_savable
-from modelproof.data import Dataset
-from modelproof.errors import ConfigError
-from modelproof.modelfile import export_onnx, load_model, save_model, weights_digest
+from modelproof.data.splits import Dataset
+from modelproof.util.errors import ConfigError
+from modelproof.models.modelfile import export_onnx, load_model, save_model, weights_digest
 from modelproof.models import build_model
-from modelproof.training import evaluate, predict
+from modelproof.models.training import evaluate, predict
 
 # The cheapest settings of every attack, for the tests that run them all.
 FAST = {

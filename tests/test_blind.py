@@ -12,18 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.cli import app
-from modelproof.data import Dataset, load_splits
-from modelproof.errors import ConfigError, KeyFileError
-from modelproof.keys import load_key
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect
-from modelproof.training import TrainConfig, evaluate, train_new
-from modelproof.verification import verify
-from modelproof.watermarks.blind import BlindWatermark, load_secret, save_secret
-from modelproof.watermarks.blind.logo import logo_from_file, make_logo
-from modelproof.watermarks.blind.networks import build_encoder, encode
-from modelproof.watermarks.embedding import key_accuracy
+from modelproof.cli.app import app
+from modelproof.data.splits import Dataset, load_splits
+from modelproof.util.errors import ConfigError, KeyFileError
+from modelproof.keys.key import load_key
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect
+from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks.blind import BlindWatermark, load_secret, save_secret
+from modelproof.protections.watermarks.blind.logo import logo_from_file, make_logo
+from modelproof.protections.watermarks.blind.networks import build_encoder, encode
+from modelproof.protections.watermarks.embedding import key_accuracy
 
 FAST = dict(secret="test", mode="finetune", epochs=16, key_fraction=0.03, batch_size=50, host_lr=0.05, width=8,
             delta=1.0)
@@ -193,9 +193,9 @@ def test_li_attacker_makes_as_many_blind_key_samples_as_clean_images(result, bas
 
 
 def test_a_collapsed_encoder_is_refused_with_one_line(splits) -> None:
-    from modelproof.watermarks.blind.watermark import check_not_collapsed
+    from modelproof.protections.watermarks.blind.watermark import check_not_collapsed
 
-    from modelproof.watermarks.blind.imperceptibility import imperceptibility
+    from modelproof.protections.watermarks.blind.imperceptibility import imperceptibility
 
     sources = splits.owner.images[:20]
     near, black = (sources + 0.01).clamp(0, 1), torch.zeros_like(sources)

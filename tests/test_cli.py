@@ -4,7 +4,7 @@ import pickle
 import pytest
 from typer.testing import CliRunner
 
-from modelproof.cli import app
+from modelproof.cli.app import app
 
 runner = CliRunner()
 
@@ -79,7 +79,7 @@ def test_user_errors_are_one_line(tmp_path):
 def test_demo_says_where_it_wrote_and_its_three_next_commands_work(demo_run):
     import shlex
 
-    from modelproof.demo import next_commands, written_lines
+    from modelproof.experiments.demo import next_commands, written_lines
 
     tmp_path, result = demo_run
     commands = result["next_commands"]

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from modelproof import __version__
-from modelproof.cli import app
-from modelproof.commands.common import data_folder, resolve_dataset
-from modelproof.modelfile import save_model
+from modelproof.cli.app import app
+from modelproof.cli.common import data_folder, resolve_dataset
+from modelproof.models.modelfile import save_model
 
 runner = CliRunner()
 
@@ -80,7 +80,7 @@ def test_protect_help_says_what_each_method_does():
 
 
 def test_attack_outputs_are_checked_before_the_work(model_files, monkeypatch):
-    import modelproof.commands.attack as attack_cmd
+    import modelproof.cli.attack as attack_cmd
 
     def never(*args, **kwargs):
         raise AssertionError("the attack ran before its output was checked")

@@ -7,12 +7,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.cli import app
-from modelproof.commitments import (CommitmentError, check_commitment, commitment_path, earliest_claim,
-                                    file_digest, read_commitment, timestamp_request, write_commitment)
-from modelproof.keys import OwnershipKey, save_key
-from modelproof.modelfile import load_model, save_model, weights_digest
-from modelproof.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
+from modelproof.cli.app import app
+from modelproof.keys.commitments import (
+    CommitmentError, check_commitment, commitment_path, earliest_claim, file_digest, read_commitment,
+    timestamp_request, write_commitment,
+)
+from modelproof.keys.key import OwnershipKey, save_key
+from modelproof.models.modelfile import load_model, save_model, weights_digest
+from modelproof.verification.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 
 runner = CliRunner()
 
@@ -66,7 +68,7 @@ def test_tampered_commitment_is_refused(tmp_path):
     with pytest.raises(CommitmentError, match="does not match its recorded digest") as err:
         read_commitment(path)
     assert "\n" not in str(err.value)
-    from modelproof.keys import canonical_json
+    from modelproof.keys.key import canonical_json
     import hashlib
     doc["body_sha256"] = hashlib.sha256(canonical_json(doc["commitment"])).hexdigest()  # digest redone too
     path.write_text(json.dumps(doc))

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modelproof.data import Dataset, concat, load_dataset, load_digits, load_splits, split_dataset
-from modelproof.errors import DataError
+from modelproof.data.splits import Dataset, concat, load_dataset, load_digits, load_splits, split_dataset
+from modelproof.util.errors import DataError
 
 
 def test_digits_is_float_nchw_in_unit_range():

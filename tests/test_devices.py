@@ -6,9 +6,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof import devices
-from modelproof.cli import app
-from modelproof.errors import ConfigError
+from modelproof.models import devices
+from modelproof.cli.app import app
+from modelproof.util.errors import ConfigError
 
 runner = CliRunner()
 
@@ -49,10 +49,10 @@ def test_cli_takes_threads_and_device(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_training_ipguard_and_verify_on_cuda(digits):
-    from modelproof.fingerprints.ipguard import boundary_search, frozen
-    from modelproof.suspects import TorchSuspect
-    from modelproof.training import TrainConfig, evaluate, train_new
-    from modelproof.verification import verify
+    from modelproof.protections.fingerprints.ipguard import boundary_search, frozen
+    from modelproof.suspects.local import TorchSuspect
+    from modelproof.models.training import TrainConfig, evaluate, train_new
+    from modelproof.verification.verify import verify
 
     devices.configure("cuda", 1)
     try:
@@ -64,7 +64,7 @@ def test_training_ipguard_and_verify_on_cuda(digits):
         with frozen(model):
             result = boundary_search(model, x0, i, j, k=1.0, lr=0.01, max_iter=50)
         assert result.points.device.type == "cpu" and result.points.shape == x0.shape
-        from modelproof.keys import key_from_model
+        from modelproof.keys.key import key_from_model
 
         key = key_from_model(model, digits.test.images[:50], method="test", null_match_prob=0.5, null_source="test")
         assert verify(key, TorchSuspect(model)).decision == "owned"
@@ -73,7 +73,7 @@ def test_training_ipguard_and_verify_on_cuda(digits):
 
 
 def test_commands_not_yet_device_clean_refuse_a_gpu_in_one_line(tmp_path, monkeypatch):
-    from modelproof.modelfile import save_model
+    from modelproof.models.modelfile import save_model
     from modelproof.models import build_model
 
     save_model(build_model("mlp", 10, (1, 8, 8)), tmp_path / "m.safetensors", dataset="digits")

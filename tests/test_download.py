@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelproof import download, loaders
-from modelproof.data import load_dataset
-from modelproof.errors import DataError
+from modelproof.data import download, loaders
+from modelproof.data.splits import load_dataset
+from modelproof.util.errors import DataError
 
 
 class _Handler(SimpleHTTPRequestHandler):

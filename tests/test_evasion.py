@@ -13,12 +13,12 @@ from modelproof.attacks.evasion import GRADCAM, SALIENCY, HeatmapExplainer, buil
 from modelproof.attacks.evasion.metrics import flag_rate, pirate_report
 from modelproof.attacks.evasion.pirate import surrogate_split
 from modelproof.attacks.saving import save_attacked
-from modelproof.cli import app
-from modelproof.errors import ConfigError
-from modelproof.modelfile import load_model, save_model, weights_digest
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect
-from modelproof.training import TrainConfig, predict, train_new
+from modelproof.cli.app import app
+from modelproof.util.errors import ConfigError
+from modelproof.models.modelfile import load_model, save_model, weights_digest
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect
+from modelproof.models.training import TrainConfig, predict, train_new
 
 QUICK = dict(tau=0.0, epochs=60, width=0.25)  # small DCGANs, flag above the largest surrogate score
 
@@ -85,8 +85,8 @@ def test_unflagged_answers_are_the_stolen_models_and_flagged_ones_are_seeded(pir
 
 
 def test_save_load_serve_round_trip(pirate, protected, tmp_path) -> None:
-    from modelproof.serve import create_app
-    from modelproof.suspects_http import HttpSuspect
+    from modelproof.serving.server import create_app
+    from modelproof.suspects.http.client import HttpSuspect
     from servers import running
 
     pirated, _, rest = pirate
@@ -105,7 +105,7 @@ def test_save_load_serve_round_trip(pirate, protected, tmp_path) -> None:
 
 
 def test_pirate_cannot_be_onnx(pirate, tmp_path) -> None:
-    from modelproof.errors import ModelFileError
+    from modelproof.util.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match="ONNX"):
         save_attacked(pirate[0], tmp_path / "p.onnx", attack="pirate")
@@ -182,7 +182,7 @@ def test_li_detectors_see_visible_triggers(protected, digits16) -> None:
 
 
 def test_evasion_row_verifies_protected_and_pirated_models(trained_cnn, digits) -> None:
-    from modelproof.evaluation.evasion import evasion_row
+    from modelproof.experiments.evasion import evasion_row
 
     surrogate, rest = surrogate_split(digits.test, 0.5, seed=0)
     row = evasion_row("random-fingerprint", trained_cnn, digits.owner, surrogate, rest, params={"points": 20},
@@ -195,8 +195,8 @@ def test_evasion_row_verifies_protected_and_pirated_models(trained_cnn, digits) 
 
 
 def test_evasion_row_calibrates_keys_on_references(trained_cnn, digits) -> None:
-    from modelproof.evaluation.evasion import evasion_row
-    from modelproof.references import train_references
+    from modelproof.experiments.evasion import evasion_row
+    from modelproof.references.population import train_references
 
     surrogate, rest = surrogate_split(digits.test, 0.5, seed=0)
     references, _ = train_references(digits.owner, count=4, seed=0)

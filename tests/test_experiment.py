@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from modelproof.errors import ConfigError
-from modelproof.evaluation import experiment_jobs
-from modelproof.evaluation.experiment_config import parse_config
-from modelproof.evaluation.experiment_payoff import payoff_cells, protection_summaries, roc
-from modelproof.evaluation.experiment_run import comparable, run_experiment
+from modelproof.util.errors import ConfigError
+from modelproof.experiments import jobs as experiment_jobs
+from modelproof.experiments.config import parse_config
+from modelproof.experiments.payoff import payoff_cells, protection_summaries, roc
+from modelproof.experiments.run import comparable, run_experiment
 
 TINY = """
 [experiment]
@@ -96,7 +96,7 @@ def test_grid_expands_sweeps_and_all():
     from modelproof.attacks.forgery import FORGERIES
 
     assert {a.name for a in everything.attacks} == set(ATTACKS) | set(FORGERIES) | {"none"}
-    kinds = {c.attack.name: c.attack_kind for c in __import__("modelproof.evaluation.experiment_plan",
+    kinds = {c.attack.name: c.attack_kind for c in __import__("modelproof.experiments.plan",
                                                                fromlist=["plan"]).plan(everything)[1]}
     assert kinds["pirate"] == "evasion" and kinds["forge-pattern-reuse"] == "forgery" and kinds["svd"] == "removal"
 
@@ -134,7 +134,7 @@ def test_evasion_and_forgery_cells(tmp_path):
         assert forged["attack_queries"] > 0 and forged["accuracy_after"] == forged["accuracy_before"]
         assert forged["fpr"] is None and pos[(prot, "none")]["fpr"] is None
     # each forgery cell verified the counterfeiter's own key, cached beside its attack entry
-    from modelproof.keys import load_key
+    from modelproof.keys.key import load_key
 
     forged_keys = [load_key(p) for p in sorted((tmp_path / "cache" / "attack").glob("*.mpkey"))]
     assert sorted(k.method for k in forged_keys) == ["forge-adversarial"] * 2 + ["forge-pattern-reuse"] * 2
@@ -182,7 +182,7 @@ def test_rerun_computes_nothing_and_param_change_recomputes_dependents(tiny_run,
 def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from modelproof.cli import app
+    from modelproof.cli.app import app
 
     original = experiment_jobs.RUNNERS["cell"]
 

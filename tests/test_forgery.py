@@ -13,14 +13,14 @@ import torch
 from typer.testing import CliRunner
 
 from modelproof.attacks.forgery import FORGERIES, make_forgery, nearest_sources
-from modelproof.cli import app
-from modelproof.commitments import CommitmentError, check_commitment, earliest_claim, write_commitment
-from modelproof.errors import ConfigError
-from modelproof.keys import save_key
-from modelproof.modelfile import save_model, weights_digest
-from modelproof.protection import make_protection
-from modelproof.suspects import QueriedSuspect, TorchSuspect
-from modelproof.verification import verify
+from modelproof.cli.app import app
+from modelproof.keys.commitments import CommitmentError, check_commitment, earliest_claim, write_commitment
+from modelproof.util.errors import ConfigError
+from modelproof.keys.key import save_key
+from modelproof.models.modelfile import save_model, weights_digest
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import QueriedSuspect, TorchSuspect
+from modelproof.verification.verify import verify
 
 SEEDS = (0, 1, 2)
 

@@ -9,17 +9,17 @@ import torch
 from scipy.stats import binom
 from typer.testing import CliRunner
 
-from modelproof.adversarial import NORMS, fgsm, normalised_direction, perturbation_norm
-from modelproof.calibration import Reference, calibrate
-from modelproof.cli import app
-from modelproof.errors import ConfigError
-from modelproof.keys import load_key
-from modelproof.modelfile import save_model, weights_digest
-from modelproof.protection import PROTECTIONS, make_protection
-from modelproof.suspects import TorchSuspect, train_random_forest
-from modelproof.training import TrainConfig, evaluate, predict, train_new
-from modelproof.verification import verify
-from modelproof.watermarks.frontier import NULL_MATCH_PROB, FrontierStitching, build_key
+from modelproof.protections.adversarial import NORMS, fgsm, normalised_direction, perturbation_norm
+from modelproof.references.calibration import Reference, calibrate
+from modelproof.cli.app import app
+from modelproof.util.errors import ConfigError
+from modelproof.keys.key import load_key
+from modelproof.models.modelfile import save_model, weights_digest
+from modelproof.protections.base import PROTECTIONS, make_protection
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.models.training import TrainConfig, evaluate, predict, train_new
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, FrontierStitching, build_key
 
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
 # eps = 0.25 (the paper's default) is large enough on 8x8 digits that independent models do not match

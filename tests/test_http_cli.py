@@ -20,12 +20,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.cli import app
-from modelproof.keys import key_from_model, save_key
-from modelproof.modelfile import save_model
-from modelproof.serve import create_app
-from modelproof.suspects import HttpSuspect
-from modelproof.training import TrainConfig, train_new
+from modelproof.cli.app import app
+from modelproof.keys.key import key_from_model, save_key
+from modelproof.models.modelfile import save_model
+from modelproof.serving.server import create_app
+from modelproof.suspects.local import HttpSuspect
+from modelproof.models.training import TrainConfig, train_new
 from servers import Reply, flat_label_app, guarded, running, scripted_app
 
 runner = CliRunner()

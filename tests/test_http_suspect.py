@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from modelproof.errors import ConfigError, SuspectError
-from modelproof.modelfile import save_model
-from modelproof.serve import create_app
-from modelproof.suspects import BudgetExhausted, HttpSuspect, QueriedSuspect, open_suspect
-from modelproof.training import predict
+from modelproof.util.errors import ConfigError, SuspectError
+from modelproof.models.modelfile import save_model
+from modelproof.serving.server import create_app
+from modelproof.suspects.local import BudgetExhausted, HttpSuspect, QueriedSuspect, open_suspect
+from modelproof.models.training import predict
 from servers import Reply, free_port_url, running, scripted_app, v2_batch, v2_labels
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5.0}

@@ -8,17 +8,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.errors import ConfigError
-from modelproof.fingerprints.baselines import (CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint,
-                                               cw_l2, targeted_igsm)
-from modelproof.fingerprints.ipguard import (IPGuard, boundary_loss, boundary_search, frozen, initial_points,
-                                             learning_rate, per_point_search)
-from modelproof.keys import load_key
-from modelproof.modelfile import save_model, weights_digest
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect
-from modelproof.training import TrainConfig, predict, train_new
-from modelproof.verification import verify
+from modelproof.util.errors import ConfigError
+from modelproof.protections.fingerprints.baselines import (
+    CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint, cw_l2, targeted_igsm,
+)
+from modelproof.protections.fingerprints.ipguard import (
+    IPGuard, boundary_loss, boundary_search, frozen, initial_points, learning_rate, per_point_search,
+)
+from modelproof.keys.key import load_key
+from modelproof.models.modelfile import save_model, weights_digest
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect
+from modelproof.models.training import TrainConfig, predict, train_new
+from modelproof.verification.verify import verify
 
 K = 1.0
 
@@ -163,7 +165,7 @@ def test_igsm_stays_in_its_ball_and_cw_reaches_its_confidence(digits, trained_cn
 
 
 def test_cli_writes_key_and_leaves_model(tmp_path, trained_cnn):
-    from modelproof.cli import app
+    from modelproof.cli.app import app
 
     path = save_model(trained_cnn, tmp_path / "cnn.safetensors", dataset="digits")
     raw = path.read_bytes()

@@ -8,12 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from modelproof.errors import KeyFileError
-from modelproof.keys import (FORMAT, FORMAT_VERSION, META_KEY, OwnershipKey, canonical_json, is_encrypted,
-                             key_from_model, load_key, save_key)
-from modelproof.modelfile import weights_digest
+from modelproof.util.errors import KeyFileError
+from modelproof.keys.key import (
+    FORMAT, FORMAT_VERSION, META_KEY, OwnershipKey, canonical_json, is_encrypted, key_from_model, load_key, save_key,
+)
+from modelproof.models.modelfile import weights_digest
 from modelproof.models import build_model
-from modelproof.training import predict
+from modelproof.models.training import predict
 
 DIGEST = "ab" * 32
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modelproof import loaders
-from modelproof.data import load_dataset
-from modelproof.errors import DataError
+from modelproof.data import loaders
+from modelproof.data.splits import load_dataset
+from modelproof.util.errors import DataError
 
 RNG = np.random.default_rng(0)
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from modelproof.errors import ConfigError
-from modelproof.metrics import (aruc, auc, matching_rate, robustness_curve, separation_gap, thresholds,
-                                uniqueness_curve)
+from modelproof.util.errors import ConfigError
+from modelproof.experiments.metrics import (
+    aruc, auc, matching_rate, robustness_curve, separation_gap, thresholds, uniqueness_curve,
+)
 
 
 def test_matching_rate():
@@ -76,7 +77,7 @@ def test_bad_rates():
 
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
-    from modelproof.evaluation.plots import plot_curves
+    from modelproof.experiments.plots import plot_curves
 
     path = plot_curves({"IPGuard": ([1.0, 0.9], [0.0, 0.1]), "FGSM": ([0.7, 0.5], [0.6, 0.2])},
                        tmp_path / "curves.png", title="test")

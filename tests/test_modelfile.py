@@ -3,8 +3,8 @@ import pickle
 import pytest
 import torch
 
-from modelproof.errors import ModelFileError
-from modelproof.modelfile import export_onnx, load_model, read_model_file, save_model, weights_digest
+from modelproof.util.errors import ModelFileError
+from modelproof.models.modelfile import export_onnx, load_model, read_model_file, save_model, weights_digest
 from modelproof.models import build_model
 
 
@@ -71,7 +71,7 @@ def test_onnx_export_matches_torch(trained_cnn, tmp_path):
 
 def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
     # A header length of 0x80 + 256*k puts byte 0x80 first; the file is still safetensors.
-    from modelproof.modelfile import looks_like_pickle
+    from modelproof.models.modelfile import looks_like_pickle
 
     assert looks_like_pickle(pickle.dumps({"a": 1}))
     raw = (0x80).to_bytes(8, "little") + b"{" + b" " * 0x7F

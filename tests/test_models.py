@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelproof.errors import ConfigError
+from modelproof.util.errors import ConfigError
 from modelproof.models import (
     ARCHITECTURES,
     ZooModel,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelproof.demo import DEMO_CONFIG
-from modelproof.errors import ConfigError
-from modelproof.modelfile import load_model, save_model
+from modelproof.experiments.demo import DEMO_CONFIG
+from modelproof.util.errors import ConfigError
+from modelproof.models.modelfile import load_model, save_model
 from modelproof.models import build_model
-from modelproof.protection import make_protection
-from modelproof.suspects import TorchSuspect
-from modelproof.training import evaluate, predict, train_new
-from modelproof.verification import verify
-from modelproof.watermarks.new_label import NewLabel, OriginalClasses, extend_head, predict_original
+from modelproof.protections.base import make_protection
+from modelproof.suspects.local import TorchSuspect
+from modelproof.models.training import evaluate, predict, train_new
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks.new_label import NewLabel, OriginalClasses, extend_head, predict_original
 
 
 

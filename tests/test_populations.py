@@ -7,10 +7,9 @@ from fractions import Fraction
 import pytest
 import torch
 
-from modelproof.evaluation.populations import (NEGATIVE, POSITIVE, matching_rates, negative_suspects,
-                                               positive_suspects)
-from modelproof.modelfile import weights_digest
-from modelproof.training import TrainConfig, evaluate
+from modelproof.experiments.populations import NEGATIVE, POSITIVE, matching_rates, negative_suspects, positive_suspects
+from modelproof.models.modelfile import weights_digest
+from modelproof.models.training import TrainConfig, evaluate
 
 pytest.importorskip("torch_pruning")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelproof import progress
+from modelproof.util import progress
 
 
 def test_silent_when_not_a_terminal_but_steps_are_counted(capsys):

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from modelproof.cli import app
-from modelproof.keys import load_key
-from modelproof.modelfile import load_model, save_model
+from modelproof.cli.app import app
+from modelproof.keys.key import load_key
+from modelproof.models.modelfile import load_model, save_model
 
 runner = CliRunner()
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.cli import app as cli
-from modelproof.errors import ConfigError, ModelFileError
-from modelproof.modelfile import export_onnx, save_model
-from modelproof.serve import create_app
-from modelproof.training import logits, predict
+from modelproof.cli.app import app as cli
+from modelproof.util.errors import ConfigError, ModelFileError
+from modelproof.models.modelfile import export_onnx, save_model
+from modelproof.serving.server import create_app
+from modelproof.models.training import logits, predict
 from servers import free_port_url, running
 
 
@@ -159,7 +159,7 @@ def test_cli_serves_until_stopped(model_file, digits, trained_cnn):
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
             time.sleep(0.1)
-        from modelproof.suspects import open_suspect
+        from modelproof.suspects.local import open_suspect
 
         x = digits.test.images[:16]
         assert torch.equal(open_suspect(f"{url}/v2/models/net").predict(x), predict(trained_cnn, x))

@@ -13,18 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof import keys as keys_module
-from modelproof.cli import app
-from modelproof.data import Dataset
-from modelproof.errors import ConfigError, KeyFileError
-from modelproof.fingerprints.ipguard import IPGuard
-from modelproof.keys import OwnershipKey, key_from_model, load_key, save_key
-from modelproof.modelfile import export_onnx, save_model
-from modelproof.protection import make_protection
-from modelproof.report import summary
-from modelproof.suspects import QueriedSuspect, TorchSuspect
-from modelproof.verification import verify
-from modelproof.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
+from modelproof.keys import key as keys_module
+from modelproof.cli.app import app
+from modelproof.data.splits import Dataset
+from modelproof.util.errors import ConfigError, KeyFileError
+from modelproof.protections.fingerprints.ipguard import IPGuard
+from modelproof.keys.key import OwnershipKey, key_from_model, load_key, save_key
+from modelproof.models.modelfile import export_onnx, save_model
+from modelproof.protections.base import make_protection
+from modelproof.verification.report import summary
+from modelproof.suspects.local import QueriedSuspect, TorchSuspect
+from modelproof.verification.verify import verify
+from modelproof.protections.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
 
 runner = CliRunner()
 
@@ -223,7 +223,7 @@ def test_embedding_choices_ignore_the_test_split(mlp16, digits16):
 
 # 14. A failed ONNX export leaves no temporary file behind.
 def test_failed_onnx_export_leaves_nothing(mlp16, tmp_path, monkeypatch):
-    from modelproof import modelfile
+    from modelproof.models import modelfile
 
     def broken(*args, **kwargs):
         raise RuntimeError("parity check failed")

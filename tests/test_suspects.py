@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from modelproof.errors import ConfigError, ModelFileError, SuspectError
-from modelproof.modelfile import export_onnx, save_model, weights_digest
-from modelproof.suspects import (BudgetExhausted, OnnxSuspect, QueriedSuspect, SklearnSuspect, Suspect, TorchSuspect,
-                                 open_suspect, train_random_forest)
-from modelproof.training import predict
+from modelproof.util.errors import ConfigError, ModelFileError, SuspectError
+from modelproof.models.modelfile import export_onnx, save_model, weights_digest
+from modelproof.suspects.local import (
+    BudgetExhausted, OnnxSuspect, QueriedSuspect, SklearnSuspect, Suspect, TorchSuspect, open_suspect,
+    train_random_forest,
+)
+from modelproof.models.training import predict
 
 
 class Fake:

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from modelproof.errors import ConfigError
+from modelproof.util.errors import ConfigError
 from modelproof.models import build_model
-from modelproof.training import TrainConfig, evaluate, fit, predict, train_new
+from modelproof.models.training import TrainConfig, evaluate, fit, predict, train_new
 
 
 def test_small_cnn_learns_digits(trained_cnn, digits):

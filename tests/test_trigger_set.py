@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelproof.errors import ConfigError, ModelproofError
+from modelproof.util.errors import ConfigError, ModelproofError
 from modelproof.models import build_model
-from modelproof.protection import PROTECTIONS, make_protection
-from modelproof.suspects import TorchSuspect
-from modelproof.training import evaluate
-from modelproof.calibration import calibrate
-from modelproof.verification import can_prove, verify
-from modelproof.watermarks import patterns, trigger_set  # noqa: F401  (registers the methods)
+from modelproof.protections.base import PROTECTIONS, make_protection
+from modelproof.suspects.local import TorchSuspect
+from modelproof.models.training import evaluate
+from modelproof.references.calibration import calibrate
+from modelproof.verification.verify import can_prove, verify
+from modelproof.protections.watermarks import patterns, trigger_set
 
 METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi")
 

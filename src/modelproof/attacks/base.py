@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..data import Dataset
-from ..errors import ConfigError
-from ..modelfile import weights_digest
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
+from ..models.modelfile import weights_digest
 
 KINDS = ("int", "float", "bool", "str", "rate", "floats")
 

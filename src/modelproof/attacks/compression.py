@@ -22,8 +22,8 @@ import copy
 import torch
 from torch import nn
 
-from ..data import Dataset
-from ..errors import ConfigError
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
 from ..models import last_linear
 from .base import AttackLog, Param
 from .filters import count_params

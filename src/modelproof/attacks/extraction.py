@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import Dataset
-from ..errors import ConfigError
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
 from ..models import ARCHITECTURES, build_model
-from ..progress import phase, report
-from ..training import logits
+from ..util.progress import phase, report
+from ..models.training import logits
 from .base import Attack, AttackLog, Param, check_choice, check_positive
 
 ANSWERS = ("labels", "probabilities")

@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..data import Dataset
+from ..data.splits import Dataset
 from ..models import last_linear
 from .base import Attack, AttackLog, Param, check_choice, check_positive, check_rate
 from .tuning import LABELS, labelled, train_layers

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adversarial import check_eps, check_norm, fgsm
-from ..data import Dataset, concat
-from ..errors import ConfigError
+from ..protections.adversarial import check_eps, check_norm, fgsm
+from ..data.splits import Dataset, concat
+from ..util.errors import ConfigError
 from .base import Attack, AttackLog, Param, check_positive
 from .tuning import train_layers
 

@@ -23,9 +23,9 @@ from abc import abstractmethod
 from torch import nn
 from torch.nn.utils import prune
 
-from ..data import Dataset
-from ..errors import ConfigError
-from ..training import evaluate
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
+from ..models.training import evaluate
 from .base import Attack, AttackLog, Param, check_positive, check_rate, check_sweep, prunable_layers
 from .tuning import holdout_split, search_strength, train_layers
 

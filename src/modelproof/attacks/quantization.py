@@ -19,7 +19,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..data import Dataset
+from ..data.splits import Dataset
 from .base import Attack, AttackLog, Param, check_choice, prunable_layers
 
 MODES = ("dynamic", "weights")

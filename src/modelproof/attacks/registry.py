@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 from .base import Attack, Param
 from .compression import SVDCompression
 from .extraction import Extraction

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ..data import Dataset, Splits
-from ..errors import ConfigError
-from ..training import evaluate
+from ..data.splits import Dataset, Splits
+from ..util.errors import ConfigError
+from ..models.training import evaluate
 from .base import Attack
 
 

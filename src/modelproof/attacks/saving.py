@@ -13,8 +13,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import ModelFileError
-from ..modelfile import export_onnx, save_model
+from ..util.errors import ModelFileError
+from ..models.modelfile import export_onnx, save_model
 from .quantization import is_dynamic_quantised
 
 

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..data import Dataset
-from ..errors import ConfigError
-from ..progress import report
-from ..training import TrainConfig, evaluate, fit, predict
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
+from ..util.progress import report
+from ..models.training import TrainConfig, evaluate, fit, predict
 from .base import AttackLog
 
 LABELS = ("true", "victim")

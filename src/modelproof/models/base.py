@@ -52,7 +52,7 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
         return "head", head
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not found:
-        from ..errors import ConfigError
+        from ..util.errors import ConfigError
 
         raise ConfigError(f"model {type(model).__name__} has no nn.Linear layer to act as its classifier head")
     return found[-1]

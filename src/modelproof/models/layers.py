@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 
 
 def require_min_side(arch: str, input_shape: Sequence[int], minimum: int) -> None:

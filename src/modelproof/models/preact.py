@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 from .base import ZooModel
 from .layers import global_pool
 

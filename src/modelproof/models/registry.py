@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import check_int
-from ..errors import ConfigError
+from ..util.checks import check_int
+from ..util.errors import ConfigError
 from . import dpn, googlenet, mobilenet, preact, resnet, small, vgg
 from .base import ZooModel
 from .layers import require_min_side
@@ -156,7 +156,7 @@ def build_model(name: str, num_classes: int, input_shape: Sequence[int], *, seed
         model = spec.factory(shape, num_classes, mean_, std_, **options)
     model.arch = arch
     model.arch_kwargs = dict(options)
-    from ..devices import default_device
+    from .devices import default_device
 
     return model.to(default_device())
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..util.errors import ConfigError
 from .base import ZooModel
 from .layers import flat_size, require_min_side
 

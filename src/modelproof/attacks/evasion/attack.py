@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ...data import Dataset
+from ...data.splits import Dataset
 from ..base import Attack, AttackLog, Param, check_positive
 from .pirate import build_pirate, check_tau
 

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...data import Dataset
-from ...errors import ConfigError
-from ...keys import OwnershipKey
+from ...data.splits import Dataset
+from ...util.errors import ConfigError
+from ...keys.key import OwnershipKey
 from ..base import check_choice
 from .dcgan import init_linear
 
@@ -39,8 +39,8 @@ SIZE_PARAMS = ("key_size", "points")  # the constructor argument that sets how m
 
 def attacker_key_samples(key: OwnershipKey, stolen: nn.Module, data: Dataset, n: int, *, seed: int = 0) -> torch.Tensor:
     """``n`` (or fewer) key inputs made by ``key.method`` with the owner's parameters and the attacker's secret."""
-    from ...protection import PROTECTIONS, _discover
-    from ...watermarks.trigger_set import TriggerSet
+    from ...protections.base import PROTECTIONS, _discover
+    from ...protections.watermarks.trigger_set import TriggerSet
 
     _discover()
     if key.method not in PROTECTIONS:

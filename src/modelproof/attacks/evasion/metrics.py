@@ -12,8 +12,8 @@ import time
 import torch
 from torch import nn
 
-from ...data import Dataset
-from ...training import evaluate
+from ...data.splits import Dataset
+from ...models.training import evaluate
 from .pirate import PiratedModel
 
 

@@ -24,9 +24,9 @@ import time
 import torch
 from torch import nn
 
-from ...data import Dataset
-from ...errors import ConfigError
-from ...progress import progress_bar
+from ...data.splits import Dataset
+from ...util.errors import ConfigError
+from ...util.progress import progress_bar
 from .dcgan import Discriminator, real_loss, train_dcgan
 from .heatmaps import HeatmapExplainer
 

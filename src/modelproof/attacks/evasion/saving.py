@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ...errors import ConfigError, ModelFileError
-from ...modelfile import META_KEY, ModelRecord, atomic_write_bytes
+from ...util.errors import ConfigError, ModelFileError
+from ...models.modelfile import META_KEY, ModelRecord, atomic_write_bytes
 from .dcgan import Discriminator
 from .pirate import PiratedModel
 
@@ -51,7 +51,7 @@ def save_pirate(pirate: PiratedModel, path: str | Path, *, dataset: str = "", ex
 
 def load_pirate(record: ModelRecord, state: dict[str, torch.Tensor], source: str | Path) -> PiratedModel:
     """Rebuild the pirated model of a file whose record says ``arch: pirate`` (weights loaded strictly)."""
-    from ...modelfile import _resize_to_state
+    from ...models.modelfile import _resize_to_state
     from ...models import build_from_record
 
     info = record.extra.get("pirate")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import ConfigError
+from ...util.errors import ConfigError
 from .ambiguity import AdversarialAmbiguity, BlackBoxBoundary, BoundaryAmbiguity
 from .encoder import IndependentEncoder
 from .base import ACCESS, Counterfeiter, Forgery, ForgeryOutcome, majority_label

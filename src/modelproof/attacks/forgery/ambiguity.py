@@ -27,11 +27,11 @@ from typing import ClassVar
 
 import torch
 
-from ...checks import check_int
-from ...errors import ConfigError
-from ...fingerprints.baselines import targeted_igsm
-from ...fingerprints.ipguard import IPGuard, frozen, learning_rate
-from ...keys import OwnershipKey
+from ...util.checks import check_int
+from ...util.errors import ConfigError
+from ...protections.fingerprints.baselines import targeted_igsm
+from ...protections.fingerprints.ipguard import IPGuard, frozen, learning_rate
+from ...keys.key import OwnershipKey
 from ..base import Param, check_positive, check_rate
 from .base import KEY_SIZE, Counterfeiter, Forgery
 

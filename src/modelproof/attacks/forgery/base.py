@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ...data import Dataset
-from ...errors import ConfigError
-from ...keys import OwnershipKey
-from ...modelfile import weights_digest
+from ...data.splits import Dataset
+from ...util.errors import ConfigError
+from ...keys.key import OwnershipKey
+from ...models.modelfile import weights_digest
 from ..base import Param, declared_params
 
 ACCESS = ("white-box", "queries", "intercepted")
@@ -101,7 +101,7 @@ class Forgery(ABC):
     def perform(self, model_or_suspect: Any, attacker_data: Dataset, intercepted: torch.Tensor | None = None, *,
                 seed: int = 0) -> ForgeryOutcome:
         """Check the threat model, forge, and return the key with the queries and seconds it cost."""
-        from ...suspects import QueriedSuspect, TorchSuspect
+        from ...suspects.local import QueriedSuspect, TorchSuspect
 
         if not isinstance(attacker_data, Dataset) or len(attacker_data) == 0:
             raise ConfigError(f"attacker_data must be a non-empty modelproof Dataset, got {type(attacker_data).__name__}")

@@ -17,14 +17,14 @@ from typing import ClassVar
 
 import torch
 
-from ...checks import check_int
-from ...errors import ConfigError
-from ...keys import OwnershipKey
+from ...util.checks import check_int
+from ...util.errors import ConfigError
+from ...keys.key import OwnershipKey
 from ...models import build_model
-from ...training import TrainConfig, train_new
-from ...watermarks.embedding import check_mode
-from ...watermarks.blind import BlindWatermark
-from ...watermarks.blind.joint import LossWeights
+from ...models.training import TrainConfig, train_new
+from ...protections.watermarks.embedding import check_mode
+from ...protections.watermarks.blind import BlindWatermark
+from ...protections.watermarks.blind.joint import LossWeights
 from ..base import Param, check_positive, check_rate
 from .base import Counterfeiter, Forgery
 

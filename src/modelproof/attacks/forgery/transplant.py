@@ -34,9 +34,9 @@ from typing import ClassVar
 
 import torch
 
-from ...checks import check_int
-from ...errors import ConfigError
-from ...keys import OwnershipKey
+from ...util.checks import check_int
+from ...util.errors import ConfigError
+from ...keys.key import OwnershipKey
 from ..base import Param, check_choice, check_rate
 from .base import KEY_SIZE, Counterfeiter, Forgery, majority_label
 

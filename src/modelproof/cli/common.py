@@ -1,0 +1,196 @@
+"""What every command shares: user-error handling, JSON or human output, dataset options.
+
+:func:`dataset_from_model` makes a model file's own dataset and image size the default of a command that
+takes ``--model`` (a mismatch with ``--dataset`` is a one-line error unless ``--force-dataset``), and
+``MODELPROOF_DATA`` the default data folder.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..util.errors import ConfigError, ModelproofError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", help="digits (bundled), mnist, fashion-mnist, cifar10, "
+                                                "cifar100, npz, folder; default: the --model file's own, else digits")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder holding the dataset's files (not needed for "
+                                                 "digits); default: $MODELPROOF_DATA/DATASET, else $MODELPROOF_DATA.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch intra-op threads (default: OMP_NUM_THREADS, "
+                                               "else half the CPUs, 1 to 4).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu (default), cuda, mps, or auto (cuda when available).")]
+ForceDatasetOpt = Annotated[bool, typer.Option("--force-dataset", help="Use --dataset even where the model file "
+                                               "records another dataset.")]
+SizeOpt = Annotated[int | None, typer.Option("--size", help="Resize images to SIZE x SIZE.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and training.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
+    """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
+
+    The command runs inside the one progress line (:func:`modelproof.progress.task`, on a terminal only,
+    never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
+    """
+    if fn is None:
+        return functools.partial(user_errors, progress=progress)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..util.progress import task
+
+        try:
+            if not progress:
+                return fn(*args, **kwargs)
+            quiet = bool(kwargs.get("quiet", False)) or QUIET[0]
+            with task(_command_path(), quiet=quiet):
+                return fn(*args, **kwargs)
+        except ModelproofError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+QUIET = [False]  # set by the top-level ``modelproof --quiet``
+
+
+def _command_path() -> str:
+    """``modelproof GROUP COMMAND`` as typed (the words before the first option), for the progress line."""
+    words = []
+    for arg in sys.argv[1:3]:
+        if arg.startswith("-"):
+            break
+        words.append(arg)
+    return " ".join(["modelproof", *words])
+
+
+def emit(result: dict, as_json: bool, lines: list[str]) -> None:
+    """Print ``result`` as JSON, or the human-readable ``lines``."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    else:
+        for line in lines:
+            typer.echo(line)
+
+
+def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | None) -> str | None:
+    """The passphrase for the key at ``path``: given, read from a file, or asked for on a terminal.
+
+    Nothing is asked for a plain key; an encrypted one without a passphrase and no terminal is left
+    to ``load_key``, whose error says to pass one.
+    """
+    from ..keys.key import is_encrypted
+
+    passphrase = read_passphrase(passphrase, passphrase_file)
+    if passphrase is None and Path(path).is_file() and is_encrypted(path) and sys.stdin.isatty():
+        passphrase = typer.prompt(f"passphrase of {path}", hide_input=True)
+    return passphrase
+
+
+def read_passphrase(passphrase: str | None, passphrase_file: Path | None) -> str | None:
+    """The passphrase from the option/environment, or the first line of ``passphrase_file``."""
+    if passphrase_file is None:
+        return passphrase
+    if passphrase is not None:
+        raise ConfigError("give either --passphrase (or MODELPROOF_PASSPHRASE) or --passphrase-file, not both")
+    try:
+        text = Path(passphrase_file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the passphrase file {passphrase_file}: {exc.strerror}") from None
+    if not text or not text[0]:
+        raise ConfigError(f"the passphrase file {passphrase_file} is empty")
+    return text[0]
+
+
+def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
+    """``data_dir``, else ``$MODELPROOF_DATA/<dataset>`` when that folder exists, else ``$MODELPROOF_DATA``."""
+    if data_dir is not None or dataset == "digits" or not os.environ.get("MODELPROOF_DATA"):
+        return data_dir
+    root = Path(os.environ["MODELPROOF_DATA"])
+    return root / dataset if (root / dataset).is_dir() else root
+
+
+def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | None, size: int | None,
+                    force: bool = False) -> tuple[str, Path | None, int | None]:
+    """(dataset, data folder, size) for a command: the model file's record by default, digits without one."""
+    from ..models.modelfile import read_model_file
+
+    recorded, recorded_size = "", None
+    if model is not None and Path(model).suffix.lower() == ".safetensors":
+        record, _ = read_model_file(model)
+        recorded = record.dataset
+        recorded_size = record.extra.get("size") or record.input_shape[-1]
+    if dataset is not None and recorded and dataset != recorded and not force:
+        raise ConfigError(f"{model} was trained on {recorded!r}, not {dataset!r}: omit --dataset to use "
+                          f"{recorded}, or pass --force-dataset")
+    name = dataset or recorded or "digits"
+    if size is None and recorded and name == recorded:
+        size = int(recorded_size) if recorded_size else None
+    return name, data_folder(name, data_dir), size
+
+
+def with_options(wrapper: Callable[..., Any], fn: Callable[..., Any], extra: list[inspect.Parameter],
+                 drop: tuple[str, ...] = ()) -> Any:
+    """``wrapper`` (of ``fn``) presented to typer with ``fn``'s options, less ``drop``, plus ``extra``."""
+    sig = inspect.signature(fn, eval_str=True)
+    params = sorted([p for n, p in sig.parameters.items() if n not in drop] + extra, key=lambda p: p.kind)
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
+
+
+def dataset_from_model(fn: F) -> F:
+    """Give command ``fn`` a ``--force-dataset`` flag and resolve its dataset, data_dir and size (see above)."""
+    sig = inspect.signature(fn, eval_str=True)
+    force = inspect.Parameter("force_dataset", inspect.Parameter.KEYWORD_ONLY, default=False,
+                              annotation=ForceDatasetOpt)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = sig.bind_partial(*args, **{k: v for k, v in kwargs.items() if k != "force_dataset"})
+        values = bound.arguments
+        values["dataset"], values["data_dir"], values["size"] = resolve_dataset(
+            values.get("model"), values.get("dataset"), values.get("data_dir"), values.get("size"),
+            bool(kwargs.get("force_dataset", False)))
+        return fn(**values)
+
+    # train and data info take no --model: they only get the MODELPROOF_DATA default
+    return with_options(wrapper, fn, [force] if "model" in sig.parameters else [])
+
+
+def compute_options(fn: F | None = None, *, accelerators: bool = False) -> Any:
+    """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.devices`), applied before it runs.
+
+    ``accelerators=True`` for the commands whose every tensor is made on the model's device (train,
+    evaluate, verify, calibrate, IPGuard); the others refuse a GPU device in one line.
+    """
+    if fn is None:
+        return functools.partial(compute_options, accelerators=accelerators)
+    extra = [inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt),
+             inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="cpu", annotation=DeviceOpt)]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ..models.devices import configure
+        from ..util.errors import ConfigError
+
+        device = configure(kwargs.pop("device", "cpu"), kwargs.pop("threads", None))
+        if device.type != "cpu" and not accelerators:
+            configure("cpu", None)
+            raise ConfigError(f"{_command_path()} runs on the CPU only for now; --device {device.type} is for "
+                              "train, evaluate, verify, calibrate and protect ipguard")
+        return fn(*args, **kwargs)
+
+    return with_options(wrapper, fn, extra)

@@ -1,0 +1,126 @@
+"""``modelproof keys info`` (a key's metadata, never its inputs), ``keys gen-signing`` (an Ed25519 pair) and
+``keys commit`` (a key commitment, see ``modelproof.commitments``)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import JsonOpt, emit, user_errors
+
+
+@user_errors
+def info(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
+         passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
+                                                        help="Passphrase of an encrypted key.")] = None,
+         json_out: JsonOpt = False) -> None:
+    """Show a key's method, size, digest and null match probability (never its inputs or labels)."""
+    from ..keys.key import is_encrypted, load_key
+
+    loaded = load_key(key, passphrase)
+    result = dict(loaded.info(), file=str(key), encrypted=is_encrypted(key))
+    params = ", ".join(f"{k}={v}" for k, v in sorted(loaded.params.items()) if k != "calibration") or "none"
+    lines = [f"key          {key} ({'encrypted' if result['encrypted'] else 'not encrypted'})",
+             f"digest       sha256:{result['digest']}",
+             f"method       {loaded.method} ({params})",
+             f"size         {len(loaded)} inputs of shape {tuple(loaded.input_shape)}, {loaded.num_classes} classes",
+             f"null         {loaded.null_match_prob:.4g} ({loaded.null_source})",
+             f"calibrated   " + (f"yes, against {len(cal['references'])} reference models ({', '.join(cal['kinds'])})"
+                                 if isinstance(cal := loaded.params.get("calibration"), dict) and "kinds" in cal
+                                 else "no (`modelproof calibrate`)"),
+             f"model        sha256:{loaded.model_digest}",
+             f"created      {loaded.created}"]
+    emit(result, json_out, lines)
+
+
+@user_errors
+def gen_signing(out: Annotated[Path, typer.Option("--out", "-o", help="Prefix: writes PREFIX.key and PREFIX.pub.")],
+                passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_SIGN_PASSPHRASE",
+                                                               help="Encrypt the private key with this.")] = None,
+                force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+                json_out: JsonOpt = False) -> None:
+    """Generate an Ed25519 key pair for signing evidence reports."""
+    from ..verification.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
+
+    private = generate_signing_key()
+    private_path, public_path = save_signing_key(private, out, passphrase, overwrite=force)
+    fp = fingerprint(raw_public_key(private.public_key()))
+    emit({"private_key": str(private_path), "public_key": str(public_path), "fingerprint": fp,
+          "encrypted": bool(passphrase)}, json_out,
+         [f"wrote {private_path} (private, {'encrypted' if passphrase else 'NOT encrypted'}; keep it secret)",
+          f"wrote {public_path} (public; give it to whoever checks your reports)", f"fingerprint {fp}"])
+
+
+SignOpt = Annotated[Path | None, typer.Option("--sign", help="Sign the key commitment with this Ed25519 private "
+                                              "key (PEM; `keys gen-signing`).")]
+SignPassOpt = Annotated[str | None, typer.Option("--sign-passphrase", envvar="MODELPROOF_SIGN_PASSPHRASE",
+                                                 help="Passphrase of the signing key.")]
+
+
+def write_commitment_files(key, key_path: Path, *, model=None, signing_key=None, out: Path | None = None) -> dict:
+    """Write KEY.commitment.json (signed when ``signing_key`` is given) and its RFC 3161 request KEY.commitment.tsq."""
+    from ..keys.commitments import commitment_path, timestamp_request, write_commitment
+
+    path = out or commitment_path(key_path)
+    written = write_commitment(key, path, model=model, signing_key=signing_key)
+    written["timestamp_request"] = str(timestamp_request(path, path.with_suffix(".tsq")))
+    return written
+
+
+def commitment_lines(written: dict) -> list[str]:
+    """What the commands print about a commitment they wrote."""
+    return [f"commitment written to {written['path']}"
+            + (f" (signed by {written['signer']})" if written["signer"] else " (not signed; --sign signs it)"),
+            f"commitment sha256:{written['sha256']}: have it timestamped before any dispute "
+            f"(RFC 3161 request: {written['timestamp_request']})"]
+
+
+# The signing key given to ``modelproof protect --sign`` (set by the group's callback, used once).
+PROTECT_SIGNING_KEY: ContextVar[object | None] = ContextVar("protect_signing_key", default=None)
+
+
+def protect_commitment(key, key_path: Path, model) -> dict:
+    """The commitment ``protect`` writes beside a new key, signed when ``protect --sign`` was given."""
+    signing_key = PROTECT_SIGNING_KEY.get()
+    PROTECT_SIGNING_KEY.set(None)
+    return write_commitment_files(key, key_path, model=model, signing_key=signing_key)
+
+
+@user_errors
+def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
+           passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
+                                                          help="Passphrase of an encrypted key.")] = None,
+           model: Annotated[Path | None, typer.Option("--model", "-m", help="The protected model: its weight "
+                                                      "digest must be the key's.")] = None,
+           out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the commitment "
+                                                    "(default: beside the key, KEY.commitment.json).")] = None,
+           sign: SignOpt = None, sign_passphrase: SignPassOpt = None, json_out: JsonOpt = False) -> None:
+    """Commit to an existing key: its digest, method and public parameters, model digest and time (signed with --sign)."""
+    from ..util.errors import ConfigError
+    from ..keys.key import load_key
+    from ..models.modelfile import load_model, weights_digest
+    from ..verification.report import load_signing_key
+
+    signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
+    loaded = load_key(key, passphrase)
+    net = load_model(model) if model is not None else None
+    if net is not None and weights_digest(net) != loaded.model_digest:
+        raise ConfigError(f"--model {model}: its weights (sha256:{weights_digest(net)[:16]}...) are not the key's "
+                          f"model (sha256:{loaded.model_digest[:16]}...)")
+    written = write_commitment_files(loaded, key, model=net, signing_key=signing_key, out=out)
+    emit(written, json_out, commitment_lines(written))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` command group."""
+    group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; commit to them; make signing keys.")
+    group.command("info")(info)
+    group.command("gen-signing")(gen_signing)
+    group.command("commit")(commit)
+    from .protect_blind import blind_samples
+
+    group.command("blind-samples")(blind_samples)
+    app.add_typer(group, name="keys")

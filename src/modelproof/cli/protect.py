@@ -1,0 +1,166 @@
+"""``modelproof protect METHOD ...``: the group, and the pipeline every method's command shares.
+
+Each protection method adds its own command (with its own flags) to the group returned by
+:func:`protect_group`, from a module of its own in ``modelproof.cli``, and calls
+:func:`run_protect` to load data and model, protect, save and print.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from contextvars import ContextVar
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..data.splits import load_splits
+from ..util.errors import ConfigError
+from ..references.calibration import DEFAULT_REFERENCES, MIN_REFERENCES
+from ..models.modelfile import load_model, save_model, weights_digest
+from ..protections.base import Protection
+from ..models.training import evaluate, predict
+from .common import F, emit, read_passphrase, user_errors, with_options
+from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines, protect_commitment
+
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
+ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the protected model and its key.")]
+PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
+                                             help="Encrypt the key at rest with this passphrase (or set "
+                                                  "MODELPROOF_PASSPHRASE, or use --passphrase-file).")]
+
+# Options every ``protect`` command takes, added to each command's signature by :func:`protect_options`.
+_COMMON = (
+    ("secret", str | None, None, typer.Option("--secret", help="Text all key randomness is drawn from (never "
+                                              "stored in the key); random when omitted.")),
+    ("quiet", bool, False, typer.Option("--quiet", "-q", help="No progress bars.")),
+    ("reference", list[str] | None, None, typer.Option("--reference", "-r", help="A model trained independently "
+                                                       "of ours (file or URL) to calibrate the key's null against "
+                                                       "(repeat; replaces the references modelproof trains).")),
+    ("references", int, DEFAULT_REFERENCES, typer.Option("--references", help="How many reference models "
+                                                         "modelproof trains on the owner's data to calibrate the "
+                                                         "key's null (the last is a random forest).")),
+    ("no_calibration", bool, False, typer.Option("--no-calibration", help="Skip calibration: the key is marked "
+                                                 "uncalibrated (frontier stitching and fingerprints then never "
+                                                 "verify as owned).")),
+    ("allow_weak", bool, False, typer.Option("--allow-weak", help="Write a key that fails the self-check "
+                                             "anyway (the warning goes into the key).")),
+    ("verify_alpha", float, 0.01, typer.Option("--verify-alpha", help="Level alpha the key will be verified at "
+                                               "(the self-check uses it).")),
+    ("passphrase_file", Path | None, None, typer.Option("--passphrase-file", help="Read the key's passphrase "
+                                                        "from this file (first line).")),
+)
+_OPTIONS: ContextVar[dict] = ContextVar("protect_options", default={})
+WEAK_KEY_ACCURACY = 0.9  # below this a key that passes the self-check still gets a warning
+
+
+def protect_options(fn: F) -> F:
+    """Add the common ``protect`` options (``_COMMON``) to a command; ``run_protect`` reads them."""
+    names = set(inspect.signature(fn).parameters)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                               annotation=Annotated[kind, option])
+             for name, kind, default, option in _COMMON if name not in names]
+    shared = [name for name, *_ in _COMMON if name in names]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = {p.name: kwargs.pop(p.name, p.default) for p in extra}
+        options.update({name: kwargs[name] for name in shared if name in kwargs})
+        token = _OPTIONS.set(options)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _OPTIONS.reset(token)
+
+    return with_options(wrapper, fn, extra)
+
+
+@cache
+def protect_group() -> typer.Typer:
+    """The ``protect`` command group (created once; methods add their commands to it)."""
+    return typer.Typer(no_args_is_help=True, help="Protect a model with a watermark or fingerprint.",
+                       callback=_group_options)
+
+
+@user_errors
+def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) -> None:
+    """Options of every protect command (``modelproof protect --sign KEY METHOD ...``): sign the key commitment."""
+    from ..verification.report import load_signing_key
+
+    PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase) if sign is not None else None)
+
+
+def run_protect(protection: Protection, *, model: Path | None, arch: str | None, dataset: str,
+                data_dir: Path | None, size: int | None, out: Path, passphrase: str | None, seed: int,
+                json_out: bool) -> dict:
+    """Load data and model, protect, calibrate, self-check, write ``out/model.safetensors`` and ``out/key.mpkey``.
+
+    The common options (``protect_options``) say how to calibrate; a key that cannot prove its own
+    model is refused (ConfigError, nothing written) unless ``--allow-weak``.
+    """
+    from ..keys.key import save_key
+    from ..models import build_model
+    from ..references.finalize import finalize_key
+
+    options = {name: default for name, _, default, _ in _COMMON} | _OPTIONS.get()
+    passphrase = read_passphrase(passphrase, options["passphrase_file"])
+    if not 0 < options["verify_alpha"] < 1:
+        raise ConfigError(f"--verify-alpha must be a number in (0, 1), got {options['verify_alpha']!r}")
+    if options["references"] < MIN_REFERENCES:
+        raise ConfigError(f"--references must be at least {MIN_REFERENCES} (the calibration needs them), "
+                          f"got {options['references']}")
+    if (model is None) == (arch is None):
+        raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
+    if options["secret"] is not None:
+        protection.set_secret(options["secret"])
+    net = load_model(model) if model is not None else None
+    splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
+    if net is None:
+        net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
+    owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
+    before = evaluate(net, splits.test) if model is not None else None
+    source_digest = weights_digest(net)
+    result = protection.protect(net, splits.owner, seed=seed, test=splits.test)
+    final = finalize_key(result, protection, splits.owner, source_digest=source_digest, owner_arch=owner_arch,
+                         references=options["reference"], count=options["references"],
+                         calibrate=not options["no_calibration"], alpha=options["verify_alpha"],
+                         allow_weak=options["allow_weak"], seed=seed, quiet=options["quiet"] or json_out)
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
+    extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
+    commitment = protect_commitment(final.key, key_path, result.model)
+    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
+               "key_size": int(final.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,
+               "accuracy_after": evaluate(result.model, splits.test),
+               "key_accuracy": float((predict(result.model, final.key.inputs) == final.key.labels).float().mean()),
+               **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
+               **final.summary}
+    if protection.kind == "watermark":
+        summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
+                                          extra={"split_seed": seed, "size": size, "protection": protection.name}))
+    lines = [f"{protection.name}: key of {summary['key_size']} inputs written to {key_path}"
+             + (" (encrypted)" if passphrase else " (NOT encrypted: anyone who reads it can rebuild or edit it; "
+                "pass --passphrase-file to encrypt it)")]
+    if before is not None:
+        lines.append(f"test accuracy before {before:.4f}")
+    lines.append(f"test accuracy after  {summary['accuracy_after']:.4f}; key accuracy {summary['key_accuracy']:.4f}")
+    if summary["key_accuracy"] < WEAK_KEY_ACCURACY:
+        lines.append(f"warning: key accuracy {summary['key_accuracy']:.2f}: the key proves this model, but an attacked "
+                     "copy may lose the rest; train longer (--epochs) for a margin")
+    lines += final.lines
+    if options["secret"] is None:
+        lines.append("no --secret given: drew a random one (the key file is the only copy of the key)")
+    if "model" in summary:
+        lines.append(f"protected model written to {summary['model']}")
+    lines += commitment_lines(commitment)
+    emit(summary, json_out, lines)
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``protect`` group."""
+    app.add_typer(protect_group(), name="protect")

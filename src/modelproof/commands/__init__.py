@@ -1,1 +1,0 @@
-"""CLI verbs: each module holds thin typer commands over library calls and a ``register(app)``."""

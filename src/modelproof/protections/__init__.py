@@ -1,0 +1,1 @@
+"""Protections: the Protection base and registry, watermarks (change the model) and fingerprints (read it)."""

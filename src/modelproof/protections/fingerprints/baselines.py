@@ -1,0 +1,232 @@
+"""IPGuard's baselines (§5.1.3) on the same Protection interface: Random, FGSM, IGSM and CW-L2.
+
+Every baseline is batched (all points in one batch, each stopping on its own) and, like IPGuard,
+labels its points with the target model's own predictions. FGSM, IGSM and CW-L2 start from the
+same TR/TL/RR/RL initialisations and target label j as IPGuard (:func:`ipguard.initial_points`).
+
+- Random: uniform points of [0,1]^d.
+- FGSM (Eq. 1): one step x' = clip(x - eps * sign(grad_x CE(model(x), j))).
+- IGSM (Eq. 2): steps of alpha = 1/255 (the smallest image step) against the gradient of CE toward
+  j, projected onto the L-infinity ball of radius eps around the start and onto [0,1]; a point
+  stops as soon as the model predicts j, or after ``max_iter`` (1,000) steps.
+- CW-L2 (Carlini & Wagner 2017), following the authors' ``l2_attack.py``: x = (tanh(w) + 1) / 2,
+  minimise ||x - x0||^2 + c * max(max_{t != j} Z_t - Z_j + k, 0) with Adam (reset every outer step),
+  binary search over c per point (``binary_steps`` = 9, c starts at 1e-3, x10 until the first
+  success), early abort when a point's loss stops falling, keep the smallest-L2 success with
+  Z_j - k >= max_{t != j} Z_t. The authors return a zero image for a point that never succeeds;
+  we return its start (as cleverhans does) so every fingerprint point is a real image.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data.splits import Dataset
+from ...util.progress import phase, report
+from ..base import Protected, register_protection
+from ...util.checks import check_int
+from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
+
+ALPHA = 1.0 / 255.0
+# CW-L2's Adam rate (in tanh space): the paper's 0.001 (CIFAR) and 0.1 (ImageNet); on the grey
+# datasets the CW authors' own default 0.01, because at 0.001 the many exactly-0 pixels (tanh
+# saturated, atanh(-0.999999) = -7.25) cannot move within 1,000 steps: 0% success on MNIST.
+CW_LR = {"cifar10": 1e-3, "cifar100": 1e-3, "imagenet": 0.1, "mnist": 1e-2, "fashion-mnist": 1e-2, "digits": 1e-2}
+
+
+def cw_learning_rate(dataset_name: str) -> float:
+    """CW-L2's per-dataset Adam learning rate (see ``CW_LR``; 0.01, the authors' default, otherwise)."""
+    return CW_LR.get(dataset_name.split("/")[0].lower(), 1e-2)
+
+
+def targeted_fgsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    """One targeted FGSM step of size ``eps`` toward ``target`` (``model`` frozen)."""
+    x = x0.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), target, reduction="sum"), x)
+    return (x0 - eps * grad.sign()).clamp(0.0, 1.0)
+
+
+def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps: float, *,
+                  alpha: float = ALPHA, max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iterative targeted FGSM; returns the points and the steps each took (batched, masked)."""
+    x = x0.detach().clone()
+    steps = torch.zeros(len(x), dtype=torch.int64)
+    active = torch.arange(len(x))
+    phase(f"IGSM search, {len(x)} point(s)", max_iter)
+    for _ in range(max_iter):
+        xa = x[active].requires_grad_(True)
+        z = model(xa)
+        keep = z.detach().argmax(1) != target[active]
+        if not bool(keep.any()):
+            break
+        (grad,) = torch.autograd.grad(F.cross_entropy(z, target[active], reduction="sum"), xa)
+        idx = active[keep]
+        moved = x[idx] - alpha * grad[keep].sign()
+        x[idx] = torch.maximum(torch.minimum(moved, x0[idx] + eps), x0[idx] - eps).clamp_(0.0, 1.0)
+        steps[idx] += 1
+        report(1, searching=len(idx))
+        active = idx
+    return x, steps
+
+
+def _cw_margin(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """max_{t != j} Z_t - Z_j per point."""
+    real = z.gather(1, target[:, None]).squeeze(1)
+    return z.scatter(1, target[:, None], float("-inf")).max(1).values - real
+
+
+def cw_l2(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, k: float, *, lr: float = 1e-2,
+          binary_steps: int = 9, max_iter: int = 1000, initial_const: float = 1e-3,
+          abort_early: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Targeted CW-L2 with confidence ``k`` (batched); returns (points, success mask, final c)."""
+    n = len(x0)
+    w0 = torch.atanh((x0.detach() * 2 - 1) * 0.999999)
+    start = (torch.tanh(w0) + 1) / 2
+    lower, upper = torch.zeros(n), torch.full((n,), 1e10)
+    const = torch.full((n,), float(initial_const))
+    best_l2, best = torch.full((n,), 1e10), x0.detach().clone()
+    success = torch.zeros(n, dtype=torch.bool)
+    phase(f"CW-L2 search, {n} point(s)", binary_steps * max_iter)
+    for _ in range(binary_steps):
+        modifier = torch.zeros_like(w0, requires_grad=True)
+        opt = torch.optim.Adam([modifier], lr=lr)
+        step_success = torch.zeros(n, dtype=torch.bool)
+        prev, running = torch.full((n,), float("inf")), torch.ones(n, dtype=torch.bool)
+        for it in range(max_iter):
+            report(1, succeeded=int(success.sum()))
+            x = (torch.tanh(modifier + w0) + 1) / 2
+            margin = _cw_margin(model(x), target)
+            l2 = (x - start).flatten(1).pow(2).sum(1)
+            loss = l2 + const * torch.clamp(margin + k, min=0)
+            with torch.no_grad():
+                ok = (margin + k <= 0) & running
+                better = ok & (l2 < best_l2)
+                best_l2[better], best[better] = l2[better], x.detach()[better]
+                step_success |= ok
+                if abort_early and it % max(max_iter // 10, 1) == 0:  # per point: the authors' batch of 1
+                    running &= ~(loss.detach() > prev * 0.9999)
+                    prev = torch.where(running, loss.detach(), prev)
+                if not bool(running.any()):
+                    break
+                kept = modifier.detach()[~running].clone()
+            opt.zero_grad(set_to_none=True)
+            loss[running].sum().backward()
+            opt.step()
+            with torch.no_grad():
+                modifier[~running] = kept
+        success |= step_success
+        upper = torch.where(step_success, torch.minimum(upper, const), upper)
+        lower = torch.where(step_success, lower, torch.maximum(lower, const))
+        const = torch.where(upper < 1e9, (lower + upper) / 2, const * 10)
+    return best.clamp(0.0, 1.0), success, const
+
+
+class _Targeted(FingerprintBase):
+    """A baseline that starts from IPGuard's initialisations and moves each point toward label j."""
+
+    def __init__(self, points: int, init: str, null_match_prob: float | None, secret: int | str | None) -> None:
+        super().__init__(points, null_match_prob, secret)
+        self.init = check_init(init)
+
+    @abstractmethod
+    def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
+        """Move the starts ``x0`` toward labels ``j``; return the points and report entries."""
+
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+        gen = self.gen("points")
+        with frozen(model):
+            x0, _, j = initial_points(model, data, self.points, self.init, gen)
+            start = time.perf_counter()
+            points, report = self._run(model, x0, j, data)
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                hit = float((model(points).argmax(1) == j).float().mean())
+        report.update(seconds=seconds, target_label_rate=hit,
+                      l2_from_start=float((points - x0).flatten(1).norm(dim=1).mean()))
+        return self._finish(model, data, points, seed, report.pop("extra", {}), report)
+
+
+@register_protection
+class RandomFingerprint(FingerprintBase):
+    """Uniform random points of [0,1]^d labelled by the model (IPGuard's Random baseline)."""
+
+    name = "random-fingerprint"
+    description = "IPGuard baseline Random: uniform points in [0,1]^d labelled by the model"
+    default_null: ClassVar[float] = 0.95
+
+    def __init__(self, points: int = 100, null_match_prob: float | None = None,
+                 secret: int | str | None = None) -> None:
+        super().__init__(points, null_match_prob, secret)
+
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+        start = time.perf_counter()
+        points = torch.rand((self.points, *data.input_shape), generator=self.gen("points"))
+        return self._finish(model, data, points, seed, {}, {"seconds": time.perf_counter() - start})
+
+
+@register_protection
+class FGSMFingerprint(_Targeted):
+    """Targeted FGSM adversarial examples with noise bound ``eps`` (IPGuard's FGSM baseline)."""
+
+    name = "fgsm-fingerprint"
+    description = "IPGuard baseline FGSM: one targeted signed-gradient step of size eps, labelled by the model"
+    default_null: ClassVar[float] = 0.99
+
+    def __init__(self, points: int = 100, eps: float = 0.1, init: str = "TL",
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
+        self.eps = check_number("eps", eps, minimum=0.0, strict=True, maximum=1.0)
+
+    def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
+        return targeted_fgsm(model, x0, j, self.eps), {}
+
+
+@register_protection
+class IGSMFingerprint(_Targeted):
+    """Targeted IGSM (alpha = 1/255, L-infinity bound ``eps``) adversarial examples (IPGuard's IGSM)."""
+
+    name = "igsm-fingerprint"
+    description = "IPGuard baseline IGSM: targeted steps of 1/255 within an eps ball until the target label"
+    default_null: ClassVar[float] = 0.99
+
+    def __init__(self, points: int = 100, eps: float = 0.1, init: str = "TL", max_iter: int = 1000,
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
+        self.eps = check_number("eps", eps, minimum=0.0, strict=True, maximum=1.0)
+        self.max_iter = check_int("max_iter", max_iter, 1)
+
+    def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
+        points, steps = targeted_igsm(model, x0, j, self.eps, max_iter=self.max_iter)
+        return points, {"iterations_mean": float(steps.float().mean()), "iterations_max": int(steps.max())}
+
+
+@register_protection
+class CWL2Fingerprint(_Targeted):
+    """Targeted CW-L2 adversarial examples with confidence ``k`` (IPGuard's CW-L2 baseline)."""
+
+    name = "cw-l2-fingerprint"
+    description = "IPGuard baseline CW-L2: smallest-L2 targeted examples with confidence k (tanh space, binary search)"
+    default_null: ClassVar[float] = 0.75
+
+    def __init__(self, points: int = 100, k: float = 3.0, init: str = "TL", lr: float | None = None,
+                 binary_steps: int = 9, max_iter: int = 1000, initial_const: float = 1e-3,
+                 null_match_prob: float | None = None, secret: int | str | None = None) -> None:
+        super().__init__(points, init, null_match_prob, secret)
+        self.k = check_number("k", k, minimum=0.0)
+        self.lr = None if lr is None else check_number("lr", lr, minimum=0.0, strict=True)
+        self.binary_steps = check_int("binary_steps", binary_steps, 1)
+        self.max_iter = check_int("max_iter", max_iter, 1)
+        self.initial_const = check_number("initial_const", initial_const, minimum=0.0, strict=True)
+
+    def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
+        lr = self.lr if self.lr is not None else cw_learning_rate(data.name)
+        points, ok, const = cw_l2(model, x0, j, self.k, lr=lr, binary_steps=self.binary_steps,
+                                  max_iter=self.max_iter, initial_const=self.initial_const)
+        return points, {"lr": lr, "success": float(ok.float().mean()), "const_median": float(const.median()),
+                        "extra": {"lr": lr}}

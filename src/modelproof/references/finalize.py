@@ -1,0 +1,105 @@
+"""What every new key goes through before it is written: calibration and the self-check.
+
+1. **Calibration** (on by default): the key's null is bounded against reference models, the user's
+   or a population modelproof trains on the owner's data (:mod:`modelproof.references`), with the
+   sound bound of :mod:`modelproof.calibration`. Without it the key is marked uncalibrated, and keys
+   of methods whose analytic null is known not to hold never verify as "owned".
+2. **Self-check**: the protected model is verified against its own new key, in fixed and in
+   sequential mode, at the level the key will be used with. A key that cannot prove its own model
+   is refused (nothing written) unless the caller allows weak keys, and then the warning goes into
+   the key's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .calibration import DEFAULT_REFERENCES, calibrate, reference_from_spec
+from ..data.splits import Dataset
+from ..util.errors import ConfigError
+from ..keys.key import OwnershipKey
+from ..protections.base import Protected, Protection
+from ..suspects.local import TorchSuspect
+from ..verification.verify import verify
+
+
+@dataclass(frozen=True)
+class FinalKey:
+    """The key to write, what to add to the protect summary, and lines to print."""
+
+    key: OwnershipKey
+    summary: dict = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+def self_check(result: Protected, key: OwnershipKey, alpha: float = 0.01) -> list[str]:
+    """The problems found verifying the protected model against its own key (empty when it proves it)."""
+    problems = []
+    for mode in ("fixed", "sequential"):
+        if mode == "sequential" and key.null_match_prob >= 1.0:
+            problems.append("sequential: the null is 1, no evidence can reach alpha")
+            continue
+        verdict = verify(key, TorchSuspect(result.model), alpha=alpha, mode=mode)
+        if verdict.decision != "owned":
+            problems.append(f"{mode}: {verdict.matches}/{verdict.queries} matched, null {key.null_match_prob:.3g}")
+    return problems
+
+
+def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, source_digest: str | None = None,
+                 owner_arch: str | None = None, references: list[str] | None = None,
+                 count: int = DEFAULT_REFERENCES, calibrate: bool = True, alpha: float = 0.01,
+                 allow_weak: bool = False, seed: int = 0, quiet: bool = True,
+                 trained: list | None = None) -> FinalKey:
+    """Calibrate ``result.key`` (see the module docstring), self-check it, and return what to write.
+
+    ``references`` are files or URLs of the user's own reference models; without them ``count``
+    models are trained on ``owner`` (or ``trained``, a population made once and reused, is used).
+    """
+    key, lines, summary = result.key, [], {}
+    if protection.kind == "watermark" and source_digest is not None:
+        key = dataclasses.replace(key, params=dict(key.params, source_model_digest=source_digest))
+    if calibrate:
+        key, lines, summary = _calibrated(key, owner, references=references, count=count, owner_arch=owner_arch,
+                                          seed=seed, quiet=quiet, trained=trained)
+    else:
+        lines.append(f"null {key.null_match_prob:.4g}: NOT calibrated (--no-calibration)"
+                     + ("; frontier stitching and fingerprint keys never verify as owned until calibrated"
+                        if protection.analytic_null_unsound else ""))
+        summary["calibrated"] = False
+    problems = self_check(result, key, alpha)
+    summary["self_check"] = problems or "passed"
+    if problems:
+        message = (f"{protection.name}: the new key does not prove its own protected model at alpha = {alpha:g} "
+                   f"({'; '.join(problems)}); {protection.weak_hint}; nothing written (--allow-weak writes it anyway)")
+        if not allow_weak:
+            raise ConfigError(message)
+        key = dataclasses.replace(key, params=dict(key.params, warning=message))
+        lines.append(f"WARNING: {message}")
+    else:
+        lines.append(f"self-check: the protected model verifies as owned (fixed and sequential, alpha {alpha:g})")
+    return FinalKey(key, summary, lines)
+
+
+def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | None, count: int,
+                owner_arch: str | None, seed: int, quiet: bool, trained: list | None) -> tuple:
+    from .population import train_references
+
+    seconds = None
+    if references:
+        refs = [reference_from_spec(spec) for spec in references]
+    elif trained is not None:
+        refs = trained
+    else:
+        refs, seconds = train_references(owner, owner_arch=owner_arch, count=count, seed=seed, quiet=quiet)
+    calibrated = calibrate(key, refs)
+    record = calibrated.params["calibration"]
+    kinds = ", ".join(f"{r['name']} [{r['kind']}]: {r['matches']}/{r['queries']}" for r in record["references"])
+    lines = [f"null {record['previous_null_match_prob']:.4g} -> {calibrated.null_match_prob:.4g} from "
+             f"{len(refs)} reference models ({kinds})"
+             + (" (method's exact null kept)" if record["kept_exact"] else "")
+             + (f"; references trained in {seconds:.1f} s" if seconds is not None else "")]
+    summary = {"calibrated": True, "null_before": record["previous_null_match_prob"],
+               "null_after": calibrated.null_match_prob, "references": record["references"],
+               "reference_seconds": seconds}
+    return calibrated, lines, summary

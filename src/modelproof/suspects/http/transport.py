@@ -1,0 +1,145 @@
+"""The transport under the HTTP suspects: one ``httpx.Client``, a rate limit, and retries only where a retry can help.
+
+A request is retried (exponential backoff) only when asking again can succeed: a connection error or a
+timeout, HTTP 502 / 503 / 504 (a proxy or a server that is starting or overloaded), and HTTP 429 when the
+server says when to come back (``Retry-After``). Every other failure is deterministic (a 4xx, a 500
+whose body says the input is wrong) and fails at once with the server's own error text, trimmed and with
+credentials redacted, plus what the caller says it sent (e.g. the input shape).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+
+from ...util.errors import ConfigError, SuspectError
+
+RETRY_STATUSES = (502, 503, 504)
+MAX_RETRY_AFTER = 60.0
+_CREDENTIALS = (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{4,}"),
+                re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|password|passwd|secret|authorization)"
+                           r"(\"?\s*[:=]\s*\"?)[^\s\"',;}&]+"))
+
+
+class HttpStatusError(SuspectError):
+    """The server answered a non-retryable HTTP error; ``status`` is its code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with every given secret and anything shaped like a credential replaced by ``[redacted]``."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = _CREDENTIALS[0].sub(lambda m: f"{m[1]} [redacted]", text)
+    return _CREDENTIALS[1].sub(lambda m: f"{m[1]}{m[2]}[redacted]", text)
+
+
+def snippet(content: Any, limit: int = 240, secrets: tuple[str, ...] = ()) -> str:
+    """A short, one-line, redacted excerpt of a body for error messages (a JSON ``error`` field preferred)."""
+    if isinstance(content, bytes):
+        text = content.decode("utf-8", "replace")
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("error", parsed.get("detail")), str):
+            text = parsed.get("error", parsed.get("detail"))
+    elif isinstance(content, str):
+        text = content
+    else:
+        text = json.dumps(content, default=str, allow_nan=True)
+    text = redact(" ".join(text.split()), secrets)
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+
+
+def public_url(url: str) -> str:
+    """``url`` without user, password or query string (where API keys hide)."""
+    return str(httpx.URL(url).copy_with(username=None, password=None, query=None))
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds (None when absent or a date)."""
+    value = resp.headers.get("retry-after", "").strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
+
+
+class Transport:
+    """HTTP requests with a timeout, a rate limit (requests per second) and the retry policy above."""
+
+    def __init__(self, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
+                 rate_limit: float | None = None, headers: dict[str, str] | None = None) -> None:
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ConfigError(f"need timeout > 0, retries >= 0 and backoff >= 0; got {timeout}, {retries}, {backoff}")
+        if rate_limit is not None and not rate_limit > 0:
+            raise ConfigError(f"rate_limit must be a positive number of requests per second, got {rate_limit}")
+        self.timeout, self.retries, self.backoff, self.rate_limit = float(timeout), int(retries), float(backoff), rate_limit
+        headers = dict(headers or {})
+        self.secrets = tuple(v for v in headers.values() if v) + tuple(
+            v.split(None, 1)[1] for v in headers.values() if len(v.split(None, 1)) == 2)
+        self.client = httpx.Client(timeout=self.timeout, headers=headers)
+        self._next_request = 0.0
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()
+
+    def _throttle(self) -> None:
+        if self.rate_limit is None:
+            return
+        now = time.monotonic()
+        if self._next_request > now:
+            time.sleep(self._next_request - now)
+        self._next_request = max(now, self._next_request) + 1.0 / self.rate_limit
+
+    def request(self, method: str, url: str, body: bytes | None = None, *, sent: str = "",
+                retries: int | None = None) -> httpx.Response:
+        """One request, retried where that can help; ``sent`` (what was sent) is added to error messages."""
+        retries = self.retries if retries is None else retries
+        tail = f" ({sent})" if sent else ""
+        where = public_url(url)
+        last, wait = "no attempt", 0.0
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(max(wait, self.backoff * 2 ** (attempt - 1)))
+            wait = 0.0
+            self._throttle()
+            try:
+                resp = self.client.request(method, url, content=body,
+                                           headers={"content-type": "application/json"} if body is not None else None)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout:g} s"
+                continue
+            except httpx.TransportError as exc:
+                last = f"connection error ({type(exc).__name__}: {redact(str(exc), self.secrets)})"
+                continue
+            if resp.is_success:
+                return resp
+            said = snippet(resp.content, secrets=self.secrets)
+            if resp.status_code in RETRY_STATUSES:
+                last = f"HTTP {resp.status_code} {said}"
+                continue
+            if resp.status_code == 429:
+                after = retry_after(resp)
+                if after is not None and after <= MAX_RETRY_AFTER:
+                    last, wait = f"HTTP 429 {said} (Retry-After {after:g} s)", after
+                    continue
+                hint = "; the server is rate limiting: pass --rate (rate_limit=...) below its limit"
+                raise HttpStatusError(f"{method} {where}: HTTP 429 {said}{hint}{tail}", 429)
+            hint = " (check --header / --header-env: the server wants credentials)" if resp.status_code in (401, 403) else ""
+            raise HttpStatusError(f"{method} {where}: HTTP {resp.status_code}, the server said {said}{hint}{tail}",
+                                  resp.status_code)
+        raise SuspectError(f"{method} {where} failed after {retries + 1} attempt(s); last: {last}{tail}")
+
+
+__all__ = ["Transport", "HttpStatusError", "redact", "snippet", "public_url", "retry_after", "RETRY_STATUSES"]

@@ -19,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from modelproof.experiments.config import load_config
+from modelproof.experiments.parse import load_config
 from modelproof.experiments.run import comparable, run_experiment
 
 

@@ -28,7 +28,8 @@ import numpy as np
 from scipy import stats
 
 from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL
-from modelproof.verification.stats import default_p1, prediction_upper_bound
+from modelproof.verification.stats import default_p1
+from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.verification.verify import check_new_look
 
 

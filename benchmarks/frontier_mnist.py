@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from modelproof.attacks import make_attack
 from modelproof.attacks.result import Plausibility
 from modelproof.data.splits import load_splits

@@ -37,7 +37,9 @@ import torch
 from modelproof.data.splits import load_splits
 from modelproof.models.modelfile import save_model
 from modelproof.serving.server import ServedModel, create_app
-from modelproof.suspects.local import HttpSuspect, QueriedSuspect, TorchSuspect
+from modelproof.suspects.http.client import HttpSuspect
+from modelproof.suspects.queried import QueriedSuspect
+from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, evaluate, train_new
 
 BATCH_SIZES = (1, 64)

@@ -24,7 +24,7 @@ import torch
 from modelproof.data.splits import load_splits
 from modelproof.util.errors import ModelproofError
 from modelproof.models.modelfile import load_model, save_model, weights_digest
-from modelproof.protections.base import PROTECTIONS, _discover, make_protection
+from modelproof.protections.base import PROTECTIONS, discover_protections, make_protection
 from modelproof.references.population import epochs_for, train_references
 from modelproof.references.finalize import finalize_key
 from modelproof.suspects.local import TorchSuspect, train_random_forest
@@ -81,7 +81,7 @@ def main() -> None:
     print(f"reference population: {', '.join(r.name for r in refs)}; trained in {ref_seconds:.1f} s")
     negs = negatives(splits, arch, cache, args.seed)
     print(f"independent suspects (not references): {', '.join(n.identity.split(':')[0] for n in negs)}\n")
-    _discover()
+    discover_protections()
     print("| method | outcome | null before -> after | protected (fixed / sequential) | false claims | seconds |")
     print("|---|---|---|---|---|---|")
     for name in args.methods or list(PROTECTIONS):

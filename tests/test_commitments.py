@@ -14,7 +14,7 @@ from modelproof.keys.commitments import (
 )
 from modelproof.keys.key import OwnershipKey, save_key
 from modelproof.models.modelfile import load_model, save_model, weights_digest
-from modelproof.verification.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
+from modelproof.keys.signing import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ import pytest
 
 from modelproof.util.errors import ConfigError
 from modelproof.experiments import jobs as experiment_jobs
-from modelproof.experiments.config import parse_config
+from modelproof.experiments.parse import parse_config
 from modelproof.experiments.payoff import payoff_cells, protection_summaries, roc
 from modelproof.experiments.run import comparable, run_experiment
 

@@ -19,7 +19,8 @@ from modelproof.util.errors import ConfigError
 from modelproof.keys.key import save_key
 from modelproof.models.modelfile import save_model, weights_digest
 from modelproof.protections.base import make_protection
-from modelproof.suspects.local import QueriedSuspect, TorchSuspect
+from modelproof.suspects.queried import QueriedSuspect
+from modelproof.suspects.local import TorchSuspect
 from modelproof.verification.verify import verify
 
 SEEDS = (0, 1, 2)

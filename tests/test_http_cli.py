@@ -24,7 +24,7 @@ from modelproof.cli.app import app
 from modelproof.keys.key import key_from_model, save_key
 from modelproof.models.modelfile import save_model
 from modelproof.serving.server import create_app
-from modelproof.suspects.local import HttpSuspect
+from modelproof.suspects.http.client import HttpSuspect
 from modelproof.models.training import TrainConfig, train_new
 from servers import Reply, flat_label_app, guarded, running, scripted_app
 

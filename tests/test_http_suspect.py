@@ -10,7 +10,10 @@ import torch
 from modelproof.util.errors import ConfigError, SuspectError
 from modelproof.models.modelfile import save_model
 from modelproof.serving.server import create_app
-from modelproof.suspects.local import BudgetExhausted, HttpSuspect, QueriedSuspect, open_suspect
+from modelproof.suspects.base import BudgetExhausted
+from modelproof.suspects.http.client import HttpSuspect
+from modelproof.suspects.queried import QueriedSuspect
+from modelproof.suspects.local import open_suspect
 from modelproof.models.training import predict
 from servers import Reply, free_port_url, running, scripted_app, v2_batch, v2_labels
 

@@ -5,10 +5,11 @@ import json
 import pytest
 
 from modelproof import __version__
-from modelproof.verification.report import (
-    ReportError, check_report, fingerprint, generate_signing_key, load_public_key, load_signing_key, raw_public_key,
-    save_signing_key, summary, summary_path, write_report,
+from modelproof.keys.signing import (
+    ReportError, fingerprint, generate_signing_key, load_public_key, load_signing_key, raw_public_key,
+    save_signing_key,
 )
+from modelproof.verification.report import check_report, summary, summary_path, write_report
 from modelproof.verification.verify import Verdict
 
 

@@ -22,7 +22,8 @@ from modelproof.keys.key import OwnershipKey, key_from_model, load_key, save_key
 from modelproof.models.modelfile import export_onnx, save_model
 from modelproof.protections.base import make_protection
 from modelproof.verification.report import summary
-from modelproof.suspects.local import QueriedSuspect, TorchSuspect
+from modelproof.suspects.queried import QueriedSuspect
+from modelproof.suspects.local import TorchSuspect
 from modelproof.verification.verify import verify
 from modelproof.protections.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
 

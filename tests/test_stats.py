@@ -9,9 +9,9 @@ from scipy.stats import binom, binomtest
 
 from modelproof.util.errors import ConfigError
 from modelproof.verification.stats import (
-    binomial_p_value, clopper_pearson_upper, decision_threshold, default_p1, log_e_value, sequential_decision,
-    simulate_sequential,
+    binomial_p_value, decision_threshold, default_p1, log_e_value, sequential_decision, simulate_sequential,
 )
+from modelproof.keys.nulls import clopper_pearson_upper
 
 P0S = (0.0, 1e-3, 0.1, 1 / 3, 0.5, 0.9, 0.999, 1.0)
 

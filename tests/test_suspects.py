@@ -11,10 +11,9 @@ import torch
 
 from modelproof.util.errors import ConfigError, ModelFileError, SuspectError
 from modelproof.models.modelfile import export_onnx, save_model, weights_digest
-from modelproof.suspects.local import (
-    BudgetExhausted, OnnxSuspect, QueriedSuspect, SklearnSuspect, Suspect, TorchSuspect, open_suspect,
-    train_random_forest,
-)
+from modelproof.suspects.base import BudgetExhausted, Suspect
+from modelproof.suspects.local import OnnxSuspect, SklearnSuspect, TorchSuspect, open_suspect, train_random_forest
+from modelproof.suspects.queried import QueriedSuspect
 from modelproof.models.training import predict
 
 

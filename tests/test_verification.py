@@ -20,8 +20,10 @@ from modelproof.keys.key import key_from_model, save_key
 from modelproof.models.modelfile import save_model
 from modelproof.references.calibration import TAIL, Reference, calibrate
 from modelproof.models.modelfile import weights_digest
-from modelproof.verification.stats import decision_threshold, default_p1, prediction_upper_bound
-from modelproof.suspects.local import QueriedSuspect, TorchSuspect
+from modelproof.verification.stats import decision_threshold, default_p1
+from modelproof.keys.nulls import prediction_upper_bound
+from modelproof.suspects.queried import QueriedSuspect
+from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, predict, train_new
 from modelproof.verification.verify import can_prove, key_order, verify
 

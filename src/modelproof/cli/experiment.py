@@ -29,7 +29,7 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
         no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
         quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
     """Run (or resume) every cell of an experiment and write its results table and report."""
-    from ..experiments.config import load_config
+    from ..experiments.parse import load_config
     from ..experiments.run import run_experiment
 
     cfg = load_config(config)

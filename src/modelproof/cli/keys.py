@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, emit, user_errors
 
 
 @user_errors
@@ -43,7 +43,7 @@ def gen_signing(out: Annotated[Path, typer.Option("--out", "-o", help="Prefix: w
                 force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
                 json_out: JsonOpt = False) -> None:
     """Generate an Ed25519 key pair for signing evidence reports."""
-    from ..verification.report import fingerprint, generate_signing_key, raw_public_key, save_signing_key
+    from ..keys.signing import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 
     private = generate_signing_key()
     private_path, public_path = save_signing_key(private, out, passphrase, overwrite=force)
@@ -102,7 +102,7 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
     from ..util.errors import ConfigError
     from ..keys.key import load_key
     from ..models.modelfile import load_model, weights_digest
-    from ..verification.report import load_signing_key
+    from ..keys.signing import load_signing_key
 
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
     loaded = load_key(key, passphrase)
@@ -114,13 +114,38 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
     emit(written, json_out, commitment_lines(written))
 
 
+@user_errors
+def blind_samples(key: Annotated[Path, typer.Argument(help="The blind-watermark key file (its .mpsecret beside it).")],
+                  out: Annotated[Path, typer.Option("--out", "-o", help="Write fresh samples here (.safetensors).")],
+                  passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
+                                                                 help="Passphrase of an encrypted key.")] = None,
+                  dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
+                  split: Annotated[str, typer.Option("--split", help="test (images the host never saw) or "
+                                                     "owner.")] = "test",
+                  count: Annotated[int, typer.Option("--count", help="Number of fresh samples.")] = 100,
+                  model: Annotated[Path | None, typer.Option("--model", "-m", help="Also ask this model.")] = None,
+                  seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
+    """Regenerate a blind key from its secret and make fresh key samples from new images (Eq. 3)."""
+    from ..protections.watermarks.blind.samples import fresh_samples
+
+    result = fresh_samples(key, out, passphrase=passphrase, dataset=dataset, data_dir=data_dir, size=size,
+                           split=split, count=count, model=model, seed=seed)
+    lines = [f"secret regenerates the key's {result['key_size']} inputs: "
+             + ("bit for bit" if result["regenerated_exactly"] else
+                f"NO (largest difference {result['regeneration_max_diff']:.3g})"),
+             f"{result['count']} fresh samples written to {result['out']}: SSIM mean {result['ssim_mean']:.4f}, "
+             f"PSNR mean {result['psnr_mean']:.1f} dB"]
+    if "true_label_rate" in result:
+        lines.append(f"{result['model']}: answers the true label on {result['true_label_rate']:.3f} of fresh samples "
+                     f"(on their sources {result['source_true_label_rate']:.3f})")
+    emit(result, json_out, lines)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group."""
     group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; commit to them; make signing keys.")
     group.command("info")(info)
     group.command("gen-signing")(gen_signing)
     group.command("commit")(commit)
-    from .protect_blind import blind_samples
-
     group.command("blind-samples")(blind_samples)
     app.add_typer(group, name="keys")

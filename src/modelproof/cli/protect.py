@@ -89,7 +89,7 @@ def protect_group() -> typer.Typer:
 @user_errors
 def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) -> None:
     """Options of every protect command (``modelproof protect --sign KEY METHOD ...``): sign the key commitment."""
-    from ..verification.report import load_signing_key
+    from ..keys.signing import load_signing_key
 
     PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase) if sign is not None else None)
 

@@ -22,7 +22,7 @@ import typer
 from ..protections.watermarks.blind import BlindWatermark
 from ..protections.watermarks.blind.joint import LossWeights
 from .common import (
-    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
+    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
     user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
 
@@ -80,34 +80,7 @@ def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt
                    + (" (encrypted)" if passphrase else "") + f"; grid {summary['grid_png']}")
 
 
-@user_errors
-def blind_samples(key: Annotated[Path, typer.Argument(help="The blind-watermark key file (its .mpsecret beside it).")],
-                  out: Annotated[Path, typer.Option("--out", "-o", help="Write fresh samples here (.safetensors).")],
-                  passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                                                 help="Passphrase of an encrypted key.")] = None,
-                  dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
-                  split: Annotated[str, typer.Option("--split", help="test (images the host never saw) or "
-                                                     "owner.")] = "test",
-                  count: Annotated[int, typer.Option("--count", help="Number of fresh samples.")] = 100,
-                  model: Annotated[Path | None, typer.Option("--model", "-m", help="Also ask this model.")] = None,
-                  seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
-    """Regenerate a blind key from its secret and make fresh key samples from new images (Eq. 3)."""
-    from ..protections.watermarks.blind.samples import fresh_samples
-
-    result = fresh_samples(key, out, passphrase=passphrase, dataset=dataset, data_dir=data_dir, size=size,
-                           split=split, count=count, model=model, seed=seed)
-    lines = [f"secret regenerates the key's {result['key_size']} inputs: "
-             + ("bit for bit" if result["regenerated_exactly"] else
-                f"NO (largest difference {result['regeneration_max_diff']:.3g})"),
-             f"{result['count']} fresh samples written to {result['out']}: SSIM mean {result['ssim_mean']:.4f}, "
-             f"PSNR mean {result['psnr_mean']:.1f} dB"]
-    if "true_label_rate" in result:
-        lines.append(f"{result['model']}: answers the true label on {result['true_label_rate']:.3f} of fresh samples "
-                     f"(on their sources {result['source_true_label_rate']:.3f})")
-    emit(result, json_out, lines)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``blind`` to the ``protect`` group (``keys blind-samples`` is added by commands.keys)."""
+    """Add ``blind`` to the ``protect`` group (``keys blind-samples`` is in cli.keys)."""
     del app
     protect_group().command("blind")(blind)

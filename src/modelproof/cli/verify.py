@@ -60,7 +60,8 @@ def verify_cmd(key: KeyOpt,
     """
     from ..keys.commitments import check_commitment
     from ..keys.key import load_key
-    from ..verification.report import load_signing_key, summary, write_report
+    from ..keys.signing import load_signing_key
+    from ..verification.report import summary, write_report
     from ..verification.verify import verify
 
     if sign is not None and report is None:

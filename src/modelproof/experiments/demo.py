@@ -22,7 +22,7 @@ from ..data.splits import load_splits
 from ..util.errors import ModelproofError
 from ..keys.key import save_key
 from ..models.modelfile import export_onnx, load_model, save_model, weights_digest
-from ..protections.base import PROTECTIONS, _discover, make_protection
+from ..protections.base import PROTECTIONS, discover_protections, make_protection
 from ..references.population import train_references
 from ..references.finalize import finalize_key
 from ..suspects.local import TorchSuspect, train_random_forest
@@ -41,7 +41,7 @@ COLUMNS = (("method", "method", 20, "s"), ("key", "key_size", 4, "d"), ("acc bef
 
 def demo_protections() -> list[str]:
     """Names of the registered protections that declare ``demo_params``, in registry order."""
-    _discover()
+    discover_protections()
     return [name for name, cls in PROTECTIONS.items() if isinstance(getattr(cls, "demo_params", None), dict)]
 
 

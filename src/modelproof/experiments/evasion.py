@@ -23,20 +23,20 @@ from ..attacks.evasion.metrics import pirate_report
 from ..attacks.evasion.pirate import build_pirate
 from ..data.splits import Dataset
 from ..util.errors import ModelproofError
-from ..protections.base import PROTECTIONS, _discover, make_protection
+from ..protections.base import PROTECTIONS, discover_protections, make_protection
 from ..suspects.local import TorchSuspect
 from ..verification.verify import verify
 
 
 def protection_names() -> list[str]:
     """Every registered protection, in registry order."""
-    _discover()
+    discover_protections()
     return list(PROTECTIONS)
 
 
 def quick_params(name: str) -> dict:
     """The protection's ``demo_params`` (sized for small CPU runs) or {} for its defaults."""
-    _discover()
+    discover_protections()
     params = getattr(PROTECTIONS[name], "demo_params", None)
     return dict(params) if isinstance(params, dict) else {}
 

@@ -118,12 +118,12 @@ def _key_preview(key, owner_images: torch.Tensor, count: int = 6) -> dict:
 
 def _protect(store: Store, job: Job) -> dict:
     from ..models.modelfile import weights_digest
-    from ..protections.base import PROTECTIONS, _discover, make_protection
+    from ..protections.base import PROTECTIONS, discover_protections, make_protection
     from ..references.finalize import finalize_key
     from ..models.training import evaluate, predict
     from .config import accepts_secret
 
-    _discover()
+    discover_protections()
     s = job.spec
     splits = splits_for(s["dataset"])
     host = store.model("host", s["host"])
@@ -249,7 +249,7 @@ def _forged(store: Store, s: dict, model, key, splits) -> tuple[Any, dict]:
 
 
 def _cell(store: Store, job: Job) -> dict:
-    from .plan import attack_kind
+    from .config import attack_kind
 
     s = job.spec
     splits = splits_for(s["dataset"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .cache import code_version, digest
-from .config import UNATTACKED, ExperimentConfig, Item, Negative, registered_attacks
+from .config import UNATTACKED, ExperimentConfig, Item, Negative, attack_kind, registered_attacks
 from .jobs import Job
 
 NEGATIVE_SEED_BASE = 1000  # a negative's seed: 1000 + 100 * grid seed + its own seed (never a host's seed)
@@ -47,16 +47,11 @@ def _method_version(kind: str, name: str) -> str:
     if name == UNATTACKED:
         return "none"
     if kind == "protect":
-        from ..protections.base import PROTECTIONS, _discover
+        from ..protections.base import PROTECTIONS, discover_protections
 
-        _discover()
+        discover_protections()
         return code_version(PROTECTIONS[name])
     return code_version(registered_attacks()[name])
-
-
-def attack_kind(name: str) -> str:
-    """The attack's ``kind``: "removal", "evasion" (the model deployed behind a filter) or "forgery"."""
-    return "removal" if name == UNATTACKED else registered_attacks()[name].kind
 
 
 def negative_seed(negative: Negative, seed: int) -> int:

@@ -35,9 +35,7 @@ from .. import __version__
 from ..util.errors import ModelproofError
 from .key import OwnershipKey, canonical_json
 from ..models.modelfile import atomic_write_bytes, weights_digest
-from ..verification.report import (
-    ReportError, check_signature, fingerprint, load_public_key, raw_public_key, sign_message,
-)
+from .signing import ReportError, check_signature, fingerprint, load_public_key, raw_public_key, sign_message
 
 FORMAT = "modelproof-commitment"
 FORMAT_VERSION = 1

@@ -231,7 +231,7 @@ def save_key(key: OwnershipKey, path: str | Path, passphrase: str | None = None)
     return path
 
 
-def _metadata(raw: bytes, source: str) -> dict[str, str]:
+def safetensors_metadata(raw: bytes, source: str) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors blob, parsed defensively."""
     if len(raw) < 8:
         raise KeyFileError(f"{source}: not a safetensors key file (too short)")
@@ -254,7 +254,7 @@ def key_from_bytes(raw: bytes, source: str = "key file") -> OwnershipKey:
     if looks_like_pickle(raw):
         raise KeyFileError(f"{source}: looks like a pickle or torch.save archive; modelproof never unpickles "
                            "files (a key is a .safetensors file written by save_key)")
-    meta = _metadata(raw, source)
+    meta = safetensors_metadata(raw, source)
     try:
         tensors = load(raw)
     except (SafetensorError, ValueError, RuntimeError) as exc:

@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -145,11 +146,36 @@ def read_model_file(path: str | Path) -> tuple[ModelRecord, dict[str, torch.Tens
     return ModelRecord.from_json(meta[META_KEY], str(path)), state
 
 
+KindLoader = Callable[[ModelRecord, dict[str, torch.Tensor], "str | Path"], nn.Module]
+KIND_ENTRY_POINTS = "modelproof.model_kinds"  # entry-point group of packages that add model kinds
+_KIND_LOADERS: dict[str, KindLoader] = {}
+
+
+def register_model_kind(arch: str, loader: KindLoader) -> None:
+    """Hand model files whose record says ``arch`` to ``loader(record, state, path)`` instead of the zoo.
+
+    Model kinds that are not zoo architectures (the pirated model of :mod:`modelproof.attacks.evasion`)
+    register here, so that this module never imports the packages that define them. A kind that is
+    not registered yet is looked up among the installed entry points of :data:`KIND_ENTRY_POINTS`.
+    """
+    _KIND_LOADERS[arch] = loader
+
+
+def kind_loader(arch: str) -> KindLoader | None:
+    """The registered loader of model kind ``arch`` (None for zoo architectures and unknown kinds)."""
+    if arch not in _KIND_LOADERS:
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=KIND_ENTRY_POINTS, name=arch):
+            point.load()  # the module registers its kinds when imported
+    return _KIND_LOADERS.get(arch)
+
+
 def load_model(path: str | Path) -> nn.Module:
     """Rebuild a zoo model from its file; the weights are loaded bit-exactly (strict).
 
     A structurally pruned model (fewer channels, e.g. after filter pruning) is rebuilt too: layers
-    whose stored shapes differ are resized first (:func:`_resize_to_state`), the model must then
+    whose stored shapes differ are resized first (:func:`resize_to_state`), the model must then
     still run on its input shape, and its record's ``extra`` says ``structurally_pruned: true``.
     """
     import dataclasses
@@ -158,16 +184,15 @@ def load_model(path: str | Path) -> nn.Module:
     from . import build_from_record
 
     record, state = read_model_file(path)
-    if record.arch == "pirate":  # a stolen model behind its key-query detector (attacks.evasion)
-        from ..attacks.evasion.saving import load_pirate
-
-        return load_pirate(record, state, path)
+    loader = kind_loader(record.arch)
+    if loader is not None:  # e.g. a stolen model behind its key-query detector (attacks.evasion)
+        return loader(record, state, path)
     try:
         model = build_from_record(asdict(record))
     except ConfigError as exc:
         raise ModelFileError(f"{path}: the model record does not describe a buildable model ({exc})") from None
     try:
-        resized = _resize_to_state(model, state)
+        resized = resize_to_state(model, state)
         model.load_state_dict(state, strict=True)
         if resized:
             with torch.no_grad():
@@ -182,7 +207,7 @@ def load_model(path: str | Path) -> nn.Module:
     return model.eval().to(default_device())
 
 
-def _resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
     """Replace each Conv2d / Linear / BatchNorm2d whose stored shape differs by one of the stored shape.
 
     Depthwise convolutions (groups == in == out channels) stay depthwise with the new channel count;

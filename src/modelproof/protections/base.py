@@ -111,7 +111,8 @@ def register_protection(cls: type[Protection]) -> type[Protection]:
     return cls
 
 
-def _discover() -> None:
+def discover_protections() -> None:
+    """Import every module of the watermarks and fingerprints packages, so that each registers its protections."""
     for package in ("modelproof.protections.watermarks", "modelproof.protections.fingerprints"):
         try:
             pkg = importlib.import_module(package)
@@ -123,13 +124,25 @@ def _discover() -> None:
 
 def registered(name: str) -> type[Protection] | None:
     """The registered protection class called ``name`` (None when there is none)."""
-    _discover()
+    discover_protections()
     return PROTECTIONS.get(name)
 
 
 def make_protection(name: str, **params: Any) -> Protection:
     """Build a registered protection by name with its hyper-parameters."""
-    _discover()
+    discover_protections()
     if name not in PROTECTIONS:
         raise ConfigError(f"unknown protection {name!r}; expected one of {', '.join(sorted(PROTECTIONS))}")
     return PROTECTIONS[name](**params)
+
+
+def exact_null(method: str) -> bool:
+    """Whether the registered protection ``method`` has a null that holds by construction."""
+    cls = registered(method)
+    return bool(getattr(cls, "exact_null", False))
+
+
+def needs_calibration(method: str) -> bool:
+    """Whether ``method``'s uncalibrated null is known not to bound real models (then never "owned")."""
+    cls = registered(method)
+    return bool(getattr(cls, "analytic_null_unsound", False))

@@ -44,7 +44,8 @@ from pathlib import Path
 
 from ..util.errors import ConfigError
 from ..keys.key import OwnershipKey
-from ..verification.stats import prediction_upper_bound
+from ..keys.nulls import prediction_upper_bound
+from ..protections.base import exact_null
 
 TAIL = 0.001          # P(an independent model's rate exceeds the bound); verify tests at alpha - TAIL
 MIN_REFERENCES = 4
@@ -80,7 +81,7 @@ def reference_from_spec(spec: str, suspect: object | None = None) -> Reference:
 
 def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:
     """How many key labels ``suspect`` answers (the whole key, through a QueriedSuspect)."""
-    from ..suspects.local import QueriedSuspect
+    from ..suspects.queried import QueriedSuspect
     from ..verification.verify import check_compatible, checked_labels
 
     check_compatible(key, suspect)
@@ -91,33 +92,6 @@ def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:
         answers = checked_labels(queried.predict(chunk), len(chunk))
         total += int((answers == key.labels[start:start + batch_size]).sum())
     return total
-
-
-def exact_null(method: str) -> bool:
-    """Whether the registered protection ``method`` has a null that holds by construction."""
-    from ..protections.base import registered
-
-    cls = registered(method)
-    return bool(getattr(cls, "exact_null", False))
-
-
-def needs_calibration(method: str) -> bool:
-    """Whether ``method``'s uncalibrated null is known not to bound real models (then never "owned")."""
-    from ..protections.base import registered
-
-    cls = registered(method)
-    return bool(getattr(cls, "analytic_null_unsound", False))
-
-
-def is_calibrated(key: OwnershipKey) -> bool:
-    """Whether the key's null was estimated from reference models."""
-    return isinstance(key.params.get("calibration"), dict)
-
-
-def tail_of(key: OwnershipKey) -> float:
-    """The probability mass the calibrated bound leaves above it (0 for keys not calibrated this way)."""
-    cal = key.params.get("calibration")
-    return float(cal.get("tail", 0.0)) if isinstance(cal, dict) else 0.0
 
 
 def _refuse_dependent(key: OwnershipKey, ref: Reference, matches: int) -> None:

@@ -113,7 +113,7 @@ def key_order(key: OwnershipKey) -> torch.Tensor:
 
 def _ask(suspect, images: torch.Tensor) -> tuple[torch.Tensor, bool]:
     """The suspect's labels for ``images`` and whether the budget ran out (then possibly fewer labels)."""
-    from ..suspects.local import BudgetExhausted
+    from ..suspects.base import BudgetExhausted
 
     try:
         return checked_labels(suspect.predict(images), len(images)), False
@@ -142,7 +142,7 @@ def checked_labels(answer: object, n: int) -> torch.Tensor:
 
 def test_level(key: OwnershipKey, alpha: float) -> float:
     """The level the test runs at: alpha less the calibration's tail (ConfigError when nothing is left)."""
-    from ..references.calibration import tail_of
+    from ..keys.nulls import tail_of
 
     tail = tail_of(key)
     if alpha <= tail:
@@ -163,7 +163,8 @@ def can_prove(key: OwnershipKey, alpha: float, mode: str = "fixed", p1: float | 
 
 def weak_key_note(key: OwnershipKey, alpha: float, mode: str, p1: float | None) -> str | None:
     """Why a verdict cannot be "owned" whatever the suspect answers, or None when it can."""
-    from ..references.calibration import is_calibrated, needs_calibration
+    from ..keys.nulls import is_calibrated
+    from ..protections.base import needs_calibration
 
     if not is_calibrated(key) and needs_calibration(key.method):
         return (f"the key's null ({key.null_source.split(';')[0]}) is not calibrated, and {key.method}'s analytic null "
@@ -184,7 +185,7 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
     A calibrated key tests at ``alpha - tail`` (:func:`test_level`). Every decision is recorded in the
     query log; a second fixed-sample look at one log with another budget or alpha is refused.
     """
-    from ..suspects.local import QueriedSuspect
+    from ..suspects.queried import QueriedSuspect
 
     _check_inputs(alpha, mode, batch_size, budget, beta)
     level, p0 = test_level(key, alpha), key.null_match_prob

@@ -39,10 +39,10 @@ SIZE_PARAMS = ("key_size", "points")  # the constructor argument that sets how m
 
 def attacker_key_samples(key: OwnershipKey, stolen: nn.Module, data: Dataset, n: int, *, seed: int = 0) -> torch.Tensor:
     """``n`` (or fewer) key inputs made by ``key.method`` with the owner's parameters and the attacker's secret."""
-    from ...protections.base import PROTECTIONS, _discover
+    from ...protections.base import PROTECTIONS, discover_protections
     from ...protections.watermarks.trigger_set import TriggerSet
 
-    _discover()
+    discover_protections()
     if key.method not in PROTECTIONS:
         raise ConfigError(f"unknown protection {key.method!r}; expected one of {', '.join(sorted(PROTECTIONS))}")
     cls = PROTECTIONS[key.method]

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ...util.errors import ConfigError, ModelFileError
-from ...models.modelfile import META_KEY, ModelRecord, atomic_write_bytes
+from ...models.modelfile import META_KEY, ModelRecord, atomic_write_bytes, register_model_kind, resize_to_state
 from .dcgan import Discriminator
 from .pirate import PiratedModel
 
@@ -51,7 +51,6 @@ def save_pirate(pirate: PiratedModel, path: str | Path, *, dataset: str = "", ex
 
 def load_pirate(record: ModelRecord, state: dict[str, torch.Tensor], source: str | Path) -> PiratedModel:
     """Rebuild the pirated model of a file whose record says ``arch: pirate`` (weights loaded strictly)."""
-    from ...models.modelfile import _resize_to_state
     from ...models import build_from_record
 
     info = record.extra.get("pirate")
@@ -64,7 +63,7 @@ def load_pirate(record: ModelRecord, state: dict[str, torch.Tensor], source: str
         raise ModelFileError(f"{source}: the pirate record is missing or has a bad field ({exc})") from None
     inner_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     try:
-        _resize_to_state(model, inner_state)  # a filter-pruned stolen model keeps its narrower layers
+        resize_to_state(model, inner_state)  # a filter-pruned stolen model keeps its narrower layers
         model.load_state_dict(inner_state, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{source}: the stolen model's weights do not fit its record: {str(exc)[:300]}") from None
@@ -80,3 +79,6 @@ def load_pirate(record: ModelRecord, state: dict[str, torch.Tensor], source: str
         p.requires_grad_(False)
     pirate.record = dataclasses.replace(record)  # type: ignore[attr-defined]
     return pirate.eval()
+
+
+register_model_kind(PIRATE_ARCH, load_pirate)

@@ -101,7 +101,8 @@ class Forgery(ABC):
     def perform(self, model_or_suspect: Any, attacker_data: Dataset, intercepted: torch.Tensor | None = None, *,
                 seed: int = 0) -> ForgeryOutcome:
         """Check the threat model, forge, and return the key with the queries and seconds it cost."""
-        from ...suspects.local import QueriedSuspect, TorchSuspect
+        from ...suspects.queried import QueriedSuspect
+        from ...suspects.local import TorchSuspect
 
         if not isinstance(attacker_data, Dataset) or len(attacker_data) == 0:
             raise ConfigError(f"attacker_data must be a non-empty modelproof Dataset, got {type(attacker_data).__name__}")

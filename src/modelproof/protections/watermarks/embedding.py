@@ -27,7 +27,7 @@ from torch import nn
 
 from ...data.splits import Dataset, concat
 from ...util.errors import ConfigError
-from ...verification.stats import clopper_pearson_upper
+from ...keys.nulls import clopper_pearson_upper
 from ...models.training import TrainConfig, evaluate, fit, predict
 
 MODES = ("finetune", "scratch")

@@ -64,7 +64,7 @@ from ...keys.key import OwnershipKey
 from ...models.modelfile import weights_digest
 from ...models import last_linear
 from ..base import Protected, register_protection
-from ...verification.stats import clopper_pearson_upper
+from ...keys.nulls import clopper_pearson_upper
 from ...models.training import evaluate, logits, predict
 from . import patterns
 from ...util.checks import check_int

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ....util.errors import KeyFileError
-from ....keys.key import _metadata, canonical_json, encrypt_bytes, read_plain
+from ....keys.key import canonical_json, encrypt_bytes, read_plain, safetensors_metadata
 from ....models.modelfile import atomic_write_bytes, looks_like_pickle
 from .networks import Encoder, encode
 
@@ -44,7 +44,7 @@ class BlindSecret:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Fresh key samples e(x, logo) for ``images`` (N, C, H, W) in [0, 1] (Eq. 3)."""
-        from ....suspects.local import check_images
+        from ....suspects.base import check_images
 
         return encode(self.encoder, self.logo, check_images(images, self.encoder.input_shape, "images"))
 
@@ -94,7 +94,7 @@ def load_secret(path: str | Path, passphrase: str | None = None) -> BlindSecret:
         raise KeyFileError(f"{path}: looks like a pickle; modelproof never unpickles files")
     try:
         tensors = load(raw)
-        meta = json.loads(_metadata(raw, str(path)).get(META, "null"))
+        meta = json.loads(safetensors_metadata(raw, str(path)).get(META, "null"))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise KeyFileError(f"{path}: not a readable blind-watermark secret ({type(exc).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != VERSION:

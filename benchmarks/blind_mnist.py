@@ -41,7 +41,7 @@ from modelproof.models import build_model
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, fit, predict
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks import patterns
 from modelproof.protections.watermarks.blind import BlindWatermark
 from modelproof.protections.watermarks.blind.imperceptibility import grid_png

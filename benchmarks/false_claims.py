@@ -30,7 +30,7 @@ from scipy import stats
 from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL
 from modelproof.verification.stats import default_p1
 from modelproof.keys.nulls import prediction_upper_bound
-from modelproof.verification.verify import check_new_look
+from modelproof.verification.verifier import check_new_look
 
 
 def thresholds(n: int, p0: np.ndarray, level: float) -> np.ndarray:

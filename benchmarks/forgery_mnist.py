@@ -55,7 +55,7 @@ from modelproof.protections.base import PROTECTIONS, make_protection
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.references.calibration import Reference, calibrate
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)
 SECRET = "forgery-mnist"

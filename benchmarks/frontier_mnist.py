@@ -24,14 +24,15 @@ from modelproof.attacks import make_attack
 from modelproof.attacks.result import Plausibility
 from modelproof.data.splits import load_splits
 from modelproof.util.errors import ConfigError
-from modelproof.keys.key import OwnershipKey, load_key, save_key
+from modelproof.keys.key import OwnershipKey
+from modelproof.keys.container import load_key, save_key
 from modelproof.models.modelfile import load_model, save_model
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.references.calibration import Reference, calibrate, match_count
 from modelproof.models.modelfile import weights_digest
 from modelproof.verification.stats import binomial_p_value, decision_threshold
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, NULL_SOURCE, FrontierStitching, build_key
 
 ALPHA = 0.05

@@ -29,7 +29,7 @@ from modelproof.references.population import epochs_for, train_references
 from modelproof.references.finalize import finalize_key
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 
 SETTINGS = {"digits": ("mlp", 16, TrainConfig(epochs=20, lr=0.003)),
             "mnist": ("lenet5", None, TrainConfig(epochs=2, lr=0.001))}

@@ -35,7 +35,7 @@ from modelproof.models import build_model
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks import patterns
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 from modelproof.cli.app import app
 from modelproof.data.splits import Dataset, load_splits
 from modelproof.util.errors import ConfigError, KeyFileError
-from modelproof.keys.key import load_key
+from modelproof.keys.container import load_key
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, evaluate, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.blind import BlindWatermark, load_secret, save_secret
 from modelproof.protections.watermarks.blind.logo import logo_from_file, make_logo
 from modelproof.protections.watermarks.blind.networks import build_encoder, encode

@@ -7,7 +7,8 @@ import torch
 from typer.testing import CliRunner
 
 from modelproof.cli.app import app
-from modelproof.keys.key import key_from_model, save_key
+from modelproof.keys.key import key_from_model
+from modelproof.keys.container import save_key
 from modelproof.models.modelfile import export_onnx, save_model
 from modelproof.models.training import TrainConfig, train_new
 
@@ -94,8 +95,8 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
         r.output
     # the protected model: owned if the calibrated null (0.96-0.97, as alike as the references train on this
     # CPU) still lets 150 matches reach alpha; otherwise the key proves nothing, and says so
-    from modelproof.keys.key import load_key
-    from modelproof.verification.verify import can_prove
+    from modelproof.keys.container import load_key
+    from modelproof.verification.verifier import can_prove
 
     r = run("verify", "--key", out_key, "--suspect", files / "ours.safetensors", "--json")
     ours = json.loads(r.stdout)

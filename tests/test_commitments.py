@@ -12,7 +12,8 @@ from modelproof.keys.commitments import (
     CommitmentError, check_commitment, commitment_path, earliest_claim, file_digest, read_commitment,
     timestamp_request, write_commitment,
 )
-from modelproof.keys.key import OwnershipKey, save_key
+from modelproof.keys.key import OwnershipKey
+from modelproof.keys.container import save_key
 from modelproof.models.modelfile import load_model, save_model, weights_digest
 from modelproof.keys.signing import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 

@@ -52,7 +52,7 @@ def test_training_ipguard_and_verify_on_cuda(digits):
     from modelproof.protections.fingerprints.ipguard import boundary_search, frozen
     from modelproof.suspects.local import TorchSuspect
     from modelproof.models.training import TrainConfig, evaluate, train_new
-    from modelproof.verification.verify import verify
+    from modelproof.verification.verifier import verify
 
     devices.configure("cuda", 1)
     try:

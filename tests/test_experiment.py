@@ -134,7 +134,7 @@ def test_evasion_and_forgery_cells(tmp_path):
         assert forged["attack_queries"] > 0 and forged["accuracy_after"] == forged["accuracy_before"]
         assert forged["fpr"] is None and pos[(prot, "none")]["fpr"] is None
     # each forgery cell verified the counterfeiter's own key, cached beside its attack entry
-    from modelproof.keys.key import load_key
+    from modelproof.keys.container import load_key
 
     forged_keys = [load_key(p) for p in sorted((tmp_path / "cache" / "attack").glob("*.mpkey"))]
     assert sorted(k.method for k in forged_keys) == ["forge-adversarial"] * 2 + ["forge-pattern-reuse"] * 2

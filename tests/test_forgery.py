@@ -16,12 +16,12 @@ from modelproof.attacks.forgery import FORGERIES, make_forgery, nearest_sources
 from modelproof.cli.app import app
 from modelproof.keys.commitments import CommitmentError, check_commitment, earliest_claim, write_commitment
 from modelproof.util.errors import ConfigError
-from modelproof.keys.key import save_key
+from modelproof.keys.container import save_key
 from modelproof.models.modelfile import save_model, weights_digest
 from modelproof.protections.base import make_protection
 from modelproof.suspects.queried import QueriedSuspect
 from modelproof.suspects.local import TorchSuspect
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 
 SEEDS = (0, 1, 2)
 

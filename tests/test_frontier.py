@@ -13,12 +13,12 @@ from modelproof.protections.adversarial import NORMS, fgsm, normalised_direction
 from modelproof.references.calibration import Reference, calibrate
 from modelproof.cli.app import app
 from modelproof.util.errors import ConfigError
-from modelproof.keys.key import load_key
+from modelproof.keys.container import load_key
 from modelproof.models.modelfile import save_model, weights_digest
 from modelproof.protections.base import PROTECTIONS, make_protection
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, FrontierStitching, build_key
 
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")

@@ -21,7 +21,8 @@ import torch
 from typer.testing import CliRunner
 
 from modelproof.cli.app import app
-from modelproof.keys.key import key_from_model, save_key
+from modelproof.keys.key import key_from_model
+from modelproof.keys.container import save_key
 from modelproof.models.modelfile import save_model
 from modelproof.serving.server import create_app
 from modelproof.suspects.http.client import HttpSuspect

@@ -15,12 +15,12 @@ from modelproof.protections.fingerprints.baselines import (
 from modelproof.protections.fingerprints.ipguard import (
     IPGuard, boundary_loss, boundary_search, frozen, initial_points, learning_rate, per_point_search,
 )
-from modelproof.keys.key import load_key
+from modelproof.keys.container import load_key
 from modelproof.models.modelfile import save_model, weights_digest
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, predict, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 
 K = 1.0
 

@@ -9,9 +9,8 @@ import torch
 from safetensors.torch import save
 
 from modelproof.util.errors import KeyFileError
-from modelproof.keys.key import (
-    FORMAT, FORMAT_VERSION, META_KEY, OwnershipKey, canonical_json, is_encrypted, key_from_model, load_key, save_key,
-)
+from modelproof.keys.key import FORMAT, FORMAT_VERSION, OwnershipKey, canonical_json, key_from_model
+from modelproof.keys.container import META_KEY, is_encrypted, load_key, save_key
 from modelproof.models.modelfile import weights_digest
 from modelproof.models import build_model
 from modelproof.models.training import predict

@@ -71,7 +71,7 @@ def test_onnx_export_matches_torch(trained_cnn, tmp_path):
 
 def test_safetensors_whose_header_length_starts_like_a_pickle_loads(tmp_path):
     # A header length of 0x80 + 256*k puts byte 0x80 first; the file is still safetensors.
-    from modelproof.models.modelfile import looks_like_pickle
+    from modelproof.util.files import looks_like_pickle
 
     assert looks_like_pickle(pickle.dumps({"a": 1}))
     raw = (0x80).to_bytes(8, "little") + b"{" + b" " * 0x7F

@@ -12,7 +12,7 @@ from modelproof.models import build_model
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import evaluate, predict, train_new
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.new_label import NewLabel, OriginalClasses, extend_head, predict_original
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modelproof.cli.app import app
-from modelproof.keys.key import load_key
+from modelproof.keys.container import load_key
 from modelproof.models.modelfile import load_model, save_model
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ from modelproof.keys.signing import (
     save_signing_key,
 )
 from modelproof.verification.report import check_report, summary, summary_path, write_report
-from modelproof.verification.verify import Verdict
+from modelproof.verification.verifier import Verdict
 
 
 def make_verdict(**changes) -> Verdict:

@@ -13,18 +13,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from modelproof.keys import key as keys_module
+from modelproof.keys import container as keys_module
 from modelproof.cli.app import app
 from modelproof.data.splits import Dataset
 from modelproof.util.errors import ConfigError, KeyFileError
 from modelproof.protections.fingerprints.ipguard import IPGuard
-from modelproof.keys.key import OwnershipKey, key_from_model, load_key, save_key
+from modelproof.keys.key import OwnershipKey, key_from_model
+from modelproof.keys.container import load_key, save_key
 from modelproof.models.modelfile import export_onnx, save_model
 from modelproof.protections.base import make_protection
 from modelproof.verification.report import summary
 from modelproof.suspects.queried import QueriedSuspect
 from modelproof.suspects.local import TorchSuspect
-from modelproof.verification.verify import verify
+from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
 
 runner = CliRunner()

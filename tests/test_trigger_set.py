@@ -11,7 +11,7 @@ from modelproof.protections.base import PROTECTIONS, make_protection
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import evaluate
 from modelproof.references.calibration import calibrate
-from modelproof.verification.verify import can_prove, verify
+from modelproof.verification.verifier import can_prove, verify
 from modelproof.protections.watermarks import patterns, trigger_set
 
 METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi")

@@ -16,7 +16,8 @@ from scipy.stats import binom
 from scipy.stats import t as student_t
 
 from modelproof.util.errors import ConfigError, SuspectError
-from modelproof.keys.key import key_from_model, save_key
+from modelproof.keys.key import key_from_model
+from modelproof.keys.container import save_key
 from modelproof.models.modelfile import save_model
 from modelproof.references.calibration import TAIL, Reference, calibrate
 from modelproof.models.modelfile import weights_digest
@@ -25,7 +26,7 @@ from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.suspects.queried import QueriedSuspect
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, predict, train_new
-from modelproof.verification.verify import can_prove, key_order, verify
+from modelproof.verification.verifier import can_prove, key_order, verify
 
 QUICK = TrainConfig(epochs=10, batch_size=32, lr=0.002, optimizer="adam")
 
@@ -192,10 +193,10 @@ def test_log_replays_instead_of_asking_again(tmp_path, calibrated, trained_cnn):
 
 RUNNER = textwrap.dedent("""
     import sys, time
-    from modelproof.keys.key import load_key
-    from modelproof.models.modelfile import load_model
-    from modelproof.suspects.local import TorchSuspect
-    from modelproof.verification.verify import verify
+    from modelproof.keys import load_key
+    from modelproof.models import load_model
+    from modelproof.suspects import TorchSuspect
+    from modelproof.verification import verify
 
     class Slow(TorchSuspect):
         def predict(self, images):

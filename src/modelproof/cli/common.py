@@ -91,7 +91,7 @@ def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | N
     Nothing is asked for a plain key; an encrypted one without a passphrase and no terminal is left
     to ``load_key``, whose error says to pass one.
     """
-    from ..keys.key import is_encrypted
+    from ..keys.container import is_encrypted
 
     passphrase = read_passphrase(passphrase, passphrase_file)
     if passphrase is None and Path(path).is_file() and is_encrypted(path) and sys.stdin.isatty():

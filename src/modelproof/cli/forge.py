@@ -34,7 +34,7 @@ def load_intercepted(path: Path, count: int | None = None) -> torch.Tensor:
         images = (torch.from_numpy(x.astype(np.float32) / 255.0).permute(0, 3, 1, 2) if x.dtype == np.uint8
                   else torch.from_numpy(x.astype(np.float32)))
     else:
-        from ..keys.key import load_key
+        from ..keys.container import load_key
 
         images = load_key(path).inputs
     if images.dim() != 4:
@@ -65,7 +65,7 @@ def _forge_command(name: str):
         from ..attacks.forgery import make_forgery
         from ..attacks.registry import parse_pairs
         from ..data.splits import load_splits
-        from ..keys.key import save_key
+        from ..keys.container import save_key
         from ..models.modelfile import load_model
         from ..suspects.local import open_suspect
 

@@ -18,7 +18,7 @@ def info(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
                                                         help="Passphrase of an encrypted key.")] = None,
          json_out: JsonOpt = False) -> None:
     """Show a key's method, size, digest and null match probability (never its inputs or labels)."""
-    from ..keys.key import is_encrypted, load_key
+    from ..keys.container import is_encrypted, load_key
 
     loaded = load_key(key, passphrase)
     result = dict(loaded.info(), file=str(key), encrypted=is_encrypted(key))
@@ -100,7 +100,7 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
            sign: SignOpt = None, sign_passphrase: SignPassOpt = None, json_out: JsonOpt = False) -> None:
     """Commit to an existing key: its digest, method and public parameters, model digest and time (signed with --sign)."""
     from ..util.errors import ConfigError
-    from ..keys.key import load_key
+    from ..keys.container import load_key
     from ..models.modelfile import load_model, weights_digest
     from ..keys.signing import load_signing_key
 

@@ -102,7 +102,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     The common options (``protect_options``) say how to calibrate; a key that cannot prove its own
     model is refused (ConfigError, nothing written) unless ``--allow-weak``.
     """
-    from ..keys.key import save_key
+    from ..keys.container import save_key
     from ..models import build_model
     from ..references.finalize import finalize_key
 

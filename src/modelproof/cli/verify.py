@@ -59,10 +59,10 @@ def verify_cmd(key: KeyOpt,
     prove anything), 2 a usage error.
     """
     from ..keys.commitments import check_commitment
-    from ..keys.key import load_key
+    from ..keys.container import load_key
     from ..keys.signing import load_signing_key
     from ..verification.report import summary, write_report
-    from ..verification.verify import verify
+    from ..verification.verifier import verify
 
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
@@ -100,7 +100,7 @@ def calibrate_cmd(key: KeyOpt,
                   suspect_options: SuspectOptions) -> None:
     """Bound the key's null match probability from independently trained reference models."""
     from ..references.calibration import calibrate, reference_from_spec
-    from ..keys.key import load_key, save_key
+    from ..keys.container import load_key, save_key
 
     passphrase = key_passphrase(key, passphrase, passphrase_file)
     owned_key = load_key(key, passphrase)

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ..models.modelfile import atomic_write_bytes
+from ..util.files import atomic_write_bytes
 
 HASH_CHARS = 20
 
@@ -115,13 +115,13 @@ class Store:
 
     def put_key(self, job_hash: str, key: Any, kind: str = "protect") -> None:
         """Save the OwnershipKey of a protect job (or the forged key of a forgery's ``attack`` entry)."""
-        from ..keys.key import save_key
+        from ..keys.container import save_key
 
         save_key(key, self.path(kind, job_hash, ".mpkey"))
 
     def key(self, job_hash: str, kind: str = "protect") -> Any:
         """The OwnershipKey of a finished protect job (or of a forgery's ``attack`` entry)."""
-        from ..keys.key import load_key
+        from ..keys.container import load_key
 
         return load_key(self.path(kind, job_hash, ".mpkey"))
 

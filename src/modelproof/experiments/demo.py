@@ -20,14 +20,14 @@ import torch
 
 from ..data.splits import load_splits
 from ..util.errors import ModelproofError
-from ..keys.key import save_key
+from ..keys.container import save_key
 from ..models.modelfile import export_onnx, load_model, save_model, weights_digest
 from ..protections.base import PROTECTIONS, discover_protections, make_protection
 from ..references.population import train_references
 from ..references.finalize import finalize_key
 from ..suspects.local import TorchSuspect, train_random_forest
 from ..models.training import TrainConfig, evaluate, train_new
-from ..verification.verify import verify
+from ..verification.verifier import verify
 
 DEMO_CONFIG = TrainConfig(epochs=20, batch_size=64, lr=0.003, optimizer="adam")
 DEMO_ARCH, DEMO_SIZE = "mlp", 16

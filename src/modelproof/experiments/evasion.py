@@ -25,7 +25,7 @@ from ..data.splits import Dataset
 from ..util.errors import ModelproofError
 from ..protections.base import PROTECTIONS, discover_protections, make_protection
 from ..suspects.local import TorchSuspect
-from ..verification.verify import verify
+from ..verification.verifier import verify
 
 
 def protection_names() -> list[str]:

@@ -161,7 +161,7 @@ def _protected_model(store: Store, spec: dict):
 def _verdict(key, model_or_suspect, label: str, verification: dict) -> dict:
     from ..suspects.local import TorchSuspect
     from ..references.calibration import match_count
-    from ..verification.verify import verify
+    from ..verification.verifier import verify
 
     suspect = TorchSuspect(model_or_suspect, identity=label) if isinstance(model_or_suspect, torch.nn.Module) \
         else model_or_suspect

@@ -179,7 +179,7 @@ def _negatives(tables: list[dict]) -> list[Negative]:
 
 
 def _verification(table: dict) -> dict:
-    from ..verification.verify import MODES
+    from ..verification.verifier import MODES
 
     _unknown("verification", table, {"alpha", "mode", "budget", "batch_size"})
     out = {"alpha": table.get("alpha", 0.01), "mode": table.get("mode", "fixed"), "budget": table.get("budget"),

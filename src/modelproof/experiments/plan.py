@@ -35,7 +35,7 @@ def _versions() -> dict[str, str]:
     from .. import attacks
     from ..protections import base as protection
     from ..models import training
-    from ..verification import verify as verification
+    from ..verification import verifier as verification
     from ..models import registry
     from . import jobs as experiment_jobs
 

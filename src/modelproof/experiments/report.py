@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..util.errors import ConfigError
-from ..models.modelfile import atomic_write_bytes
+from ..util.files import atomic_write_bytes
 from .payoff import attack_summaries, payoff_cells, protection_summaries
 
 TEMPLATE = "report.html.j2"  # beside this module (package data)

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models.modelfile import atomic_write_bytes
+from ..util.files import atomic_write_bytes
 from .config import ExperimentConfig
 from .plan import Cell, plan
 

@@ -34,7 +34,8 @@ from torch import nn
 from .. import __version__
 from ..util.errors import ModelproofError
 from .key import OwnershipKey, canonical_json
-from ..models.modelfile import atomic_write_bytes, weights_digest
+from ..util.files import atomic_write_bytes
+from ..models.modelfile import weights_digest
 from .signing import ReportError, check_signature, fingerprint, load_public_key, raw_public_key, sign_message
 
 FORMAT = "modelproof-commitment"

@@ -14,7 +14,7 @@ import hashlib
 from pathlib import Path
 
 from ..util.errors import ModelproofError
-from ..models.modelfile import atomic_write_bytes
+from ..util.files import atomic_write_bytes
 
 
 class ReportError(ModelproofError):

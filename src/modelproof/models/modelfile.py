@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..util.errors import ModelFileError
+from ..util.files import atomic_write_bytes, looks_like_pickle
 
 FORMAT = "modelproof-model"
 FORMAT_VERSION = 1
@@ -83,21 +84,6 @@ def record_of(model: nn.Module, dataset: str = "", extra: dict | None = None) ->
                        extra=dict(extra or {}))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: nn.Module, path: str | Path, *, dataset: str = "", extra: dict | None = None) -> Path:
     """Write a zoo model's weights and record to one safetensors file, atomically."""
     from safetensors.torch import save
@@ -107,18 +93,6 @@ def save_model(model: nn.Module, path: str | Path, *, dataset: str = "", extra: 
     path = Path(path)
     atomic_write_bytes(path, save(state, metadata={META_KEY: record.to_json()}))
     return path
-
-
-def looks_like_pickle(raw: bytes) -> bool:
-    """True for a pickle or ``torch.save`` (zip) file that is not laid out as safetensors.
-
-    A safetensors file starts with an 8-byte little-endian header length followed by ``{``; that
-    length's first byte may happen to be 0x80 or spell "PK", so the layout is checked first.
-    """
-    size = int.from_bytes(raw[:8], "little") if len(raw) >= 9 else -1
-    if 0 <= size <= len(raw) - 8 and raw[8:9] == b"{":
-        return False
-    return raw[:1] == b"\x80" or raw[:2] == b"PK"
 
 
 def read_model_file(path: str | Path) -> tuple[ModelRecord, dict[str, torch.Tensor]]:

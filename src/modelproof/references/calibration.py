@@ -82,7 +82,7 @@ def reference_from_spec(spec: str, suspect: object | None = None) -> Reference:
 def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:
     """How many key labels ``suspect`` answers (the whole key, through a QueriedSuspect)."""
     from ..suspects.queried import QueriedSuspect
-    from ..verification.verify import check_compatible, checked_labels
+    from ..verification.verifier import check_compatible, checked_labels
 
     check_compatible(key, suspect)
     queried = suspect if isinstance(suspect, QueriedSuspect) else QueriedSuspect(suspect)

@@ -20,8 +20,7 @@ from ..data.splits import Dataset
 from ..util.errors import ConfigError
 from ..keys.key import OwnershipKey
 from ..protections.base import Protected, Protection
-from ..suspects.local import TorchSuspect
-from ..verification.verify import verify
+from ..verification.selfcheck import self_check
 
 
 @dataclass(frozen=True)
@@ -31,19 +30,6 @@ class FinalKey:
     key: OwnershipKey
     summary: dict = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
-
-
-def self_check(result: Protected, key: OwnershipKey, alpha: float = 0.01) -> list[str]:
-    """The problems found verifying the protected model against its own key (empty when it proves it)."""
-    problems = []
-    for mode in ("fixed", "sequential"):
-        if mode == "sequential" and key.null_match_prob >= 1.0:
-            problems.append("sequential: the null is 1, no evidence can reach alpha")
-            continue
-        verdict = verify(key, TorchSuspect(result.model), alpha=alpha, mode=mode)
-        if verdict.decision != "owned":
-            problems.append(f"{mode}: {verdict.matches}/{verdict.queries} matched, null {key.null_match_prob:.3g}")
-    return problems
 
 
 def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, source_digest: str | None = None,

@@ -19,8 +19,8 @@ from pathlib import Path
 from .. import __version__
 from ..keys.key import canonical_json
 from ..keys.signing import ReportError, b64, check_signature, fingerprint, load_public_key, sign_message
-from ..models.modelfile import atomic_write_bytes
-from .verify import Verdict
+from ..util.files import atomic_write_bytes
+from .verifier import Verdict
 
 FORMAT = "modelproof-report"
 FORMAT_VERSION = 1

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ...util.errors import ConfigError, ModelFileError
-from ...models.modelfile import META_KEY, ModelRecord, atomic_write_bytes, register_model_kind, resize_to_state
+from ...models.modelfile import META_KEY, ModelRecord, register_model_kind, resize_to_state
+from ...util.files import atomic_write_bytes
 from .dcgan import Discriminator
 from .pirate import PiratedModel
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ....models.modelfile import atomic_write_bytes
+from ....util.files import atomic_write_bytes
 from .joint import ssim_per_image
 
 PSNR_CAP = 100.0

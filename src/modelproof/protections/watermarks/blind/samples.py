@@ -8,8 +8,9 @@ import torch
 
 from ....data.splits import load_splits
 from ....util.errors import ConfigError, KeyFileError
-from ....keys.key import load_key
-from ....models.modelfile import atomic_write_bytes, load_model
+from ....keys.container import load_key
+from ....util.files import atomic_write_bytes
+from ....models.modelfile import load_model
 from ....models.training import predict
 from .imperceptibility import imperceptibility
 from .secret import load_secret, secret_path

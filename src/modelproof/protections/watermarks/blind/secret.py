@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from ....util.errors import KeyFileError
-from ....keys.key import canonical_json, encrypt_bytes, read_plain, safetensors_metadata
-from ....models.modelfile import atomic_write_bytes, looks_like_pickle
+from ....keys.key import canonical_json
+from ....keys.container import encrypt_bytes, read_plain, safetensors_metadata
+from ....util.files import atomic_write_bytes, looks_like_pickle
 from .networks import Encoder, encode
 
 FORMAT, VERSION, META = "modelproof-blind-secret", 1, "modelproof_blind_secret"

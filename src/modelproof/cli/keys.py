@@ -60,16 +60,6 @@ SignPassOpt = Annotated[str | None, typer.Option("--sign-passphrase", envvar="MO
                                                  help="Passphrase of the signing key.")]
 
 
-def write_commitment_files(key, key_path: Path, *, model=None, signing_key=None, out: Path | None = None) -> dict:
-    """Write KEY.commitment.json (signed when ``signing_key`` is given) and its RFC 3161 request KEY.commitment.tsq."""
-    from ..keys.commitments import commitment_path, timestamp_request, write_commitment
-
-    path = out or commitment_path(key_path)
-    written = write_commitment(key, path, model=model, signing_key=signing_key)
-    written["timestamp_request"] = str(timestamp_request(path, path.with_suffix(".tsq")))
-    return written
-
-
 def commitment_lines(written: dict) -> list[str]:
     """What the commands print about a commitment they wrote."""
     return [f"commitment written to {written['path']}"
@@ -80,13 +70,6 @@ def commitment_lines(written: dict) -> list[str]:
 
 # The signing key given to ``modelproof protect --sign`` (set by the group's callback, used once).
 PROTECT_SIGNING_KEY: ContextVar[object | None] = ContextVar("protect_signing_key", default=None)
-
-
-def protect_commitment(key, key_path: Path, model) -> dict:
-    """The commitment ``protect`` writes beside a new key, signed when ``protect --sign`` was given."""
-    signing_key = PROTECT_SIGNING_KEY.get()
-    PROTECT_SIGNING_KEY.set(None)
-    return write_commitment_files(key, key_path, model=model, signing_key=signing_key)
 
 
 @user_errors
@@ -100,6 +83,7 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
            sign: SignOpt = None, sign_passphrase: SignPassOpt = None, json_out: JsonOpt = False) -> None:
     """Commit to an existing key: its digest, method and public parameters, model digest and time (signed with --sign)."""
     from ..util.errors import ConfigError
+    from ..keys.commitments import commit_key
     from ..keys.container import load_key
     from ..models.modelfile import load_model, weights_digest
     from ..keys.signing import load_signing_key
@@ -110,7 +94,7 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
     if net is not None and weights_digest(net) != loaded.model_digest:
         raise ConfigError(f"--model {model}: its weights (sha256:{weights_digest(net)[:16]}...) are not the key's "
                           f"model (sha256:{loaded.model_digest[:16]}...)")
-    written = write_commitment_files(loaded, key, model=net, signing_key=signing_key, out=out)
+    written = commit_key(loaded, key, model=net, signing_key=signing_key, out=out)
     emit(written, json_out, commitment_lines(written))
 
 

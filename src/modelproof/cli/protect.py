@@ -7,7 +7,6 @@ Each protection method adds its own command (with its own flags) to the group re
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 from contextvars import ContextVar
@@ -17,14 +16,10 @@ from typing import Annotated, Any
 
 import typer
 
-from ..data.splits import load_splits
-from ..util.errors import ConfigError
-from ..references.calibration import DEFAULT_REFERENCES, MIN_REFERENCES
-from ..models.modelfile import load_model, save_model, weights_digest
+from ..references.calibration import DEFAULT_REFERENCES
 from ..protections.base import Protection
-from ..models.training import evaluate, predict
 from .common import F, emit, read_passphrase, user_errors, with_options
-from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines, protect_commitment
+from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
@@ -97,68 +92,46 @@ def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) ->
 def run_protect(protection: Protection, *, model: Path | None, arch: str | None, dataset: str,
                 data_dir: Path | None, size: int | None, out: Path, passphrase: str | None, seed: int,
                 json_out: bool) -> dict:
-    """Load data and model, protect, calibrate, self-check, write ``out/model.safetensors`` and ``out/key.mpkey``.
+    """Read the common options, call :func:`~modelproof.references.protect.protect_to_folder`, print what it wrote.
 
-    The common options (``protect_options``) say how to calibrate; a key that cannot prove its own
-    model is refused (ConfigError, nothing written) unless ``--allow-weak``.
+    A key that cannot prove its own model is refused (ConfigError, nothing written) unless ``--allow-weak``.
     """
-    from ..keys.container import save_key
-    from ..models import build_model
-    from ..references.finalize import finalize_key
+    from ..references.protect import ReferenceOptions, protect_to_folder
 
     options = {name: default for name, _, default, _ in _COMMON} | _OPTIONS.get()
     passphrase = read_passphrase(passphrase, options["passphrase_file"])
-    if not 0 < options["verify_alpha"] < 1:
-        raise ConfigError(f"--verify-alpha must be a number in (0, 1), got {options['verify_alpha']!r}")
-    if options["references"] < MIN_REFERENCES:
-        raise ConfigError(f"--references must be at least {MIN_REFERENCES} (the calibration needs them), "
-                          f"got {options['references']}")
-    if (model is None) == (arch is None):
-        raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
+    references = ReferenceOptions(references=options["reference"], count=options["references"],
+                                  calibrate=not options["no_calibration"], alpha=options["verify_alpha"],
+                                  allow_weak=options["allow_weak"])
     if options["secret"] is not None:
         protection.set_secret(options["secret"])
-    net = load_model(model) if model is not None else None
-    splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
-    if net is None:
-        net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
-    owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
-    before = evaluate(net, splits.test) if model is not None else None
-    source_digest = weights_digest(net)
-    result = protection.protect(net, splits.owner, seed=seed, test=splits.test)
-    final = finalize_key(result, protection, splits.owner, source_digest=source_digest, owner_arch=owner_arch,
-                         references=options["reference"], count=options["references"],
-                         calibrate=not options["no_calibration"], alpha=options["verify_alpha"],
-                         allow_weak=options["allow_weak"], seed=seed, quiet=options["quiet"] or json_out)
-    out.mkdir(parents=True, exist_ok=True)
-    key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
-    extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
-    commitment = protect_commitment(final.key, key_path, result.model)
-    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
-               "key_size": int(final.key.labels.shape[0]), "accuracy_before": before, "commitment": commitment,
-               "accuracy_after": evaluate(result.model, splits.test),
-               "key_accuracy": float((predict(result.model, final.key.inputs) == final.key.labels).float().mean()),
-               **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
-               **final.summary}
-    if protection.kind == "watermark":
-        summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
-                                          extra={"split_seed": seed, "size": size, "protection": protection.name}))
-    lines = [f"{protection.name}: key of {summary['key_size']} inputs written to {key_path}"
+    signing_key = PROTECT_SIGNING_KEY.get()
+    PROTECT_SIGNING_KEY.set(None)
+    outcome = protect_to_folder(protection, out, model=model, arch=arch, dataset=dataset, data_dir=data_dir,
+                                size=size, seed=seed, options=references, passphrase=passphrase,
+                                signing_key=signing_key, quiet=options["quiet"] or json_out)
+    summary = outcome.summary
+    emit(summary, json_out, _lines(summary, outcome.final.lines, protection, passphrase, options["secret"] is None))
+    return summary
+
+
+def _lines(summary: dict, finalize_lines: list[str], protection: Protection, passphrase: str | None,
+           random_secret: bool) -> list[str]:
+    lines = [f"{protection.name}: key of {summary['key_size']} inputs written to {summary['key']}"
              + (" (encrypted)" if passphrase else " (NOT encrypted: anyone who reads it can rebuild or edit it; "
                 "pass --passphrase-file to encrypt it)")]
-    if before is not None:
-        lines.append(f"test accuracy before {before:.4f}")
+    if summary["accuracy_before"] is not None:
+        lines.append(f"test accuracy before {summary['accuracy_before']:.4f}")
     lines.append(f"test accuracy after  {summary['accuracy_after']:.4f}; key accuracy {summary['key_accuracy']:.4f}")
     if summary["key_accuracy"] < WEAK_KEY_ACCURACY:
         lines.append(f"warning: key accuracy {summary['key_accuracy']:.2f}: the key proves this model, but an attacked "
                      "copy may lose the rest; train longer (--epochs) for a margin")
-    lines += final.lines
-    if options["secret"] is None:
+    lines += finalize_lines
+    if random_secret:
         lines.append("no --secret given: drew a random one (the key file is the only copy of the key)")
     if "model" in summary:
         lines.append(f"protected model written to {summary['model']}")
-    lines += commitment_lines(commitment)
-    emit(summary, json_out, lines)
-    return summary
+    return lines + commitment_lines(summary["commitment"])
 
 
 def register(app: typer.Typer) -> None:

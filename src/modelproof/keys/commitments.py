@@ -177,3 +177,16 @@ def timestamp_request(path: str | Path, out: str | Path) -> Path:
     out = Path(out)
     atomic_write_bytes(out, request)
     return out
+
+
+def commit_key(key: OwnershipKey, key_path: str | Path, *, model: nn.Module | None = None, signing_key=None,
+               out: str | Path | None = None) -> dict:
+    """Write KEY.commitment.json (signed when ``signing_key`` is given) and its RFC 3161 request KEY.commitment.tsq.
+
+    ``out`` replaces the default path beside the key. Returns :func:`write_commitment`'s record plus
+    ``timestamp_request``, the path of the request.
+    """
+    path = Path(out) if out is not None else commitment_path(key_path)
+    written = write_commitment(key, path, model=model, signing_key=signing_key)
+    written["timestamp_request"] = str(timestamp_request(path, path.with_suffix(".tsq")))
+    return written

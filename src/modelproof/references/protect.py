@@ -1,0 +1,114 @@
+"""The whole ``protect`` pipeline as one library call: protect, calibrate, self-check, write the folder.
+
+:func:`protect_model` protects a model and finishes its key (:func:`~modelproof.references.finalize.finalize_key`:
+calibration on reference models and the self-check); :func:`protect_to_folder` also loads the model
+(or builds one), the owner's data, and writes ``key.mpkey`` (encrypted with a passphrase), the
+method's extras, the key commitment and, for watermarks, ``model.safetensors`` into one folder. The
+command line (``modelproof protect METHOD``) is argument parsing around :func:`protect_to_folder`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..data.splits import Splits, load_splits
+from ..keys.commitments import commit_key
+from ..keys.container import save_key
+from ..models import build_model
+from ..models.modelfile import load_model, save_model, weights_digest
+from ..models.training import evaluate, predict
+from ..protections.base import Protected, Protection
+from ..util.errors import ConfigError
+from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
+from .finalize import FinalKey, finalize_key
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """How a new key is calibrated and checked: the user's reference files or URLs, or ``count`` models
+    trained on the owner's data; ``calibrate`` False skips it; ``alpha`` is the self-check's level;
+    ``allow_weak`` writes a key that fails the self-check (with a warning in it)."""
+
+    references: list[str] | None = None
+    count: int = DEFAULT_REFERENCES
+    calibrate: bool = True
+    alpha: float = 0.01
+    allow_weak: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"--verify-alpha must be a number in (0, 1), got {self.alpha!r}")
+        if self.count < MIN_REFERENCES:
+            raise ConfigError(f"--references must be at least {MIN_REFERENCES} (the calibration needs them), "
+                              f"got {self.count}")
+
+
+@dataclass
+class ProtectOutcome:
+    """A protected model with its finished key, and the accuracies measured on the test split."""
+
+    result: Protected
+    final: FinalKey
+    accuracy_before: float | None
+    accuracy_after: float
+    key_accuracy: float
+    summary: dict = field(default_factory=dict)  # what ``protect --json`` prints, set by protect_to_folder
+
+
+def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, seed: int = 0,
+                  options: ReferenceOptions = ReferenceOptions(), owner_arch: str | None = None,
+                  trained: bool = True, quiet: bool = True) -> ProtectOutcome:
+    """Protect ``model`` with the owner's split of ``splits`` and finish its key (calibrate, self-check).
+
+    ``trained`` says whether ``model`` was trained already (then its test accuracy before is reported).
+    ConfigError, with nothing returned, when the key cannot prove its own model (unless ``allow_weak``).
+    """
+    before = evaluate(model, splits.test) if trained else None
+    source_digest = weights_digest(model)
+    result = protection.protect(model, splits.owner, seed=seed, test=splits.test)
+    final = finalize_key(result, protection, splits.owner, source_digest=source_digest, owner_arch=owner_arch,
+                         references=options.references, count=options.count, calibrate=options.calibrate,
+                         alpha=options.alpha, allow_weak=options.allow_weak, seed=seed, quiet=quiet)
+    key_accuracy = float((predict(result.model, final.key.inputs) == final.key.labels).float().mean())
+    return ProtectOutcome(result, final, before, evaluate(result.model, splits.test), key_accuracy)
+
+
+def protect_to_folder(protection: Protection, out: str | Path, *, model: str | Path | None = None,
+                      arch: str | None = None, dataset: str = "digits", data_dir: str | Path | None = None,
+                      size: int | None = None, seed: int = 0, options: ReferenceOptions = ReferenceOptions(),
+                      passphrase: str | None = None, signing_key=None, quiet: bool = True) -> ProtectOutcome:
+    """Protect the model file ``model`` (or a new ``arch``) and write the key, commitment and model into ``out``.
+
+    Returns the outcome with its ``summary`` (what ``protect --json`` prints: method, dataset, file
+    paths, key size, accuracies before and after, key accuracy, the method's own report and the
+    calibration summary); ``outcome.final.lines`` say how the key was calibrated and checked.
+    """
+    if (model is None) == (arch is None):
+        raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
+    out = Path(out)
+    net = load_model(model) if model is not None else None
+    splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
+    if net is None:
+        net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
+    owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
+    outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
+                            trained=model is not None, quiet=quiet)
+    result, final = outcome.result, outcome.final
+    out.mkdir(parents=True, exist_ok=True)
+    key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
+    extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
+    commitment = commit_key(final.key, key_path, model=result.model, signing_key=signing_key)
+    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
+               "key_size": len(final.key), "accuracy_before": outcome.accuracy_before, "commitment": commitment,
+               "accuracy_after": outcome.accuracy_after, "key_accuracy": outcome.key_accuracy,
+               **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
+               **final.summary}
+    if protection.kind == "watermark":
+        summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
+                                          extra={"split_seed": seed, "size": size, "protection": protection.name}))
+    outcome.summary = summary
+    return outcome

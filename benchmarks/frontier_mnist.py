@@ -65,7 +65,7 @@ NOTES = [
     "of attacker images, true labels, 5 epochs Adam 1e-4). IRNN: pruning/SVD skipped (its recurrent weights "
     "are not Linear/Conv layers, and the paper ran SVD on CNN and MLP only)",
     f"extraction = the paper's exact binomial test on null 1/2 at alpha={ALPHA}",
-    "calibration: modelproof.calibration.calibrate (prediction bound) on the first half (rounded up) of the "
+    "calibration: modelproof.references.calibration.calibrate (prediction bound) on the first half (rounded up) of the "
     "unmarked nets of every architecture; a suspect is then claimed with at least the 'claim if' matches of 100",
 ]
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
 
     references = (args.unmarked + 1) // 2
     if args.unmarked - references > 0:
-        table(f"Calibration: null = the prediction bound (modelproof.calibration) of {references} unmarked net(s) of each "
+        table(f"Calibration: null = the prediction bound (modelproof.references.calibration) of {references} unmarked net(s) of each "
               f"architecture, the other {args.unmarked - references} of each held out; keys of the {args.markings} "
               "markings",
               ["key from", "references", "calibrated null", "claim if matches", "held-out claims, null 1/2",

@@ -2,7 +2,7 @@
 
 The paper turns 1,000 MNIST images into FGSM adversaries and fine-tunes the leaked model on them,
 to overwrite a watermark made of adversaries (it relates this to adversarial training). We draw the
-images from the attacker's split, perturb them with FGSM (``modelproof.adversarial.fgsm``; l-infinity
+images from the attacker's split, perturb them with FGSM (``modelproof.protections.adversarial.fgsm``; l-infinity
 by default, ``x* = clip(x + eps * sign(grad_x CE(model(x), y)), 0, 1)``, the norm the paper keeps
 after comparing l1, l2 and l-infinity; l2 and l1 available), label each with its TRUE class, and
 fine-tune all layers on them. Defaults: 1,000 adversaries (all of the attacker's images if it has
@@ -30,7 +30,7 @@ from .tuning import train_layers
 
 def make_adversaries(model: nn.Module, data: Dataset, n: int, eps: float, seed: int,
                      norm: str = "linf") -> tuple[Dataset, torch.Tensor]:
-    """FGSM adversaries (``modelproof.adversarial.fgsm`` in ``norm``) of ``min(n, len(data))`` random
+    """FGSM adversaries (``modelproof.protections.adversarial.fgsm`` in ``norm``) of ``min(n, len(data))`` random
     images of ``data``, labelled with their true class.
 
     Returns the adversaries and the indices of their source images in ``data``.

@@ -40,7 +40,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
     """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
 
-    The command runs inside the one progress line (:func:`modelproof.progress.task`, on a terminal only,
+    The command runs inside the one progress line (:func:`modelproof.util.progress.task`, on a terminal only,
     never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
     """
     if fn is None:
@@ -171,7 +171,7 @@ def dataset_from_model(fn: F) -> F:
 
 
 def compute_options(fn: F | None = None, *, accelerators: bool = False) -> Any:
-    """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.devices`), applied before it runs.
+    """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.models.devices`), applied before it runs.
 
     ``accelerators=True`` for the commands whose every tensor is made on the model's device (train,
     evaluate, verify, calibrate, IPGuard); the others refuse a GPU device in one line.

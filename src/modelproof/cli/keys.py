@@ -1,5 +1,5 @@
 """``modelproof keys info`` (a key's metadata, never its inputs), ``keys gen-signing`` (an Ed25519 pair) and
-``keys commit`` (a key commitment, see ``modelproof.commitments``)."""
+``keys commit`` (a key commitment, see ``modelproof.keys.commitments``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The dataset type: float32 images in [0,1] (NCHW) with integer labels.
 
-Its own module so that the readers (:mod:`modelproof.loaders`) and the named datasets and splits
+Its own module so that the readers (:mod:`modelproof.data.loaders`) and the named datasets and splits
 (:mod:`modelproof.data`, which re-exports it) both build on it without importing each other.
 """
 

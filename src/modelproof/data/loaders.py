@@ -1,7 +1,7 @@
 """Readers for dataset files in their published formats: IDX (MNIST), CIFAR pickles, ``.npz``, image folders.
 
 Every reader returns a :class:`~modelproof.data.Dataset` (float32 NCHW in [0,1], int64 labels) and
-raises :class:`~modelproof.errors.DataError` naming the file and what was expected when a file is
+raises :class:`~modelproof.util.errors.DataError` naming the file and what was expected when a file is
 missing, truncated or malformed. CIFAR pickles are read with an unpickler that only accepts the
 handful of globals those files contain, so a hostile pickle cannot run code.
 """

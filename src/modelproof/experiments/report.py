@@ -4,7 +4,7 @@ No network, no external scripts, fonts or styles: CSS is inline and figures are 
 A tiny inline script marks the page once every image has decoded (``data-images-ok`` and
 ``data-images-broken`` on ``<body>``), which the headless-browser test reads. Key samples are
 shown only when the config's ``report.show_keys`` is true (the default for experiments, whose keys
-are made for the experiment): an evidence report (``modelproof.report``) never shows them.
+are made for the experiment): an evidence report (``modelproof.verification.report``) never shows them.
 """
 
 from __future__ import annotations

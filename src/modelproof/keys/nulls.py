@@ -90,7 +90,7 @@ def prediction_upper_bound(counts: list[int], n: int, tail: float) -> float:
     claimed 3.9% of suspects from the skewed population Beta(0.125, 1.125), where a cluster of
     near-zero references is the only hint of the long tail. The spread is floored at half a count's
     step (references that all agree do not prove zero spread).
-    See :mod:`modelproof.calibration` for why this model and what it costs.
+    See :mod:`modelproof.references.calibration` for why this model and what it costs.
     """
     tail = check_prob("tail", tail, open_low=True, open_high=True)
     if len(counts) < 3:

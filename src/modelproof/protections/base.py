@@ -46,7 +46,7 @@ class Protection(ABC):
     # The method's own null holds by construction (calibration then only checks it).
     exact_null: ClassVar[bool] = False
     # The method's analytic/default null is known not to bound real models: an uncalibrated key of
-    # this method never gives "owned" (see modelproof.calibration).
+    # this method never gives "owned" (see modelproof.references.calibration).
     analytic_null_unsound: ClassVar[bool] = False
     # What to change when a key fails the self-check (said in the one-line refusal).
     weak_hint: ClassVar[str] = "train longer (--epochs) or use a larger key (--key-size)"

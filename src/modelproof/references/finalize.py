@@ -2,7 +2,7 @@
 
 1. **Calibration** (on by default): the key's null is bounded against reference models, the user's
    or a population modelproof trains on the owner's data (:mod:`modelproof.references`), with the
-   sound bound of :mod:`modelproof.calibration`. Without it the key is marked uncalibrated, and keys
+   sound bound of :mod:`modelproof.references.calibration`. Without it the key is marked uncalibrated, and keys
    of methods whose analytic null is known not to hold never verify as "owned".
 2. **Self-check**: the protected model is verified against its own new key, in fixed and in
    sequential mode, at the level the key will be used with. A key that cannot prove its own model

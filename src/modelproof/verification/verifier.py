@@ -7,14 +7,14 @@ the decision is part of the result (a :class:`Verdict`), never a bare accuracy.
 - **fixed** mode asks the whole key and decides "owned" iff the exact one-sided binomial p-value
   is below alpha.
 - **sequential** mode asks in batches and stops as soon as the test martingale of
-  :mod:`modelproof.stats` crosses 1/alpha ("owned", false-claim rate <= alpha under optional
+  :mod:`modelproof.verification.stats` crosses 1/alpha ("owned", false-claim rate <= alpha under optional
   stopping by Ville's inequality) or falls to beta ("not owned"). A key that runs out before
   either boundary gives "not owned" (the evidence did not reach level alpha).
 - A query budget that runs out first gives "inconclusive" (sequential), or in fixed mode the exact
   test on the answered prefix: "owned" if it already rejects at alpha (the prefix length was fixed
   by the budget, not by the answers, so the test stays valid), "inconclusive" otherwise.
 
-Soundness rules (see also :mod:`modelproof.calibration`): a calibrated key is tested at alpha less
+Soundness rules (see also :mod:`modelproof.references.calibration`): a calibrated key is tested at alpha less
 its calibration tail; a key that cannot reach alpha even if every answer matches, or an uncalibrated
 key of a method whose analytic null is known not to hold, answers "inconclusive" (with a ``note``),
 never "owned" or "not owned"; every decision is recorded in the query log, and a second fixed-sample
@@ -76,7 +76,7 @@ class Verdict:
     replayed: int           # answers taken from the query log instead of asking again
     budget: int | None
     batch_size: int
-    null_tail: float = 0.0  # calibrated keys: the test runs at alpha - null_tail (see modelproof.calibration)
+    null_tail: float = 0.0  # calibrated keys: the test runs at alpha - null_tail (see modelproof.references.calibration)
     note: str | None = None  # why the decision is "inconclusive" when the evidence alone would say otherwise
 
     def to_dict(self) -> dict:

@@ -18,7 +18,7 @@ presented as boundary points with IPGuard's default null. (A decision-based boun
 the manner of Brendel et al.'s boundary attack, reduced to its first stage; our choice.)
 
 The copy verifies "owned" against any of these keys, protected or not: only a commitment made
-before the dispute (``modelproof.commitments``) tells the counterfeiter from the owner.
+before the dispute (``modelproof.keys.commitments``) tells the counterfeiter from the owner.
 """
 
 from __future__ import annotations

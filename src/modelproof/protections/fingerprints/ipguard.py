@@ -198,7 +198,7 @@ class FingerprintBase(Protection):
     (``default_null``) set above the largest agreement of independent models we measured at its
     useful settings (IPGuard with k <= 5 on MNIST: 0.3, with k <= 3 on the 8x8 and 16x16 digits:
     0.7; FGSM and IGSM near training images: up to 0.98); the recommended path is to calibrate it
-    against reference models (``modelproof.calibration``; ``protect`` does it by default).
+    against reference models (``modelproof.references.calibration``; ``protect`` does it by default).
     """
 
     kind = "fingerprint"
@@ -228,7 +228,7 @@ class FingerprintBase(Protection):
         if self.null_match_prob is None:
             null = self.default_null
             source = (f"default for {self.name} ({null:g}): a conservative assumption, not a measurement; "
-                      "calibrate against independently trained reference models (modelproof.calibration)")
+                      "calibrate against independently trained reference models (modelproof.references.calibration)")
         else:
             null, source = self.null_match_prob, f"given by the user when the {self.name} key was made"
         key = OwnershipKey(inputs=points.detach().float().clamp(0.0, 1.0).contiguous(), labels=scores.argmax(1),

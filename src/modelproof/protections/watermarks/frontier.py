@@ -2,7 +2,7 @@
 made of adversaries that clamp the model's decision frontiers.
 
 Key construction (the paper's Algorithm 1): FGSM candidates of the owner's images at step ``eps``
-(``modelproof.adversarial.fgsm``, l-inf, l2 or l1) are examined in a seeded random order. A *true
+(``modelproof.protections.adversarial.fgsm``, l-inf, l2 or l1) are examined in a seeded random order. A *true
 adversary* comes from a correctly classified source and is misclassified; a *false adversary* comes
 from a correctly classified source and stays correctly classified. The key takes the first
 ``key_size / 2`` of each kind, every one labelled with its source's TRUE label (stored true
@@ -22,7 +22,7 @@ classes that an independent model matches each key label with probability 1/2, s
 theta = 42 errors of 100, fewer than 6 of 20). That null is optimistic on MNIST: adversaries do not
 all transfer and false adversaries are classified right by nearly every model, so independent
 CNNs matched 0.55-0.92 of eps-0.25 keys (MLPs 0.14-0.63) and many were claimed
-(``benchmarks/frontier_mnist.py``). ``modelproof.calibration`` on reference models gives an honest
+(``benchmarks/frontier_mnist.py``). ``modelproof.references.calibration`` on reference models gives an honest
 null; the key's ``null_source`` says so.
 """
 

@@ -29,7 +29,7 @@ Null match probability (what an independent model matches per key input):
   the unprotected model answers least on a separate set of 200 triggers (fine-tune) or a class
   drawn from the secret (scratch). With p0 = 0.5 a key of 30 inputs reaches p ~ 1e-9 when all
   match, which is why the default key is 30 inputs and not the piracy paper's 15. ``protect`` then
-  calibrates p0 against reference models (:mod:`modelproof.calibration`): independent models answer
+  calibrates p0 against reference models (:mod:`modelproof.references.calibration`): independent models answer
   blocks or unrelated images with one class unevenly, so calibrated nulls of 0.7-1 are common on
   small models, and the self-check then refuses the key (on the 16x16 digits MLP, a key of 100
   content triggers fared no better than 30: null 0.93).

@@ -3,9 +3,9 @@
 :class:`HttpSuspect` maps our float32 NCHW [0,1] inputs to what the endpoint expects (layout NCHW, NHWC or
 flattened, scale, per-channel mean/std, FP32 / FP64 / UINT8), sends them in batches, and turns the answer
 (labels, or scores/logits/probabilities -> argmax) into int64 labels. The wire formats live in
-:mod:`modelproof.http_codecs`, retries and rate limits in :mod:`modelproof.http_transport`. Shapes come
+:mod:`modelproof.suspects.http.codecs`, retries and rate limits in :mod:`modelproof.suspects.http.transport`. Shapes come
 from the arguments, else the model metadata, else the caller's defaults (the key's), with a note in
-``notes``. Anything malformed is a :class:`~modelproof.errors.SuspectError` naming what was wrong.
+``notes``. Anything malformed is a :class:`~modelproof.util.errors.SuspectError` naming what was wrong.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A codec knows its protocol's URLs (infer / predict endpoint and metadata), writes a request body for an
 array of inputs, reads the answer array out of a response body, and reads what the model metadata says
 (input dims, number of classes, model name and version). It never touches the network: the transport
-(:mod:`modelproof.http_transport`) does. Malformed answers are :class:`~modelproof.errors.SuspectError`.
+(:mod:`modelproof.suspects.http.transport`) does. Malformed answers are :class:`~modelproof.util.errors.SuspectError`.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ safetensors file: tensors ``encoder.<name>`` (the encoder's weights), ``logo`` (
 ``sources`` (K, C, H, W), and one metadata entry ``modelproof_blind_secret`` with the JSON fields
 (format, version, the encoder's architecture record, the digest of the key it belongs to, and the
 SHA-256 of the tensors, which loading recomputes). With a passphrase the bytes are encrypted in
-the same AES-256-GCM / scrypt container as the key (:func:`modelproof.keys.encrypt_bytes`). It
+the same AES-256-GCM / scrypt container as the key (:func:`modelproof.keys.container.encrypt_bytes`). It
 is never unpickled, never printed, and no report names its content.
 """
 

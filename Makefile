@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all docs bench clean
 
 setup: $(STAMP)
 
@@ -25,5 +25,9 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(VENV)/bin/pytest -m ""
 
+# The documentation site, built offline into site/; warnings are errors (mkdocs.yml: strict).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

@@ -80,7 +80,7 @@ def test_extraction_reports_queries(model_file, tmp_path):
     (["-p", "rate=1.5"], "rate must be a number strictly between 0 and 1"),
     (["-p", "nonsense"], "key=value"),
     (["-p", "colour=red"], "unknown parameter 'colour'"),
-    (["--query-dataset", "digits"], "--query-dataset is for the extract attack"),
+    (["--query-dataset", "digits"], "--query-dataset is for the extract, knockoff, transfer-learning attacks"),
 ])
 def test_user_errors_are_one_line_exit_2(model_file, tmp_path, args, message):
     r = run("attack", "prune-weights", "-m", model_file, "-o", tmp_path / "o.safetensors", *args)

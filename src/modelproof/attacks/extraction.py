@@ -11,10 +11,11 @@ query) and trains a freshly initialised student of the same or another zoo archi
   probabilities it received, which is what ``softmax(z / T)`` of the victim's logits z equals.
 
 Query data: ``source="attacker"`` (in distribution, the attacker's own images, labels unused),
-``source="noise"`` (uniform noise in [0, 1]) or any :class:`Dataset` (Knockoff-style out-of-
+``source="noise"`` (uniform noise in [0, 1]), ``source="photos"`` (random crops of scikit-learn's two
+bundled photographs) or any :class:`Dataset` (Knockoff-style out-of-
 distribution images, e.g. Fashion-MNIST for an MNIST victim; resized, and grey/colour converted, to
 the victim's input shape). ``queries`` caps the number of images sent (default: all of the source;
-``noise`` defaults to as many images as the attacker has). The student normalises its inputs with
+``noise`` and ``photos`` default to as many images as the attacker has). The student normalises its inputs with
 the per-channel mean and std of the query images (the attacker does not know the owner's).
 Defaults: 30 epochs of Adam at 1e-3 (training from scratch, the package's training rate), T = 4.
 """
@@ -30,6 +31,7 @@ from torch import nn
 from ..data.splits import Dataset
 from ..util.errors import ConfigError
 from ..models import ARCHITECTURES, build_model
+from ..protections.watermarks.patterns import photo_patches
 from ..util.progress import phase, report
 from ..models.training import logits
 from .base import Attack, AttackLog, Param, check_choice, check_positive
@@ -78,7 +80,7 @@ class Extraction(Attack):
     PARAMS = (
         Param("student", "str", "student architecture from the zoo, or 'same' as the victim"),
         Param("answers", "str", "'labels' (black box top-1) or 'probabilities' (soft labels, KL at temperature)"),
-        Param("source", "str", "query images: 'attacker', 'noise', or a Dataset (CLI: --query-dataset)"),
+        Param("source", "str", "query images: 'attacker', 'noise', 'photos', or a Dataset (CLI: --query-dataset)"),
         Param("queries", "int", "maximum number of images sent to the victim (0: all of the source)"),
         Param("temperature", "float", "distillation temperature for answers=probabilities"),
         Param("epochs", "int", "student training epochs"),
@@ -94,7 +96,7 @@ class Extraction(Attack):
         self.student = student
         self.answers = check_choice("answers", answers, ANSWERS)
         if not isinstance(source, Dataset):
-            check_choice("source", source, ("attacker", "noise"))
+            check_choice("source", source, ("attacker", "noise", "photos"))
         elif len(source) == 0:
             raise ConfigError(f"the query dataset {source.name!r} is empty")
         self.source = source
@@ -109,8 +111,10 @@ class Extraction(Attack):
         gen = torch.Generator().manual_seed(seed)
         if isinstance(self.source, Dataset):
             pool, name = _to_shape(self.source.images, shape), self.source.name
-        elif self.source == "noise":
+        elif self.source in ("noise", "photos"):
             n = self.queries or len(data)
+            if self.source == "photos":
+                return photo_patches(n, shape, gen), "crops of scikit-learn's photographs"
             return torch.rand((n, *shape), generator=gen), "uniform noise"
         else:
             pool, name = data.images, data.name

@@ -1,23 +1,35 @@
-"""The table of removal attacks by name, ``make_attack`` and the listing the CLI prints."""
+"""The table of attacks by name, ``make_attack`` and the listing the CLI prints."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..util.errors import ConfigError
+from .adversarial_training import AdversarialTraining
 from .base import Attack, Param
+from .chain import Chain, bind_registry
+from .cleanse import NeuralCleanse
 from .compression import SVDCompression
 from .extraction import Extraction
 from .evasion.attack import PirateAttack
 from .filters import FilterPruning
+from .fineprune import FinePruning
 from .finetune import FTAL, FTLL, RTAL, RTLL, SmallSetFineTune
+from .knockoff import KnockoffNets, TransferLearning
+from .laundering import NeuralLaundering
 from .overwrite import AdversarialFineTune
+from .preprocessing import FeatureSqueezing, InputQuantisation, InputSmoothing, JPEGCompression
 from .pruning import WeightPruning
 from .quantization import Quantisation
+from .regularisation import LabelSmoothing, Regularisation
+from .shifting import FeaturePermutation, WeightShifting
 
 ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (
     FTLL, FTAL, RTLL, RTAL, SmallSetFineTune, WeightPruning, FilterPruning, SVDCompression, Quantisation,
-    AdversarialFineTune, Extraction, PirateAttack)}
+    AdversarialFineTune, Extraction, PirateAttack,
+    FinePruning, WeightShifting, NeuralCleanse, LabelSmoothing, Regularisation, FeaturePermutation,
+    NeuralLaundering, KnockoffNets, TransferLearning, JPEGCompression, InputSmoothing, FeatureSqueezing,
+    InputQuantisation, AdversarialTraining, Chain)}
 
 
 def canonical_name(name: object) -> str:
@@ -66,3 +78,6 @@ def describe_attacks() -> list[dict[str, Any]]:
              "params": [{"name": p.name, "kind": p.kind, "default": list(p.default) if isinstance(p.default, tuple)
                          else p.default, "help": p.help} for p in cls.params()]}
             for name, cls in ATTACKS.items()]
+
+
+bind_registry(canonical_name=canonical_name, make_attack=make_attack, parse_params=parse_params)

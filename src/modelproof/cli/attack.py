@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
-from ..attacks import ATTACKS, Plausibility, describe_attacks, make_attack, parse_params, run_attack
-from ..attacks.saving import save_attacked
+from ..attacks import ATTACKS, Attack, Chain, Plausibility, describe_attacks, make_attack, parse_params, run_attack
+from ..attacks.saving import output_suffixes, save_attacked
 from ..data.splits import load_dataset, load_splits
 from ..util.errors import ConfigError
 from ..models.modelfile import load_model
@@ -23,14 +23,15 @@ from .forge import add_forgery_commands
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
+QUERY_ATTACKS = ("extract", "knockoff", "transfer-learning")  # their ``source`` may be another dataset
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the attacked model (.safetensors or .onnx).")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Attack parameter key=value (repeatable).")]
 AttackSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the attack's randomness.")]
 MaxDropOpt = Annotated[float, typer.Option("--max-drop", help="Plausible if test accuracy drops by at most this.")]
 MinAccOpt = Annotated[float | None, typer.Option("--min-accuracy", help="Also require this absolute test accuracy.")]
-QueryDataOpt = Annotated[str | None, typer.Option("--query-dataset", help="extract: out-of-distribution query "
-                                                                            "images from this dataset (train split).")]
+QueryDataOpt = Annotated[str | None, typer.Option("--query-dataset", help="extract, knockoff: query images from "
+                                                  "this dataset (train split); transfer-learning: pretrain on it.")]
 QueryDirOpt = Annotated[Path | None, typer.Option("--query-data-dir", help="Folder of --query-dataset "
                                                                            "(default: --data-dir).")]
 
@@ -41,27 +42,35 @@ def list_attacks(json_out: JsonOpt = False) -> None:
     from ..attacks.forgery import describe_forgeries
 
     table, forgeries = describe_attacks(), describe_forgeries()
+    width = max(len(entry["name"]) for entry in table + forgeries)
     lines: list[str] = []
     for entry in table + forgeries:
-        lines.append(f"{entry['name']:<15} {entry['description']}")
+        lines.append(f"{entry['name']:<{width}} {entry['description']}")
         for p in entry["params"]:
             lines.append(f"    {p['name']}={p['default']!s:<10} ({p['kind']}) {p['help']}")
     emit({"attacks": table, "forgeries": forgeries}, json_out, lines)
 
 
-def check_out(name: str, attack: object, out: Path) -> None:
+def check_out(name: str, attack: Attack, out: Path) -> None:
     """Refuse, before any work, an output the attack's model could not be written to."""
     suffix = out.suffix.lower()
     if suffix not in (".safetensors", ".onnx"):
         raise ConfigError(f"--out {out}: must end in .safetensors (a model file) or .onnx")
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; name the model file to write")
-    if name == "svd" and suffix != ".onnx":
-        raise ConfigError(f"the svd attack's factorised layers have no zoo record; write it as ONNX "
+    allowed = output_suffixes(attack)
+    if suffix in allowed:
+        return
+    if not allowed:
+        steps = attack.steps if isinstance(attack, Chain) else (attack,)
+        hint = "; use --param mode=weights for a savable int8 model" if any(s.name == "quantize" for s in steps) \
+            else "; no file format holds both"
+        raise ConfigError(f"the {name} attack's model cannot be stored in a model file or ONNX{hint}")
+    if allowed == (".onnx",):
+        raise ConfigError(f"the {name} attack's model has layers no zoo record describes; write it as ONNX "
                           f"(--out {out.with_suffix('.onnx')})")
-    if name == "quantize" and getattr(attack, "mode", None) == "dynamic":
-        raise ConfigError("the quantize attack's dynamic-quantised layers cannot be stored in a model file or ONNX; "
-                          "use --param mode=weights for a savable int8 model")
+    raise ConfigError(f"the {name} attack's model (a model behind a filter or transform) cannot be exported to "
+                      f"ONNX; write it as a model file (--out {out.with_suffix('.safetensors')})")
 
 
 def _attack_command(name: str):
@@ -77,8 +86,8 @@ def _attack_command(name: str):
                 json_out: JsonOpt = False) -> None:
         params = parse_params(name, param or [])
         if query_dataset is not None:
-            if name != "extract":
-                raise ConfigError(f"--query-dataset is for the extract attack, not {name!r}")
+            if name not in QUERY_ATTACKS:
+                raise ConfigError(f"--query-dataset is for the {', '.join(QUERY_ATTACKS)} attacks, not {name!r}")
             params["source"] = load_dataset(query_dataset, query_data_dir or data_dir, split="train")
         attack = make_attack(name, **params)
         check_out(name, attack, out)

@@ -85,17 +85,13 @@ class Store:
         """Save ``model``; False (and no file) when its file would not load back bit-exactly, as for
         an SVD-factorised or quantised net that no longer matches its zoo architecture."""
         from ..util.errors import ModelFileError
-        from ..models.modelfile import load_model, save_model, weights_digest
+        from ..models.modelfile import load_model, weights_digest
 
-        from ..attacks.evasion.pirate import PiratedModel
-        from ..attacks.evasion.saving import save_pirate
+        from ..attacks.saving import save_file
 
         path = self.path(kind, job_hash, ".safetensors")
         try:
-            if isinstance(model, PiratedModel):  # the stolen model and its detector, one file
-                save_pirate(model, path, extra={"experiment": info})
-            else:
-                save_model(model, path, extra={"experiment": info})
+            save_file(model, path, extra={"experiment": info})  # zoo, pirated or preprocessed model
             if weights_digest(load_model(path)) == weights_digest(model):
                 return True
         except (ModelFileError, AttributeError, TypeError, RuntimeError):

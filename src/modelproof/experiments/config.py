@@ -10,7 +10,10 @@ The format (see the README's "Experiments" section and ``experiments/*.toml``)::
     [[protections]]         name ("all": every registered one not listed), label, params = {...}
     [[attacks]]             name ("all" as above; "none": the unattacked protected model), label,
                             params = {...}, sweep = {param = [v1, v2, ...]} (one attack per value);
-                            a removal attack, the evasion attack "pirate" or a forgery ("forge-...")
+                            a removal attack, the evasion attack "pirate", an input preprocessing
+                            ("jpeg", ...), a forgery ("forge-...") or a "chain" of attacks:
+                            params = {steps = ["weight-shifting epochs=5", "smoothing filter=median"]}
+                            (or steps = [{name = "...", params = {...}}, ...])
     [[negatives]]           arch ("same": the host's, or a zoo name, or "forest"), seed, trees
     [verification]          alpha, mode ("fixed" | "sequential"), budget, batch_size
     [plausibility]          max_drop, min_accuracy (either or both)
@@ -99,6 +102,11 @@ def accepts_secret(cls: type) -> bool:
     return any("secret" in inspect.signature(k.__init__).parameters for k in cls.__mro__ if "__init__" in vars(k))
 
 
-def attack_kind(name: str) -> str:
-    """The attack's ``kind``: "removal", "evasion" (the model deployed behind a filter) or "forgery"."""
-    return "removal" if name == UNATTACKED else registered_attacks()[name].kind
+def attack_kind(name: str, params: dict | None = None) -> str:
+    """The attack's ``kind``: "removal", "evasion" (the model deployed behind a filter), "preprocessing"
+    (behind an input transform) or "forgery"; a chain's kind follows its steps (``params``)."""
+    if name == UNATTACKED:
+        return "removal"
+    cls = registered_attacks()[name]
+    kind_of = getattr(cls, "kind_of", None)
+    return kind_of(params or {}) if kind_of is not None else cls.kind

@@ -253,7 +253,7 @@ def _cell(store: Store, job: Job) -> dict:
 
     s = job.spec
     splits = splits_for(s["dataset"])
-    key, kind = store.key(s["protect"]), attack_kind(s["attack"])
+    key, kind = store.key(s["protect"]), attack_kind(s["attack"], s["params"])
     if kind == "forgery":
         model = _protected_model(store, s)
         forged, info = _forged(store, s, model, key, splits)

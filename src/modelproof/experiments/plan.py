@@ -43,7 +43,7 @@ def _versions() -> dict[str, str]:
             "protect": code_version(protection), "attack": code_version(attacks.base, attacks.result)}
 
 
-def _method_version(kind: str, name: str) -> str:
+def _method_version(kind: str, name: str, params: dict | None = None) -> str:
     if name == UNATTACKED:
         return "none"
     if kind == "protect":
@@ -51,6 +51,10 @@ def _method_version(kind: str, name: str) -> str:
 
         discover_protections()
         return code_version(PROTECTIONS[name])
+    if name == "chain":  # the chain's code and every step's
+        from ..attacks import make_attack
+
+        return code_version(registered_attacks()[name], *(type(s) for s in make_attack(name, **(params or {})).steps))
     return code_version(registered_attacks()[name])
 
 
@@ -97,10 +101,12 @@ def plan(config: ExperimentConfig) -> tuple[list[Job], list[Cell]]:
                                for label, spec, njob in negatives)
                     for attack in config.attacks:
                         aspec = {"protect": pjob, "attack": attack.name, "params": attack.params, "seed": seed}
-                        ajob = digest("attack", aspec, versions["attack"] + _method_version("attack", attack.name))
+                        ajob = digest("attack", aspec,
+                                      versions["attack"] + _method_version("attack", attack.name, attack.params))
                         cspec = {"dataset": dataset, "host": host_job, **aspec, "attack_job": ajob,
                                  "label": f"{prot.label} / {attack.label}", "verification": ver}
                         cjob = add("cell", cspec, (pjob,), f"{prot.label} x {attack.label} seed={seed}",
                                    versions["verify"])
-                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv, attack_kind(attack.name)))
+                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv,
+                                          attack_kind(attack.name, attack.params)))
     return list(jobs.values()), cells

@@ -92,6 +92,12 @@ params = { steps = "ftll epochs=1; prune-weights rate=0.5 retrain=false" }
 """
 
 
+def test_a_dataset_source_is_read_from_the_config_folder(tmp_path):
+    text = GRID.replace('name = "jpeg"\nparams = { quality = 50 }', 'name = "knockoff"\nparams = { source = "mnist:data" }')
+    config = parse_config(text, "grid.toml", tmp_path)
+    assert config.attacks[0].params["source"] == f"mnist:{(tmp_path / 'data').resolve()}"
+
+
 def test_chains_and_preprocessing_in_the_experiment_grid(tmp_path, references16):  # references shared
     config = parse_config(GRID)
     assert [a.label for a in config.attacks] == ["jpeg", "ftll + median", "ftll + prune"]

@@ -45,8 +45,9 @@ def test_fine_pruning_auto_prunes_while_the_holdout_stays_within_liu_et_al_bound
     assert kept and baseline - kept[0]["holdout_accuracy"] <= 0.04 + 1e-9
     assert d["mean_activation_pruned"] < d["mean_activation_kept"]
     assert result.plausible, (result.accuracy_before, result.accuracy_after)
-    with pytest.raises(ConfigError, match="no convolutional layer"):
-        FinePruning().attack(build_model("mlp", 10, (1, 8, 8)), digits.attacker)
+    mlp = FinePruning(rate=0.5, epochs=0).perform(build_model("mlp", 10, (1, 8, 8)), digits.attacker)
+    assert mlp.details["layer"] == "features.4" and mlp.details["pruned_channels"] == 256  # the last hidden layer
+    assert torch.all(mlp.model.features[4].weight[torch.tensor(mlp.details["pruned"])] == 0)
 
 
 def test_weight_shifting_shifts_each_filter_by_the_mean_filter_plus_noise(trained_cnn, digits):
@@ -110,6 +111,10 @@ def test_knockoff_queries_another_distribution_for_probabilities(trained_cnn, di
                     torch.zeros(80, dtype=torch.int64), ("x",), "other")
     ood = KnockoffNets(source=other, epochs=1).perform(trained_cnn, digits.attacker)
     assert ood.queries == 80 and ood.details["source"] == "other"
+    named = KnockoffNets(source="digits", queries=50, epochs=1).perform(trained_cnn, digits.attacker)  # DATASET[:DIR]
+    assert named.queries == 50 and named.details["source"] == "digits"
+    with pytest.raises(ConfigError, match="source must be one of"):
+        KnockoffNets(source="imagenet")
     good = run_attack(KnockoffNets(queries=3000, epochs=10), trained_cnn, digits)
     assert good.accuracy_after > 0.6  # photograph crops alone teach most of the digits
 

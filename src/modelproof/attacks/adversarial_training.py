@@ -19,8 +19,8 @@ from ..data.splits import Dataset, concat
 from ..models.devices import model_device
 from ..util.errors import ConfigError
 from ..util.progress import phase, report
-from .base import Attack, AttackLog, Param, check_choice, check_positive
-from .tuning import LABELS, labelled, train_layers
+from .base import Attack, AttackLog, Param, check_positive
+from .tuning import labelled, set_training, train_layers
 
 
 def pgd(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, eps: float, step: float, iterations: int,
@@ -76,10 +76,7 @@ class AdversarialTraining(Attack):
         self.step = float(check_positive("step", step))
         self.iterations = check_positive("iterations", iterations, integer=True)
         self.n = check_positive("n", n, integer=True)
-        self.epochs = check_positive("epochs", epochs, integer=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
         data = labelled(model, data, self.labels, log)

@@ -153,7 +153,7 @@ class Attack(ABC):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    kind: ClassVar[str] = "removal"  # "evasion": the model is deployed unchanged behind a filter
+    kind: ClassVar[str] = "removal"  # "evasion": deployed unchanged behind a filter; "preprocessing": behind a transform
     PARAMS: ClassVar[tuple[Param, ...]] = ()
 
     @classmethod

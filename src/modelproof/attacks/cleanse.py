@@ -32,8 +32,8 @@ from torch import nn
 from ..data.splits import Dataset, concat
 from ..models.devices import model_device
 from ..util.progress import phase, report
-from .base import Attack, AttackLog, Param, check_choice, check_positive, check_rate
-from .tuning import LABELS, labelled, train_layers
+from .base import Attack, AttackLog, Param, check_positive, check_rate
+from .tuning import labelled, set_training, train_layers
 
 MAD_CONSISTENCY = 1.4826  # MAD of a normal distribution x this = its standard deviation
 ANOMALY_THRESHOLD = 2.0
@@ -163,7 +163,7 @@ def stamped(data: Dataset, triggers: list[Trigger], fraction: float, gen: torch.
 
 def trigger_summary(triggers: list[Trigger], flagged: list[int], index: torch.Tensor) -> dict:
     """JSON-ready details: per-label mask norm, success and anomaly index; flagged labels."""
-    return {"flagged": flagged, "mask_l1": [round(t.norm, 3) for t in triggers],
+    return {"flagged": flagged, "flagged_count": len(flagged), "mask_l1": [round(t.norm, 3) for t in triggers],
             "success": [round(t.success, 4) for t in triggers], "anomaly_index": [round(float(a), 3) for a in index]}
 
 
@@ -177,7 +177,25 @@ NC_PARAMS = (
 )
 
 
-class NeuralCleanse(Attack):
+class TriggerReversal(Attack):
+    """Shared by Neural Cleanse and laundering: reverse-engineer the triggers, choose the ones to remove."""
+
+    def _init_reversal(self, images: int, reverse_epochs: int, epochs: int, lr: float, batch_size: int,
+                       labels: str) -> None:
+        self.images = check_positive("images", images, integer=True)
+        self.reverse_epochs = check_positive("reverse_epochs", reverse_epochs, integer=True)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels)
+
+    def _reverse(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> tuple[Dataset, list[Trigger]]:
+        """(the attacker's data with the chosen labels, the triggers to remove); the summary goes to ``log``."""
+        data = labelled(model, data, self.labels, log)
+        triggers, flagged, index = reverse_all(model, data, images=self.images, epochs=self.reverse_epochs, seed=seed)
+        chosen = chosen_triggers(triggers, flagged)
+        log.details.update(unlearned=[t.target for t in chosen], **trigger_summary(triggers, flagged, index))
+        return data, chosen
+
+
+class NeuralCleanse(TriggerReversal):
     """Reverse-engineer each label's trigger, flag outliers, unlearn the trigger by fine-tuning."""
 
     name = "neural-cleanse"
@@ -188,20 +206,12 @@ class NeuralCleanse(Attack):
     def __init__(self, fraction: float = 0.2, images: int = 1000, reverse_epochs: int = 30, epochs: int = 5,
                  lr: float = 1e-3, batch_size: int = 64, labels: str = "true") -> None:
         self.fraction = float(check_rate("fraction", fraction))
-        self.images = check_positive("images", images, integer=True)
-        self.reverse_epochs = check_positive("reverse_epochs", reverse_epochs, integer=True)
-        self.epochs = check_positive("epochs", epochs, integer=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        self._init_reversal(images, reverse_epochs, epochs, lr, batch_size, labels)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
-        data = labelled(model, data, self.labels, log)
-        triggers, flagged, index = reverse_all(model, data, images=self.images, epochs=self.reverse_epochs, seed=seed)
-        chosen = chosen_triggers(triggers, flagged)
+        data, chosen = self._reverse(model, data, seed, log)
         gen = torch.Generator().manual_seed(seed + 1)
         train = concat([data, stamped(data, chosen, self.fraction, gen)], name=f"{data.name}/unlearning")
         train_layers(model, train, trainable=None, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                      seed=seed)
-        log.details.update(unlearned=[t.target for t in chosen], **trigger_summary(triggers, flagged, index))
         return model

@@ -12,7 +12,8 @@ query) and trains a freshly initialised student of the same or another zoo archi
 
 Query data: ``source="attacker"`` (in distribution, the attacker's own images, labels unused),
 ``source="noise"`` (uniform noise in [0, 1]), ``source="photos"`` (random crops of scikit-learn's two
-bundled photographs) or any :class:`Dataset` (Knockoff-style out-of-
+bundled photographs), a dataset named ``DATASET[:DIR]`` (its train split) or any :class:`Dataset`
+(Knockoff-style out-of-
 distribution images, e.g. Fashion-MNIST for an MNIST victim; resized, and grey/colour converted, to
 the victim's input shape). ``queries`` caps the number of images sent (default: all of the source;
 ``noise`` and ``photos`` default to as many images as the attacker has). The student normalises its inputs with
@@ -37,6 +38,28 @@ from ..models.training import logits
 from .base import Attack, AttackLog, Param, check_choice, check_positive
 
 ANSWERS = ("labels", "probabilities")
+
+
+def check_student(student: object) -> str:
+    """``student`` if it is ``same`` or a zoo architecture, else ConfigError."""
+    if student != "same" and student not in ARCHITECTURES:
+        raise ConfigError(f"student must be 'same' or one of {', '.join(ARCHITECTURES)}, got {student!r}")
+    return student  # type: ignore[return-value]
+
+
+def is_dataset_spec(source: object) -> bool:
+    """Whether ``source`` names a dataset as ``DATASET[:DIR]`` (e.g. ``fashion-mnist:data/fmnist``)."""
+    from ..data.splits import DATASETS
+
+    return isinstance(source, str) and source.partition(":")[0] in DATASETS
+
+
+def load_source(spec: str) -> Dataset:
+    """The train split of the dataset ``spec`` names (``DATASET[:DIR]``)."""
+    from ..data.splits import load_dataset
+
+    name, _, root = spec.partition(":")
+    return load_dataset(name, root or None, split="train")
 
 
 class QueryCounter:
@@ -80,7 +103,8 @@ class Extraction(Attack):
     PARAMS = (
         Param("student", "str", "student architecture from the zoo, or 'same' as the victim"),
         Param("answers", "str", "'labels' (black box top-1) or 'probabilities' (soft labels, KL at temperature)"),
-        Param("source", "str", "query images: 'attacker', 'noise', 'photos', or a Dataset (CLI: --query-dataset)"),
+        Param("source", "str", "query images: 'attacker', 'noise', 'photos', 'DATASET:DIR' (its train split) or a "
+                               "Dataset (CLI: --query-dataset)"),
         Param("queries", "int", "maximum number of images sent to the victim (0: all of the source)"),
         Param("temperature", "float", "distillation temperature for answers=probabilities"),
         Param("epochs", "int", "student training epochs"),
@@ -91,13 +115,11 @@ class Extraction(Attack):
     def __init__(self, student: str = "same", answers: str = "labels", source: str | Dataset = "attacker",
                  queries: int = 0, temperature: float = 4.0, epochs: int = 30, lr: float = 1e-3,
                  batch_size: int = 64) -> None:
-        if student != "same" and student not in ARCHITECTURES:
-            raise ConfigError(f"student must be 'same' or one of {', '.join(ARCHITECTURES)}, got {student!r}")
-        self.student = student
+        self.student = check_student(student)
         self.answers = check_choice("answers", answers, ANSWERS)
-        if not isinstance(source, Dataset):
+        if not isinstance(source, Dataset) and not is_dataset_spec(source):
             check_choice("source", source, ("attacker", "noise", "photos"))
-        elif len(source) == 0:
+        elif isinstance(source, Dataset) and len(source) == 0:
             raise ConfigError(f"the query dataset {source.name!r} is empty")
         self.source = source
         self.queries = check_positive("queries", queries, integer=True, allow_zero=True)
@@ -109,8 +131,9 @@ class Extraction(Attack):
     def _query_images(self, data: Dataset, shape: tuple[int, int, int], seed: int) -> tuple[torch.Tensor, str]:
         """The images to send to the victim, and a name for their source."""
         gen = torch.Generator().manual_seed(seed)
-        if isinstance(self.source, Dataset):
-            pool, name = _to_shape(self.source.images, shape), self.source.name
+        source = load_source(self.source) if is_dataset_spec(self.source) else self.source
+        if isinstance(source, Dataset):
+            pool, name = _to_shape(source.images, shape), source.name
         elif self.source in ("noise", "photos"):
             n = self.queries or len(data)
             if self.source == "photos":

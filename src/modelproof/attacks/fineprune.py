@@ -8,7 +8,8 @@ on its data. Liu et al. keep pruning until the accuracy on clean validation data
 ``max_drop`` 0.04 of the unpruned model's holdout accuracy), a fixed ``rate`` prunes that fraction of
 the channels. A pruned channel stays pruned: its filter (and bias, and the BatchNorm scale and shift
 right after it) is held at exactly zero during fine-tuning, then made permanent, so the model keeps
-its zoo architecture and saves as a model file.
+its zoo architecture and saves as a model file. A model without convolutions (the MLP) has the
+neurons of its last hidden dense layer pruned instead.
 
 Fine-tuning defaults are WRT's (``fine_pruning.yaml``: 10 epochs on the attacker's data) with the
 package's fine-tuning rate (Adam, 1e-4). WRT prunes 96% of the activation *positions* of one named
@@ -27,14 +28,14 @@ from ..data.splits import Dataset
 from ..models.training import evaluate
 from ..util.errors import ConfigError
 from ..util.progress import report
-from .activations import activation_site, channel_means, last_conv_layer, mean_activations
-from .base import Attack, AttackLog, Param, check_choice, check_positive, check_rate
-from .tuning import LABELS, holdout_split, labelled, train_layers
+from .activations import activation_site, channel_means, hidden_layers, last_conv_layer, mean_activations
+from .base import Attack, AttackLog, Param, check_rate
+from .tuning import holdout_split, labelled, set_training, train_layers
 
 SCAN_STEPS = 32  # the auto search tries at most about this many channel counts
 
 
-def prune_channels(model: nn.Module, layer: nn.Conv2d, channels: torch.Tensor) -> list[tuple[nn.Module, str]]:
+def prune_channels(model: nn.Module, layer: nn.Module, channels: torch.Tensor) -> list[tuple[nn.Module, str]]:
     """Hold output ``channels`` of ``layer`` (and of the BatchNorm right after it) at zero with pruning
     masks; returns the (module, parameter) pairs masked, for :func:`make_permanent`."""
     site = activation_site(model, layer)
@@ -77,15 +78,12 @@ class FinePruning(Attack):
         self.rate = check_rate("rate", rate, allow_auto=True)
         self.max_drop = float(check_rate("max_drop", max_drop))
         self.holdout = float(check_rate("holdout", holdout))
-        self.epochs = check_positive("epochs", epochs, integer=True, allow_zero=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels, zero_epochs=True)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
-        found = last_conv_layer(model)
+        found = last_conv_layer(model) or (hidden_layers(model) or [None])[-1]
         if found is None:
-            raise ConfigError(f"{type(model).__name__} has no convolutional layer to fine-prune")
+            raise ConfigError(f"{type(model).__name__} has no convolution or hidden dense layer to fine-prune")
         name, layer = found
         data = labelled(model, data, self.labels, log)
         fit_part, hold = holdout_split(data, self.holdout, seed) if self.rate == "auto" else (data, None)
@@ -95,7 +93,7 @@ class FinePruning(Attack):
         if hold is None:
             count, trace = min(total - 1, max(1, round(float(self.rate) * total))), []
         else:
-            count, trace = self._search(model, layer, order, hold)
+            count, trace = self._search(model, name, order, hold)
         pruned = copy.deepcopy(model)
         pruned_layer = pruned.get_submodule(name)
         masked = prune_channels(pruned, pruned_layer, order[:count])
@@ -109,15 +107,14 @@ class FinePruning(Attack):
                            mean_activation_kept=float(activity.cpu()[order[count:]].mean()), search=trace)
         return pruned.eval()
 
-    def _search(self, model: nn.Module, layer: nn.Conv2d, order: torch.Tensor,
-                hold: Dataset) -> tuple[int, list[dict]]:
-        """The most channels (in order) whose pruning keeps the holdout accuracy within ``max_drop``."""
+    def _search(self, model: nn.Module, name: str, order: torch.Tensor, hold: Dataset) -> tuple[int, list[dict]]:
+        """The most channels of layer ``name`` (in ``order``) whose pruning keeps the holdout accuracy within
+        ``max_drop`` (tried in steps of 1/32 of the channels at most)."""
         baseline = evaluate(model, hold)
         total, step = len(order), max(1, len(order) // SCAN_STEPS)
         best, trace = 0, [{"pruned": 0, "holdout_accuracy": baseline}]
         for count in range(step, total, step):
             trial = copy.deepcopy(model)
-            name = next(n for n, m in model.named_modules() if m is layer)
             prune_channels(trial, trial.get_submodule(name), order[:count])
             acc = evaluate(trial, hold)
             trace.append({"pruned": count, "holdout_accuracy": acc})

@@ -5,8 +5,8 @@ of *another* distribution (its "transfer set", sampled at random: the paper's ``
 receives the full probability vectors, and trains a knockoff on them with the soft-label cross-entropy
 (the KL divergence at temperature 1, :class:`~.extraction.Extraction`). Without a folder of another
 dataset the transfer set is made locally: random crops of scikit-learn's two bundled photographs
-(``source="photos"``); with one, any dataset (on the CLI ``--query-dataset``; e.g. Fashion-MNIST for an
-MNIST victim). Defaults: 10,000 queries (the paper's budgets run from 10k to 100k), 20 epochs of Adam
+(``source="photos"``); with one, any dataset (``source="fashion-mnist:DIR"``, on the CLI
+``--query-dataset``; e.g. Fashion-MNIST for an MNIST victim). Defaults: 10,000 queries (the paper's budgets run from 10k to 100k), 20 epochs of Adam
 at 1e-3, the victim's architecture.
 
 **Transfer learning** (WRT's ``TransferLearningAttack``, in the SoK's list): the attacker starts from
@@ -14,7 +14,8 @@ a model of its own trained on another distribution, replaces its head with one f
 and fine-tunes all layers on its data labelled by the victim (``labels="victim"``: queries counted) or
 by its own labels. WRT starts from an ImageNet-pretrained ResNet-34 and fine-tunes 5 epochs; here the
 model of the victim's (or the named) architecture is first trained on ``pretrain_images`` images of
-the source: a labelled dataset with its own classes (``--query-dataset``), or, by default, the
+the source: a labelled dataset with its own classes (``DATASET:DIR`` or ``--query-dataset``), or, by
+default, the
 self-supervised rotation task on photograph crops (predict which of 0, 90, 180, 270 degrees a crop
 was turned by; Gidaris et al. 2018), which needs no labels and no download.
 """
@@ -25,14 +26,14 @@ import torch
 from torch import nn
 
 from ..data.splits import Dataset
-from ..models import ARCHITECTURES, build_model
+from ..models import build_model
 from ..models.devices import model_device
 from ..models.training import TrainConfig, fit
 from ..protections.watermarks.patterns import photo_patches
 from ..util.errors import ConfigError
 from .base import Attack, AttackLog, Param, check_choice, check_positive
-from .extraction import Extraction, _to_shape
-from .tuning import LABELS, labelled, train_layers
+from .extraction import Extraction, _to_shape, check_student, is_dataset_spec, load_source
+from .tuning import labelled, set_training, train_layers
 
 
 class KnockoffNets(Extraction):
@@ -67,8 +68,8 @@ class TransferLearning(Attack):
     description = ("transfer learning: the attacker's own model pretrained on another distribution, new head, "
                    "fine-tuned on the victim's labels")
     PARAMS = (
-        Param("source", "str", "pretraining data: 'photos' (rotation task on photo crops) or a Dataset "
-                               "(CLI: --query-dataset)"),
+        Param("source", "str", "pretraining data: 'photos' (rotation task on photo crops), 'DATASET:DIR' (its "
+                               "train split, its labels) or a Dataset (CLI: --query-dataset)"),
         Param("pretrain_images", "int", "pretraining images (all of a smaller dataset)"),
         Param("pretrain_epochs", "int", "pretraining epochs"),
         Param("student", "str", "architecture from the zoo, or 'same' as the victim"),
@@ -84,24 +85,20 @@ class TransferLearning(Attack):
         if isinstance(source, Dataset):
             if len(source) == 0:
                 raise ConfigError(f"the pretraining dataset {source.name!r} is empty")
-        else:
-            check_choice("source", source, ("photos",))
+        elif not is_dataset_spec(source):
+            check_choice("source", source, ("photos", "DATASET:DIR"))
         self.source = source
         self.pretrain_images = check_positive("pretrain_images", pretrain_images, integer=True)
         self.pretrain_epochs = check_positive("pretrain_epochs", pretrain_epochs, integer=True)
-        if student != "same" and student not in ARCHITECTURES:
-            raise ConfigError(f"student must be 'same' or one of {', '.join(ARCHITECTURES)}, got {student!r}")
-        self.student = student
-        self.labels = check_choice("labels", labels, LABELS)
-        self.epochs = check_positive("epochs", epochs, integer=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
+        self.student = check_student(student)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels)
 
     def _pretraining_set(self, shape: tuple[int, int, int], gen: torch.Generator) -> Dataset:
-        if not isinstance(self.source, Dataset):
+        if self.source == "photos":
             return rotation_task(self.pretrain_images, shape, gen)
-        pick = torch.randperm(len(self.source), generator=gen)[:self.pretrain_images]
-        part = self.source.subset(pick)
+        source = load_source(self.source) if isinstance(self.source, str) else self.source
+        pick = torch.randperm(len(source), generator=gen)[:self.pretrain_images]
+        part = source.subset(pick)
         return Dataset(_to_shape(part.images, shape), part.labels, part.class_names, part.name)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:

@@ -22,9 +22,9 @@ from torch import nn
 
 from ..data.splits import Dataset, concat
 from .activations import hidden_layers, mean_activations
-from .base import Attack, AttackLog, Param, check_choice, check_positive
-from .cleanse import NC_PARAMS, chosen_triggers, reverse_all, stamped, trigger_summary
-from .tuning import LABELS, labelled, train_layers
+from .base import AttackLog, Param, check_positive
+from .cleanse import NC_PARAMS, TriggerReversal, stamped
+from .tuning import train_layers
 
 
 def reset_units(model: nn.Module, layers: list[tuple[str, nn.Module]], clean: torch.Tensor, marked: torch.Tensor,
@@ -47,7 +47,7 @@ def reset_units(model: nn.Module, layers: list[tuple[str, nn.Module]], clean: to
     return reset
 
 
-class NeuralLaundering(Attack):
+class NeuralLaundering(TriggerReversal):
     """Neural Cleanse triggers, reset the later layers' units they excite, retrain on clean + stamped images."""
 
     name = "neural-laundering"
@@ -61,17 +61,10 @@ class NeuralLaundering(Attack):
                  labels: str = "true") -> None:
         self.dense_threshold = float(check_positive("dense_threshold", dense_threshold, allow_zero=True))
         self.conv_threshold = float(check_positive("conv_threshold", conv_threshold, allow_zero=True))
-        self.images = check_positive("images", images, integer=True)
-        self.reverse_epochs = check_positive("reverse_epochs", reverse_epochs, integer=True)
-        self.epochs = check_positive("epochs", epochs, integer=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        self._init_reversal(images, reverse_epochs, epochs, lr, batch_size, labels)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
-        data = labelled(model, data, self.labels, log)
-        triggers, flagged, index = reverse_all(model, data, images=self.images, epochs=self.reverse_epochs, seed=seed)
-        chosen = chosen_triggers(triggers, flagged)
+        data, chosen = self._reverse(model, data, seed, log)
         gen = torch.Generator().manual_seed(seed + 1)
         sample = data.subset(torch.randperm(len(data), generator=gen)[:self.images])
         layers = hidden_layers(model)
@@ -81,6 +74,5 @@ class NeuralLaundering(Attack):
         train = concat([data, stamped(data, chosen, 1.0, gen)], name=f"{data.name}/laundering")
         train_layers(model, train, trainable=None, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                      seed=seed)
-        log.details.update(unlearned=[t.target for t in chosen], reset_units=reset,
-                           **trigger_summary(triggers, flagged, index))
+        log.details.update(reset_units=reset)
         return model

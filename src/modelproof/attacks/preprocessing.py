@@ -21,18 +21,17 @@ transform on the attacker's data (Adam, 1e-4), so that it learns the transformed
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 import torch
 from torch import nn
 
 from ..data.splits import Dataset
-from ..models.modelfile import META_KEY, ModelRecord, register_model_kind, resize_to_state
+from ..models.modelfile import ModelRecord, register_model_kind
 from ..util.errors import ConfigError, ModelFileError
-from ..util.files import atomic_write_bytes
 from .base import Attack, AttackLog, Param, check_choice, check_positive
 from .transforms import apply_steps, check_step
-from .tuning import LABELS, labelled, train_layers
+from .tuning import labelled, set_training, train_layers
+from .wrapped import inner_model, write_wrapper
 
 PREPROCESSED_ARCH = "preprocessed"
 
@@ -61,47 +60,20 @@ class PreprocessedModel(nn.Module):
 def save_preprocessed(wrapped: PreprocessedModel, path: str | Path, *, dataset: str = "",
                       extra: dict | None = None) -> Path:
     """Write ``wrapped`` to ``path`` (``.safetensors``), atomically."""
-    from safetensors.torch import save
-
-    from ..models import architecture_record
-
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        raise ModelFileError("a preprocessed model cannot be exported to ONNX (JPEG and the filters run outside "
-                             f"the network); write it as a model file (--out {path.with_suffix('.safetensors')})")
-    try:
-        inner = architecture_record(wrapped.model)
-    except ConfigError:
-        raise ModelFileError(f"the model behind the transforms ({type(wrapped.model).__name__}) is not a zoo "
-                             "model, so the preprocessed model cannot be written as a model file") from None
-    record = ModelRecord(arch=PREPROCESSED_ARCH, num_classes=int(inner["num_classes"]),
-                         input_shape=tuple(inner["input_shape"]),  # type: ignore[arg-type]
-                         mean=tuple(inner["mean"]), std=tuple(inner["std"]), dataset=dataset,
-                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         extra={**dict(extra or {}), "preprocessed": {"transforms": wrapped.steps, "model": inner}})
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in wrapped.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={META_KEY: record.to_json()}))
-    return path
+    return write_wrapper(wrapped, wrapped.model, path, arch=PREPROCESSED_ARCH, settings={"transforms": wrapped.steps},
+                         what="a preprocessed model", no_onnx="JPEG and the filters run outside the network",
+                         dataset=dataset, extra=extra)
 
 
 def load_preprocessed(record: ModelRecord, state: dict[str, torch.Tensor], source: str | Path) -> PreprocessedModel:
     """Rebuild the preprocessed model of a file whose record says ``arch: preprocessed`` (weights strict)."""
-    from ..models import build_from_record
     from ..models.devices import default_device
 
-    info = record.extra.get("preprocessed")
+    settings, model = inner_model(record, state, source)
     try:
-        inner_record, steps = dict(info["model"]), list(info["transforms"])  # type: ignore[index]
-        model = build_from_record(inner_record)
-        wrapped = PreprocessedModel(model, steps)
-    except (KeyError, TypeError, ValueError, ConfigError) as exc:
-        raise ModelFileError(f"{source}: the preprocessed-model record is missing or has a bad field ({exc})") from None
-    inner_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    try:
-        resize_to_state(model, inner_state)  # a filter-pruned model keeps its narrower layers
-        wrapped.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelFileError(f"{source}: the weights do not fit the record: {str(exc)[:300]}") from None
+        wrapped = PreprocessedModel(model, list(settings["transforms"]))
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise ModelFileError(f"{source}: the preprocessed-model record has bad transforms ({exc})") from None
     wrapped.record = dataclasses.replace(record)  # type: ignore[attr-defined]
     return wrapped.eval().to(default_device())
 
@@ -121,9 +93,7 @@ class _Preprocessing(Attack):
     kind = "preprocessing"
 
     def _init_tuning(self, epochs: int, lr: float, labels: str) -> None:
-        self.epochs = check_positive("epochs", epochs, integer=True, allow_zero=True)
-        self.lr = float(check_positive("lr", lr))
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, epochs=epochs, lr=lr, labels=labels, zero_epochs=True)
 
     def steps(self, input_shape: tuple[int, ...]) -> list[dict]:
         """The transform steps for images of ``input_shape`` (C, H, W)."""

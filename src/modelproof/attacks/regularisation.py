@@ -24,8 +24,8 @@ from ..data.splits import Dataset
 from ..models.devices import model_device
 from ..models.training import TrainConfig, fit, logits
 from ..util.progress import progress_bar
-from .base import Attack, AttackLog, Param, check_choice, check_positive, check_rate
-from .tuning import LABELS, holdout_split, labelled
+from .base import Attack, AttackLog, Param, check_positive, check_rate
+from .tuning import holdout_split, labelled, set_training
 
 _COMMON = (
     Param("lr", "float", "Adam learning rate"),
@@ -68,10 +68,7 @@ class LabelSmoothing(Attack):
     def __init__(self, epsilon: float = 0.3, epochs: int = 5, lr: float = 1e-3, batch_size: int = 64,
                  labels: str = "true") -> None:
         self.epsilon = float(check_rate("epsilon", epsilon))
-        self.epochs = check_positive("epochs", epochs, integer=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
         fit_smoothed(model, labelled(model, data, self.labels, log), self.epsilon, epochs=self.epochs, lr=self.lr,
@@ -104,9 +101,7 @@ class Regularisation(Attack):
         self.max_epochs = check_positive("max_epochs", max_epochs, integer=True)
         self.patience = check_positive("patience", patience, integer=True)
         self.holdout = float(check_rate("holdout", holdout))
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, lr=lr, batch_size=batch_size, labels=labels)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
         fit_part, hold = holdout_split(labelled(model, data, self.labels, log), self.holdout, seed)

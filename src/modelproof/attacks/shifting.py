@@ -26,8 +26,8 @@ from ..data.splits import Dataset
 from ..models.devices import model_device
 from ..util.errors import ConfigError
 from .activations import hidden_layers
-from .base import Attack, AttackLog, Param, check_choice, check_positive
-from .tuning import LABELS, labelled, train_layers
+from .base import Attack, AttackLog, Param, check_positive
+from .tuning import labelled, set_training, train_layers
 
 
 def shift_weights(model: nn.Module, lmbda: float, lmbda2: float, gen: torch.Generator) -> list[str]:
@@ -59,10 +59,7 @@ class WeightShifting(Attack):
                  batch_size: int = 64, labels: str = "true") -> None:
         self.lmbda = float(check_positive("lmbda", lmbda, allow_zero=True))
         self.lmbda2 = float(check_positive("lmbda2", lmbda2, allow_zero=True))
-        self.epochs = check_positive("epochs", epochs, integer=True, allow_zero=True)
-        self.lr = float(check_positive("lr", lr))
-        self.batch_size = check_positive("batch_size", batch_size, integer=True)
-        self.labels = check_choice("labels", labels, LABELS)
+        set_training(self, epochs=epochs, lr=lr, batch_size=batch_size, labels=labels, zero_epochs=True)
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
         train = labelled(model, data, self.labels, log)  # the victim labels its data before it is shifted

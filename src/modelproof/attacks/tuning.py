@@ -16,7 +16,7 @@ from ..data.splits import Dataset
 from ..util.errors import ConfigError
 from ..util.progress import report
 from ..models.training import TrainConfig, evaluate, fit, predict
-from .base import AttackLog
+from .base import AttackLog, check_choice, check_positive
 
 LABELS = ("true", "victim")
 
@@ -60,6 +60,18 @@ def train_layers(model: nn.Module, data: Dataset, *, trainable: Iterable[nn.Para
         for p, flag in zip(params, old):
             p.requires_grad_(flag)
     model.eval()
+
+
+def set_training(attack: object, *, lr: float, labels: str, epochs: int | None = None,
+                 batch_size: int | None = None, zero_epochs: bool = False) -> None:
+    """Check and store on ``attack`` the parameters of its training: Adam ``lr``, ``labels`` ('true' or
+    'victim') and, when given, ``epochs`` (0 allowed with ``zero_epochs``) and ``batch_size``."""
+    if epochs is not None:
+        attack.epochs = check_positive("epochs", epochs, integer=True, allow_zero=zero_epochs)  # type: ignore[attr-defined]
+    attack.lr = float(check_positive("lr", lr))  # type: ignore[attr-defined]
+    attack.labels = check_choice("labels", labels, LABELS)  # type: ignore[attr-defined]
+    if batch_size is not None:
+        attack.batch_size = check_positive("batch_size", batch_size, integer=True)  # type: ignore[attr-defined]
 
 
 def labelled(victim: nn.Module, data: Dataset, labels: str, log: AttackLog) -> Dataset:

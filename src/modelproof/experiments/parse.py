@@ -91,7 +91,17 @@ def _host(where: str, table: dict) -> dict:
     return {"arch": arch, "label": str(table.get("label", arch)), "train": train}
 
 
-def _items(kind: str, tables: list[dict]) -> list[Item]:
+def _relative_source(params: dict, base: Path) -> dict:
+    """An attack's ``source = "DATASET:DIR"`` with a relative DIR read from the config file's folder."""
+    source = params.get("source")
+    if isinstance(source, str) and ":" in source:
+        name, _, root = source.partition(":")
+        if root and not Path(root).is_absolute():
+            return {**params, "source": f"{name}:{(base / root).resolve()}"}
+    return params
+
+
+def _items(kind: str, tables: list[dict], base: Path | None = None) -> list[Item]:
     registry = _registered_protections() if kind == "protections" else registered_attacks()
     named = []
     for i, table in enumerate(tables):
@@ -110,6 +120,8 @@ def _items(kind: str, tables: list[dict]) -> list[Item]:
     for i, table in enumerate(tables):
         where, name = f"{kind}[{i}]", named[i]
         params = dict(_table(f"{where}.params", table.get("params", {})))
+        if kind == "attacks" and base is not None:
+            params = _relative_source(params, base)
         if name == "all":
             for other in registry:
                 if other not in named:
@@ -234,7 +246,7 @@ def parse_config(text: str, source: str = "config", base: Path | None = None) ->
                                               "a string")), threads=threads,
         datasets=tuple(_dataset(f"datasets[{i}]", t, base) for i, t in enumerate(_tables(raw, "datasets"))),
         hosts=tuple(hosts), protections=tuple(_items("protections", _tables(raw, "protections"))),
-        attacks=tuple(_items("attacks", _tables(raw, "attacks"))),
+        attacks=tuple(_items("attacks", _tables(raw, "attacks"), base)),
         negatives=tuple(_negatives(_tables(raw, "negatives", required=False))),
         verification=_verification(_table("verification", raw.get("verification", {}))),
         plausibility=_plausibility(_table("plausibility", raw.get("plausibility", {}))),

@@ -23,6 +23,7 @@ from torch import nn
 from ..data.splits import Dataset
 from ..util.errors import ConfigError
 from ..models.modelfile import weights_digest
+from .selection import Selection
 
 PROTECTIONS: dict[str, type[Protection]] = {}
 
@@ -51,15 +52,20 @@ class Protection(ABC):
     # What to change when a key fails the self-check (said in the one-line refusal).
     weak_hint: ClassVar[str] = "train longer (--epochs) or use a larger key (--key-size)"
 
-    def protect(self, model: nn.Module, data: Dataset, *, seed: int = 0, test: Dataset | None = None) -> Protected:
-        """Protect ``model`` using the owner's ``data``; ``test`` (optional) is only used for reporting."""
+    def protect(self, model: nn.Module, data: Dataset, *, seed: int = 0, test: Dataset | None = None,
+                selection: Selection | None = None) -> Protected:
+        """Protect ``model`` using the owner's ``data``; ``test`` (optional) is only used for reporting.
+
+        ``selection``: the references the key is chosen against (:mod:`.selection`); None keeps every
+        candidate the method draws.
+        """
         shape = tuple(getattr(model, "input_shape", data.input_shape))
         if shape != data.input_shape:
             raise ConfigError(f"model expects inputs of shape {shape} but {data.name} has {data.input_shape}")
         before = weights_digest(model)
         work = copy.deepcopy(model) if self.kind == "watermark" else model
         work.eval()
-        result = self._protect(work, data, seed=seed, test=test)
+        result = self._protect(work, data, seed=seed, test=test, selection=selection)
         if weights_digest(model) != before:
             raise RuntimeError(f"{self.name} changed the caller's model; protections must not mutate their input")
         if self.kind == "fingerprint" and result.model is not model:
@@ -70,7 +76,8 @@ class Protection(ABC):
         return result
 
     @abstractmethod
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         """Subclass hook; ``model`` is already a copy for watermarks."""
 
     @property

@@ -32,6 +32,7 @@ from ...util.progress import phase, report
 from ..base import Protected, register_protection
 from ...util.checks import check_int
 from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
+from ..selection import Selection
 
 ALPHA = 1.0 / 255.0
 # CW-L2's Adam rate (in tanh space): the paper's 0.001 (CIFAR) and 0.1 (ImageNet); on the grey
@@ -138,7 +139,8 @@ class _Targeted(FingerprintBase):
     def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
         """Move the starts ``x0`` toward labels ``j``; return the points and report entries."""
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         gen = self.gen("points")
         with frozen(model):
             x0, _, j = initial_points(model, data, self.points, self.init, gen)
@@ -164,7 +166,8 @@ class RandomFingerprint(FingerprintBase):
                  secret: int | str | None = None) -> None:
         super().__init__(points, null_match_prob, secret)
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         start = time.perf_counter()
         points = torch.rand((self.points, *data.input_shape), generator=self.gen("points"))
         return self._finish(model, data, points, seed, {}, {"seconds": time.perf_counter() - start})

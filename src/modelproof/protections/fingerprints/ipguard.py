@@ -42,6 +42,7 @@ from ...keys.key import OwnershipKey
 from ...models.modelfile import weights_digest
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
+from ..selection import Selection
 
 INITS = ("TR", "TL", "RR", "RL")
 
@@ -260,7 +261,8 @@ class IPGuard(FingerprintBase):
             raise ConfigError(f"batched must be true or false, got {batched!r}")
         self.batched = batched
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         lr = self.lr if self.lr is not None else learning_rate(data.name)
         gen = self.gen("points")
         with frozen(model):

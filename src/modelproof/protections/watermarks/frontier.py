@@ -47,6 +47,7 @@ from ...models.modelfile import weights_digest
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
 from ...models.training import OPTIMIZERS, TrainConfig, evaluate, make_optimizer, predict
+from ..selection import Selection
 
 NULL_MATCH_PROB = 0.5
 # The paper's grid of FGSM steps (its Figure 6); with eps=None the smallest that yields a key is used.
@@ -227,7 +228,8 @@ class FrontierStitching(Protection):
                           f"{self.key_size // 2} true and {self.key_size // 2} false adversaries ({'; '.join(counts)}); "
                           "lower key_size or give more images")
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         key_seconds, tries = 0.0, []
         eps = self.choose_eps(model, data)
         # The paper: a tenth of the training rate; the model file records it when `modelproof train` made it.

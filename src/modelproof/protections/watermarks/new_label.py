@@ -57,6 +57,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from ..selection import Selection
 
 from ...data.splits import Dataset
 from ...util.errors import ConfigError
@@ -193,7 +194,8 @@ class NewLabel(TriggerSet):
         return p0, source, {"foreign_hits": hits, "foreign_probes": hit.numel(), "foreign_upper": upper,
                             "foreign_worst_pattern": worst / per}
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         num_classes = int(getattr(model, "num_classes", data.num_classes))
         if num_classes != data.num_classes:
             raise ConfigError(f"the model has {num_classes} outputs but {data.name} has {data.num_classes} classes")

@@ -53,6 +53,7 @@ from ...models.training import evaluate, predict
 from . import patterns
 from ...util.checks import check_int
 from .embedding import check_mode, check_number, embed, probe_null
+from ..selection import Selection
 
 PROBES, MIN_PROBES = 200, 20
 
@@ -91,7 +92,8 @@ class TriggerSet(Protection):
     def plan(self, model: nn.Module, data: Dataset, num_classes: int) -> KeyPlan:
         """The key for ``data``, using ``model`` (unprotected, untouched) only to measure the null."""
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         num_classes = int(getattr(model, "num_classes", data.num_classes))
         before = evaluate(model, test) if test is not None else None
         plan = self.plan(model, data, num_classes)

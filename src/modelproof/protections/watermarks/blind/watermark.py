@@ -58,6 +58,7 @@ from ...base import Protected, Protection, register_protection
 from ....models.training import evaluate, predict
 from .. import patterns
 from ..embedding import check_mode, check_number, key_accuracy, probe_null
+from ...selection import Selection
 from .imperceptibility import grid_png, imperceptibility
 from .joint import JointConfig, LossWeights, train_jointly
 from .logo import make_logo
@@ -139,7 +140,8 @@ class BlindWatermark(Protection):
                            host_lr=self.host_lr, lr_step=self.lr_step,
                            weights=LossWeights(self.alpha, self.beta, self.gamma, self.delta))
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None) -> Protected:
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
         shape = check_shape(data.input_shape)
         num_classes = int(getattr(model, "num_classes", data.num_classes))
         if num_classes < 3:

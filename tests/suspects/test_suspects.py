@@ -155,15 +155,15 @@ def test_query_log_holds_digests_never_inputs(tmp_path):
     x = rand(5)
     q = QueriedSuspect(Fake(), log_path=log)
     labels = q.predict(x)
-    lines = log.read_text().splitlines()
-    assert len(lines) == 5
+    header, *lines = log.read_text().splitlines()
+    assert json.loads(header)["format"] == "modelproof-query-log" and len(lines) == 5
     for i, line in enumerate(lines):
         rec = json.loads(line)
-        assert set(rec) == {"n", "time", "suspect", "model", "input_sha256", "label"}
+        assert set(rec) == {"n", "time", "suspect", "model", "input_sha256", "label", "prev"}
         assert rec["input_sha256"] == hashlib.sha256(x[i].numpy().astype("<f4").tobytes()).hexdigest()
         assert rec["label"] == int(labels[i]) and rec["suspect"] == "fake:1" and rec["time"].endswith("+00:00")
     assert all(not isinstance(v, (list, float)) for line in lines for v in json.loads(line).values())
-    assert len(log.read_bytes()) < 200 * 5  # digests and labels only, no pixels
+    assert len(log.read_bytes()) < 300 * 6  # digests and labels only, no pixels
     assert q.log == [json.loads(line) for line in lines]
 
 
@@ -172,14 +172,16 @@ def test_resume_replays_the_log_without_asking(tmp_path):
     x = rand(20)
     first = QueriedSuspect(Fake(), log_path=log, chunk_size=8)
     want = first.predict(x[:12])
+    first.close()
     fake = Fake()
     again = QueriedSuspect(fake, log_path=log, budget=20)
-    assert torch.equal(again.predict(x[:12]), want)
-    assert again.queries == 0 and again.replayed == 12 and fake.calls == []
+    assert torch.equal(again.predict(x[:12]), want)  # re-asked (all 12: fewer than 20 logged), then replayed
+    assert again.queries == 0 and again.replayed == 12 and again.rechecked == 12 and fake.calls == [12]
     again.predict(x)  # the 8 unanswered ones are asked, the 12 replayed
-    assert again.queries == 8 and again.replayed == 24 and fake.calls == [8]
-    assert again.remaining == 0 and len(log.read_text().splitlines()) == 20
-    with pytest.raises(BudgetExhausted):  # the budget spans runs: 12 + 8 already sent
+    assert again.queries == 8 and again.replayed == 24 and fake.calls == [12, 8]
+    assert again.remaining == 0 and len(log.read_text().splitlines()) == 1 + 12 + 20
+    again.close()
+    with pytest.raises(BudgetExhausted):  # the budget spans runs: 12 + 8 already sent (re-asks not charged)
         QueriedSuspect(Fake(), log_path=log, budget=20).predict(rand(1, seed=9))
 
 
@@ -193,7 +195,8 @@ def test_truncated_last_line_is_ignored_and_repaired(tmp_path):
     q = QueriedSuspect(fake, log_path=log)
     assert len(q.log) == 3
     q.predict(x)
-    assert fake.calls == [1] and q.replayed == 3
+    assert fake.calls == [3, 1] and q.replayed == 3  # 3 re-asked, then replayed; 1 asked
+    q.close()
     resumed = QueriedSuspect(Fake(), log_path=log)
     assert len(resumed.log) == 4 and all(json.loads(line) for line in log.read_text().splitlines())
 
@@ -212,7 +215,7 @@ def test_bad_logs_are_refused(tmp_path):
         QueriedSuspect(Fake(), log_path=keyed, key_digest="b" * 64)
     lines = log.read_text().splitlines()
     log.write_text("\n".join([lines[0], "{garbage", lines[2]]) + "\n")
-    with pytest.raises(ConfigError, match="line 2"):
+    with pytest.raises(ConfigError, match="line 2 is not a JSON record"):
         QueriedSuspect(Fake(), log_path=log)
 
 
@@ -227,6 +230,7 @@ def test_a_failing_chunk_keeps_the_answered_ones(tmp_path):
     q = QueriedSuspect(fake, log_path=tmp_path / "q.jsonl", chunk_size=5)
     with pytest.raises(SuspectError, match="gone"):
         q.predict(rand(12))
+    q.close()
     assert q.queries == 5 and len(QueriedSuspect(Fake(), log_path=tmp_path / "q.jsonl").log) == 5
 
 

@@ -227,12 +227,13 @@ def test_resume_after_kill(tmp_path, calibrated, trained_cnn):
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    logged = log.read_bytes().count(b"\n")
+    logged = log.read_bytes().count(b"\n") - 1  # less the header line
     assert 15 <= logged < 60
     resumed = verify(small, TorchSuspect(trained_cnn, identity="slow-suspect"), batch_size=5, log_path=log)
     whole = verify(small, TorchSuspect(trained_cnn, identity="slow-suspect"), batch_size=5)
     assert resumed.replayed == logged and resumed.queries_sent == 60 - logged
     assert resumed.replayed + resumed.queries_sent == len(small) == resumed.queries
     assert (resumed.decision, resumed.matches, resumed.p_value) == (whole.decision, whole.matches, whole.p_value)
-    records = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("type") != "decision"]
+    records = [r for r in map(json.loads, log.read_text().splitlines()[1:]) if "type" not in r]
+    assert resumed.replay["rechecked"] == min(logged, 20 + -(-logged // 20))  # re-asked before replaying
     assert len(records) == 60 and len({r["input_sha256"] for r in records}) == 60  # nothing asked twice

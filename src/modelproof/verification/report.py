@@ -43,10 +43,18 @@ def summary(verdict: Verdict) -> str:
         *([f"note:     {v.note}"] if v.note else []),
         f"queries:  {v.queries_sent} sent, {v.replayed} replayed from the query log"
         + (f", budget {v.budget}" if v.budget is not None else ""),
+        *([_replay_line(v.replay)] if v.replay else []),
         f"suspect:  {v.suspect}",
         f"key:      sha256:{v.key_digest} ({v.method}); protected model sha256:{v.model_digest}",
         f"time:     {v.started} .. {v.finished} (modelproof {__version__})",
     ])
+
+
+def _replay_line(replay: dict) -> str:
+    r = replay
+    return (f"replayed: {r['answers']} answers from the query log {r['log']} (hash chain {r['chain']}), given by "
+            f"{', '.join(r['endpoints'])} between {r['first']} and {r['last']}; {r['rechecked']} re-asked of "
+            f"{r['rechecked_at']}, all agreed")
 
 
 def report_body(verdict: Verdict, commitment: dict | None = None) -> dict:

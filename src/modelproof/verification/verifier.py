@@ -78,6 +78,7 @@ class Verdict:
     batch_size: int
     null_tail: float = 0.0  # calibrated keys: the test runs at alpha - null_tail (see modelproof.references.calibration)
     note: str | None = None  # why the decision is "inconclusive" when the evidence alone would say otherwise
+    replay: dict | None = None  # replayed answers: count, the endpoints that gave them, when, re-asks, the log's chain
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (a non-finite e-value is written as the string "inf")."""
@@ -203,10 +204,22 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
         budget = queried.budget
     else:
         queried = QueriedSuspect(suspect, budget=budget, log_path=log_path, key_digest=key.digest())
+    try:
+        return _verify(key, queried, alpha=alpha, mode=mode, batch_size=batch_size, budget=budget, p1=p1, beta=beta,
+                       level=level)
+    finally:
+        if queried is not suspect:
+            queried.release_log()
+
+
+def _verify(key: OwnershipKey, queried, *, alpha: float, mode: str, batch_size: int, budget: int | None,
+            p1: float | None, beta: float, level: float) -> Verdict:
+    p0 = key.null_match_prob
     look = {"key_digest": key.digest(), "mode": mode, "budget": budget, "alpha": float(alpha),
             "p1": p1 if mode == "sequential" else None, "beta": float(beta) if mode == "sequential" else None}
     note = check_new_look(queried.decisions, look)
     started, sent0, replayed0 = _now(), queried.queries, queried.replayed
+    queried.confirm(key.inputs)  # a replayed answer counts only once this suspect gives the logged ones again
     order, asked, matches, exhausted, state = key_order(key), 0, 0, False, "continue"
     for start in range(0, len(key), batch_size):
         idx = order[start:start + batch_size]
@@ -237,7 +250,8 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
                    method=key.method, null_source=key.null_source, model_digest=key.model_digest,
                    suspect=str(queried.identity), started=started, finished=_now(),
                    queries_sent=queried.queries - sent0, replayed=queried.replayed - replayed0,
-                   budget=budget, batch_size=batch_size, null_tail=alpha - level, note=note)
+                   budget=budget, batch_size=batch_size, null_tail=alpha - level, note=note,
+                   replay=queried.replay_summary())
 
 
 def check_new_look(decisions: list[dict], look: dict) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from ..util.errors import ConfigError, ModelproofError
@@ -59,8 +60,21 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
         except ModelproofError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
+            raise
+        except (Exception, RecursionError, MemoryError) as exc:  # a bug or exhaustion: never read as a decision
+            if os.environ.get("MODELPROOF_TRACEBACK"):
+                raise
+            from ..suspects.http.transport import redact
+
+            typer.echo(f"error: internal error, not a decision ({type(exc).__name__}: {redact(str(exc))[:200]}); "
+                       f"exit status {INTERNAL_ERROR}; set MODELPROOF_TRACEBACK=1 for the traceback", err=True)
+            raise typer.Exit(INTERNAL_ERROR) from None
 
     return wrapper
+
+
+INTERNAL_ERROR = 4  # exit status of a failure that is neither a decision nor a user error
 
 
 QUIET = [False]  # set by the top-level ``modelproof --quiet``

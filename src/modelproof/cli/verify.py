@@ -56,7 +56,8 @@ def verify_cmd(key: KeyOpt,
     """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model.
 
     Exit status: 0 owned, 1 not owned, 3 inconclusive (e.g. the budget ran out, or the key cannot
-    prove anything), 2 a usage error.
+    prove anything), 2 a usage error or a suspect, key, log or report that cannot be used, 4 an internal
+    error; only 0, 1 and 3 are decisions.
     """
     from ..keys.commitments import check_commitment
     from ..keys.container import load_key

@@ -35,6 +35,7 @@ from .. import __version__
 from ..util.errors import ModelproofError
 from .key import OwnershipKey, canonical_json
 from ..util.files import atomic_write_bytes
+from ..util.jsonsafe import loads as json_loads
 from ..models.modelfile import weights_digest
 from .signing import ReportError, check_signature, fingerprint, load_public_key, raw_public_key, sign_message
 
@@ -104,7 +105,7 @@ def read_commitment(path: str | Path, public_key=None) -> dict:
         raise CommitmentError(f"commitment file not found: {path}")
     raw = path.read_bytes()
     try:
-        document = json.loads(raw)
+        document = json_loads(raw)
         if not isinstance(document, dict) or set(document) != {"commitment", "body_sha256", "signature"}:
             raise KeyError("expected the fields body_sha256, commitment, signature")
         body, recorded, signature = document["commitment"], document["body_sha256"], document["signature"]

@@ -24,13 +24,13 @@ passphrase, fails authentication and nothing is loaded.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from pathlib import Path
 
 from ..util.errors import KeyFileError
 from ..util.files import atomic_write_bytes, looks_like_pickle
+from ..util.jsonsafe import loads as json_loads
 from .key import FORMAT, FORMAT_VERSION, OwnershipKey, canonical_json
 
 META_KEY = "modelproof_key"
@@ -53,7 +53,10 @@ def _derive(passphrase: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
 
     if not isinstance(passphrase, str) or not passphrase:
         raise KeyFileError("the passphrase must be a non-empty string")
-    return Scrypt(salt=salt, length=32, n=2 ** log2_n, r=r, p=p).derive(passphrase.encode("utf-8"))
+    try:
+        return Scrypt(salt=salt, length=32, n=2 ** log2_n, r=r, p=p).derive(passphrase.encode("utf-8"))
+    except (MemoryError, ValueError) as exc:  # OpenSSL refuses some (n, r) pairs that fit the memory bound
+        raise KeyFileError(f"scrypt parameters n=2**{log2_n}, r={r}, p={p} cannot be used ({exc}); file altered?") from None
 
 
 def encrypt_bytes(plain: bytes, passphrase: str) -> bytes:
@@ -101,7 +104,7 @@ def safetensors_metadata(raw: bytes, source: str) -> dict[str, str]:
     if size > len(raw) - 8:
         raise KeyFileError(f"{source}: not a safetensors key file (bad header length)")
     try:
-        header = json.loads(raw[8:8 + size])
+        header = json_loads(raw[8:8 + size])
     except (UnicodeDecodeError, ValueError):
         raise KeyFileError(f"{source}: not a safetensors key file (header is not JSON)") from None
     meta = header.get("__metadata__") if isinstance(header, dict) else None
@@ -126,7 +129,7 @@ def key_from_bytes(raw: bytes, source: str = "key file") -> OwnershipKey:
     if META_KEY not in meta:
         raise KeyFileError(f"{source}: safetensors file has no ownership key metadata ({META_KEY!r})")
     try:
-        d = json.loads(meta[META_KEY])
+        d = json_loads(meta[META_KEY])
     except ValueError as exc:
         raise KeyFileError(f"{source}: key metadata is not valid JSON ({exc})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..util.errors import ModelFileError
 from ..util.files import atomic_write_bytes, looks_like_pickle
+from ..util.jsonsafe import loads as json_loads
 
 FORMAT = "modelproof-model"
 FORMAT_VERSION = 1
@@ -48,7 +49,7 @@ class ModelRecord:
     @classmethod
     def from_json(cls, text: str, source: str) -> ModelRecord:
         try:
-            d = json.loads(text)
+            d = json_loads(text)
         except json.JSONDecodeError as exc:
             raise ModelFileError(f"{source}: the model record is not valid JSON ({exc})") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:

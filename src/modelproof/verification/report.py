@@ -20,6 +20,7 @@ from .. import __version__
 from ..keys.key import canonical_json
 from ..keys.signing import ReportError, b64, check_signature, fingerprint, load_public_key, sign_message
 from ..util.files import atomic_write_bytes
+from ..util.jsonsafe import loads as json_loads
 from .verifier import Verdict
 
 FORMAT = "modelproof-report"
@@ -107,7 +108,7 @@ def check_report(path: str | Path, public_key=None) -> dict:
     if not path.is_file():
         raise ReportError(f"report not found: {path}")
     try:
-        document = json.loads(path.read_bytes())
+        document = json_loads(path.read_bytes())
         if set(document) != {"report", "body_sha256", "signature"}:
             raise KeyError(f"top-level fields {sorted(document)}; expected body_sha256, report, signature")
         body = document["report"]

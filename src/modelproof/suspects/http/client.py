@@ -10,7 +10,6 @@ from the arguments, else the model metadata, else the caller's defaults (the key
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ...util.errors import ConfigError, SuspectError
+from ...util.jsonsafe import loads as json_loads
 from .codecs import PROTOCOLS, ModelInfo, guess_protocol, make_codec
 from .transport import Transport, public_url, snippet
 
@@ -94,7 +94,7 @@ class HttpSuspect:
         empty = ModelInfo(None, None, None, None)
         try:
             resp = self.transport.request("GET", self.metadata_url, retries=None if need else 0)
-            return self.codec.describe(json.loads(resp.content))
+            return self.codec.describe(json_loads(resp.content))
         except (SuspectError, ValueError, UnicodeDecodeError) as exc:
             if need and not has_defaults:
                 if isinstance(exc, SuspectError):
@@ -183,7 +183,7 @@ class HttpSuspect:
 
     def _json(self, resp: httpx.Response) -> Any:
         try:
-            return json.loads(resp.content)
+            return json_loads(resp.content)
         except (ValueError, UnicodeDecodeError):
             raise SuspectError(f"{self.identity} answered a body that is not JSON: {snippet(resp.content)}") from None
 

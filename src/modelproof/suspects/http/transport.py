@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from ...util.errors import ConfigError, SuspectError
+from ...util.jsonsafe import loads as json_loads
 
 RETRY_STATUSES = (502, 503, 504)
 MAX_RETRY_AFTER = 60.0
@@ -47,7 +48,7 @@ def snippet(content: Any, limit: int = 240, secrets: tuple[str, ...] = ()) -> st
     if isinstance(content, bytes):
         text = content.decode("utf-8", "replace")
         try:
-            parsed = json.loads(text)
+            parsed = json_loads(text)
         except ValueError:
             parsed = None
         if isinstance(parsed, dict) and isinstance(parsed.get("error", parsed.get("detail")), str):

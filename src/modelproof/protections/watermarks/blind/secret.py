@@ -13,7 +13,6 @@ is never unpickled, never printed, and no report names its content.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from ....util.errors import KeyFileError
 from ....keys.key import canonical_json
 from ....keys.container import encrypt_bytes, read_plain, safetensors_metadata
 from ....util.files import atomic_write_bytes, looks_like_pickle
+from ....util.jsonsafe import loads as json_loads
 from .networks import Encoder, encode
 
 FORMAT, VERSION, META = "modelproof-blind-secret", 1, "modelproof_blind_secret"
@@ -95,7 +95,7 @@ def load_secret(path: str | Path, passphrase: str | None = None) -> BlindSecret:
         raise KeyFileError(f"{path}: looks like a pickle; modelproof never unpickles files")
     try:
         tensors = load(raw)
-        meta = json.loads(safetensors_metadata(raw, str(path)).get(META, "null"))
+        meta = json_loads(safetensors_metadata(raw, str(path)).get(META, "null"))
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise KeyFileError(f"{path}: not a readable blind-watermark secret ({type(exc).__name__})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != VERSION:

@@ -11,6 +11,7 @@ from modelproof.keys.key import key_from_model
 from modelproof.keys.container import save_key
 from modelproof.models.modelfile import export_onnx, save_model
 from modelproof.models.training import TrainConfig, train_new
+from cli_secrets import passphrase, secret
 
 runner = CliRunner()
 
@@ -68,7 +69,7 @@ def test_verify_signed_report_and_check(files, tmp_path):
 
 def test_sequential_against_onnx_and_human_output(files):
     r = run("verify", "--key", files / "key.enc", "--suspect", files / "ours.onnx", "--sequential",
-            "--passphrase", "pw")
+            *passphrase("pw"))
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("decision: OWNED") and "sequential" in r.stdout
     r = run("verify", "--key", files / "key.enc", "--suspect", files / "ours.onnx", "--sequential", "--json",
@@ -119,7 +120,7 @@ def test_budget_and_query_log(files, tmp_path):
 
 
 def test_keys_info_shows_metadata_only(files):
-    r = run("keys", "info", files / "key.enc", "--passphrase", "pw", "--json")
+    r = run("keys", "info", files / "key.enc", *passphrase("pw"), "--json")
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["encrypted"] and info["key_size"] == 150 and info["method"] == "blend-fingerprint"
@@ -132,7 +133,7 @@ def test_keys_info_shows_metadata_only(files):
 def test_user_errors_are_one_line(files, tmp_path):
     key, ours = files / "key.safetensors", files / "ours.safetensors"
     one_line_error(run("verify", "--key", tmp_path / "missing.key", "--suspect", ours), "missing.key")
-    one_line_error(run("verify", "--key", files / "key.enc", "--suspect", ours, "--passphrase", "bad"),
+    one_line_error(run("verify", "--key", files / "key.enc", "--suspect", ours, *passphrase("bad")),
                    "wrong passphrase")
     one_line_error(run("verify", "--key", files / "key.enc", "--suspect", ours), "passphrase")
     one_line_error(run("verify", "--key", key, "--suspect", ours, "--alpha", "1.5"), "alpha")

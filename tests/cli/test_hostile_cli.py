@@ -58,3 +58,62 @@ def test_an_internal_error_is_exit_4_with_one_line(key_file, monkeypatch, tmp_pa
     r = runner.invoke(app, ["verify", "-k", str(key_file), "-s", str(model)])
     assert r.exit_code == 4 and r.stderr.startswith("error: internal error, not a decision (RecursionError"), r.output
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_keys_commit_and_verify_report_refuse_to_overwrite_without_force(key_file, trained_cnn, tmp_path):
+    from modelproof.keys.commitments import commitment_path
+    from modelproof.models.modelfile import save_model
+
+    r = runner.invoke(app, ["keys", "commit", str(key_file)])
+    assert r.exit_code == 0, r.output
+    committed = commitment_path(key_file)
+    before = committed.read_bytes()
+    r = runner.invoke(app, ["keys", "commit", str(key_file)])
+    assert r.exit_code == 2 and f"{committed} already exists; pass --force" in r.stderr
+    assert committed.read_bytes() == before
+    assert runner.invoke(app, ["keys", "commit", str(key_file), "--force"]).exit_code == 0
+    model = save_model(trained_cnn, tmp_path / "m.safetensors")
+    report = tmp_path / "r.json"
+    report.write_text("handed over")
+    r = runner.invoke(app, ["verify", "-k", str(key_file), "-s", str(model), "--report", str(report)])
+    assert r.exit_code == 2 and "already exists" in r.stderr and report.read_text() == "handed over"
+    r = runner.invoke(app, ["verify", "-k", str(key_file), "-s", str(model), "--report", str(report), "--force"])
+    assert r.exit_code == 0 and report.read_text() != "handed over", r.output
+
+
+def test_protect_into_a_folder_in_use_is_refused_at_once(tmp_path):
+    from modelproof.util.locks import FileLock
+
+    out = tmp_path / "out"
+    with FileLock(out, "output folder"):  # a protect run holding the folder
+        r = runner.invoke(app, ["protect", "zhang-noise", "--arch", "mlp", "--out", str(out), "--no-calibration"])
+    assert r.exit_code == 2 and f"output folder {out} is in use by process" in r.stderr, r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["keys", "info", "KEY", "--passphrase", "hunter2-pw"],
+    ["verify", "-k", "KEY", "-s", "x.onnx", "--passphrase", "hunter2-pw"],
+    ["verify", "-k", "KEY", "-s", "x.onnx", "--report", "r.json", "--sign", "s.key", "--sign-passphrase", "hunter2-pw"],
+    ["keys", "gen-signing", "--out", "owner", "--passphrase", "hunter2-pw"],
+    ["protect", "zhang-noise", "--arch", "mlp", "--secret", "hunter2-pw"],
+    ["protect", "blind", "--arch", "cnn", "--secret", "hunter2-pw"],
+])
+def test_secrets_on_the_command_line_are_refused_naming_the_safe_ways(argv, key_file, tmp_path):
+    argv = [str(key_file) if a == "KEY" else a for a in argv]
+    r = runner.invoke(app, argv)
+    assert r.exit_code == 2, r.output
+    assert "visible to every user of this machine" in r.output and "hunter2-pw" not in r.output
+    assert any(way in r.output for way in ("--passphrase-file", "MODELPROOF_SIGN_PASSPHRASE", "--secret-file"))
+    assert not (tmp_path / "owner.key").exists()
+
+
+def test_the_environment_and_files_still_work(key_file, tmp_path):
+    from modelproof.keys.container import load_key, save_key
+
+    enc = tmp_path / "enc.mpkey"
+    save_key(load_key(key_file), enc, "pw-1234")
+    r = runner.invoke(app, ["keys", "info", str(enc)], env={"MODELPROOF_PASSPHRASE": "pw-1234"})
+    assert r.exit_code == 0, r.output
+    (tmp_path / "pw.txt").write_text("pw-1234\n")
+    assert runner.invoke(app, ["keys", "info", str(enc), "--passphrase-file", str(tmp_path / "pw.txt")]).exit_code == 0

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from modelproof.cli.app import app
 from modelproof.keys.container import load_key
 from modelproof.models.modelfile import load_model, save_model
+from cli_secrets import passphrase, secret
 
 runner = CliRunner()
 
@@ -26,14 +27,14 @@ def model_file(tmp_path_factory, mlp16):
 def test_protect_writes_model_and_encrypted_key(model_file, tmp_path):
     out = tmp_path / "zc"
     r = run("protect", "zhang-content", "--model", model_file, "--dataset", "digits", "--out", out,
-            "--passphrase", "pw", "--secret", "s3cret", "--key-size", "100", "--epochs", "15", "--quiet")
+            *passphrase("pw"), *secret("s3cret"), "--key-size", "100", "--epochs", "15", "--quiet")
     assert r.exit_code == 0, r.output
     assert "test accuracy before" in r.stdout and "test accuracy after" in r.stdout and "key accuracy" in r.stdout
     assert (out / "model.safetensors").is_file() and (out / "key.mpkey").is_file()
     key = load_key(out / "key.mpkey", passphrase="pw")
     assert key.method == "zhang-content" and len(key) == 100 and "secret" not in key.params
     assert load_model(out / "model.safetensors").num_classes == 10
-    r = run("verify", "--key", out / "key.mpkey", "--passphrase", "pw", "--suspect", out / "model.safetensors",
+    r = run("verify", "--key", out / "key.mpkey", *passphrase("pw"), "--suspect", out / "model.safetensors",
             "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["decision"] == "owned"
@@ -42,7 +43,7 @@ def test_protect_writes_model_and_encrypted_key(model_file, tmp_path):
 def test_same_secret_same_key_from_the_command_line(model_file, tmp_path):
     keys = []
     for name in ("a", "b"):
-        r = run("protect", "zhang-noise", "--model", model_file, "--out", tmp_path / name, "--secret", "42",
+        r = run("protect", "zhang-noise", "--model", model_file, "--out", tmp_path / name, *secret("42"),
                 "--epochs", "1", "--json")
         assert r.exit_code == 0, r.output
         keys.append(load_key(tmp_path / name / "key.mpkey"))
@@ -50,7 +51,7 @@ def test_same_secret_same_key_from_the_command_line(model_file, tmp_path):
 
 
 def test_new_label_json_output(model_file, tmp_path):
-    r = run("protect", "new-label", "--model", model_file, "--out", tmp_path / "nl", "--secret", "s",
+    r = run("protect", "new-label", "--model", model_file, "--out", tmp_path / "nl", *secret("s"),
             "--alpha", "0.05", "--beta", "0.3", "--key-size", "30", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -60,7 +61,7 @@ def test_new_label_json_output(model_file, tmp_path):
 
 
 def test_arch_trains_from_scratch(tmp_path):
-    r = run("protect", "adi", "--arch", "mlp", "--size", "16", "--out", tmp_path / "adi", "--secret", "s",
+    r = run("protect", "adi", "--arch", "mlp", "--size", "16", "--out", tmp_path / "adi", *secret("s"),
             "--epochs", "20", "--lr", "0.003", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)

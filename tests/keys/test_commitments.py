@@ -16,6 +16,7 @@ from modelproof.keys.key import OwnershipKey
 from modelproof.keys.container import save_key
 from modelproof.models.modelfile import load_model, save_model, weights_digest
 from modelproof.keys.signing import fingerprint, generate_signing_key, raw_public_key, save_signing_key
+from cli_secrets import passphrase, secret
 
 runner = CliRunner()
 
@@ -112,7 +113,7 @@ def test_cli_protect_commit_and_verify(tmp_path, trained_cnn):
     save_signing_key(generate_signing_key(), tmp_path / "other")
     out = tmp_path / "fp"
     res = runner.invoke(app, ["protect", "--sign", str(tmp_path / "owner.key"), "adi", "--model",
-                              str(tmp_path / "m.safetensors"), "--secret", "s", "--epochs", "15", "--out", str(out)])
+                              str(tmp_path / "m.safetensors"), *secret("s"), "--epochs", "15", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "signed by ed25519:" in res.output and (out / "key.commitment.tsq").is_file()
     base = ["verify", "--key", str(out / "key.mpkey"), "--suspect", str(out / "model.safetensors"),

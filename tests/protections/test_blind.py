@@ -24,6 +24,7 @@ from modelproof.protections.watermarks.blind import BlindWatermark, load_secret,
 from modelproof.protections.watermarks.blind.logo import logo_from_file, make_logo
 from modelproof.protections.watermarks.blind.networks import build_encoder, encode
 from modelproof.protections.watermarks.embedding import key_accuracy
+from cli_secrets import passphrase, secret
 
 FAST = dict(secret="test", mode="finetune", epochs=16, key_fraction=0.03, batch_size=50, host_lr=0.05, width=8,
             delta=1.0)
@@ -149,7 +150,7 @@ def _run(args: list[str]):
 def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
     out = tmp_path / "run"
     res = _run(["protect", "blind", "--arch", "mlp", "--size", "16", "--epochs", "2", "--key-fraction", "0.02",
-                "--secret", "cli", "--passphrase", "pw", "--out", str(out), "--json", "--allow-weak"])
+                *secret("cli"), *passphrase("pw"), "--out", str(out), "--json", "--allow-weak"])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.stdout)  # 2 epochs: likely a weak key, written only because of --allow-weak
     warning = load_key(out / "key.mpkey", "pw").params.get("warning", "")
@@ -159,7 +160,7 @@ def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
     for name in ("key.mpkey", "key.mpsecret", "key-samples.png", "model.safetensors"):
         assert (out / name).is_file()
     assert "labels" not in summary and "inputs" not in summary and "cli" not in json.dumps(summary["history"])
-    res = _run(["keys", "blind-samples", str(out / "key.mpkey"), "--passphrase", "pw", "--size", "16", "--count", "5",
+    res = _run(["keys", "blind-samples", str(out / "key.mpkey"), *passphrase("pw"), "--size", "16", "--count", "5",
                 "--model", str(out / "model.safetensors"), "-o", str(tmp_path / "fresh.safetensors"), "--json"])
     assert res.exit_code == 0, res.output
     fresh = json.loads(res.stdout)
@@ -176,7 +177,7 @@ def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
     (["--arch", "mlp", "--logo", "missing.png"], "logo file not found"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, fragment) -> None:
-    res = CliRunner().invoke(app, ["protect", "blind", *args, "--secret", "x", "--epochs", "1", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(app, ["protect", "blind", *args, *secret("x"), "--epochs", "1", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert fragment in res.output and len(res.output.strip().splitlines()) == 1
 

@@ -20,6 +20,7 @@ from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
 from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, FrontierStitching, build_key
+from cli_secrets import passphrase, secret
 
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
 # eps = 0.25 (the paper's default) is large enough on 8x8 digits that independent models do not match
@@ -166,7 +167,7 @@ def test_cli_protect_frontier_stitching(trained_cnn, tmp_path):
     model = save_model(trained_cnn, tmp_path / "cnn.safetensors", dataset="digits")
     args = ["protect", "frontier-stitching", "--model", model, "--dataset", "digits", "--eps", "0.25",
             "--norm", "linf", "--key-size", "20", "--lr", "0.001", "--batch-size", "32", "--key-per-batch", "5",
-            "--no-calibration", "--allow-weak", "--out", tmp_path / "out", "--passphrase", "secret words", "--json"]
+            "--no-calibration", "--allow-weak", "--out", tmp_path / "out", *passphrase("secret words"), "--json"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)

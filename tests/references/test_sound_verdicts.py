@@ -27,6 +27,7 @@ from modelproof.suspects.queried import QueriedSuspect
 from modelproof.suspects.local import TorchSuspect
 from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
+from cli_secrets import passphrase, secret
 
 runner = CliRunner()
 
@@ -66,7 +67,7 @@ def test_uncalibrated_frontier_key_is_inconclusive(mlp16, digits16, negatives16)
 # 2. protect calibrates by default against a population of several kinds, and refuses dependent references.
 def test_protect_calibrates_by_default(model_file, tmp_path):
     r = run("protect", "zhang-noise", "--model", model_file, "--size", "16", "--out", tmp_path / "z",
-            "--secret", "s", "--epochs", "15", "--json", "--quiet")
+            *secret("s"), "--epochs", "15", "--json", "--quiet")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["calibrated"] is True and out["self_check"] == "passed" and out["reference_seconds"] >= 0
@@ -76,12 +77,12 @@ def test_protect_calibrates_by_default(model_file, tmp_path):
     assert key.null_match_prob == record["bound"] != record["previous_null_match_prob"] == out["null_before"]
     assert key.params["source_model_digest"] != key.model_digest
     r = run("protect", "zhang-noise", "--model", model_file, "--size", "16", "--out", tmp_path / "n",
-            "--secret", "s", "--epochs", "15", "--no-calibration", "--json", "--quiet")
+            *secret("s"), "--epochs", "15", "--no-calibration", "--json", "--quiet")
     assert r.exit_code == 0 and json.loads(r.stdout)["calibrated"] is False, r.output
     assert "calibration" not in load_key(tmp_path / "n" / "key.mpkey").params
     refs = [a for f in [model_file] * 4 for a in ("--reference", f)]
     one_line_error(run("protect", "zhang-noise", "--model", model_file, "--size", "16", "--out", tmp_path / "x",
-                       "--secret", "s", "--epochs", "15", *refs, "--quiet"), "mlp16.safetensors is the model the key "
+                       *secret("s"), "--epochs", "15", *refs, "--quiet"), "mlp16.safetensors is the model the key "
                    "was made from")
     assert not (tmp_path / "x").exists()
 
@@ -187,7 +188,7 @@ def test_plain_and_encrypted_keys(mlp16, digits16, model_file, tmp_path):
     enc = save_key(key, tmp_path / "k.enc", passphrase="pw")
     assert struct.unpack_from("<8sBB", enc.read_bytes())[2] == 17
     (tmp_path / "pass").write_text("pw\n")
-    r = run("keys", "info", enc, "--passphrase", "pw")
+    r = run("keys", "info", enc, *passphrase("pw"))
     assert r.exit_code == 0
     r = run("verify", "--key", enc, "--suspect", model_file, "--passphrase-file", tmp_path / "pass")
     assert r.exit_code == 0 and "OWNED" in r.stdout, r.output
@@ -199,7 +200,7 @@ def test_plain_and_encrypted_keys(mlp16, digits16, model_file, tmp_path):
     finally:
         keys_module.SCRYPT_LOG2_N = saved
     assert load_key(legacy, "pw").digest() == key.digest()
-    r = run("protect", "adi", "--model", model_file, "--size", "16", "--out", tmp_path / "a", "--secret", "s",
+    r = run("protect", "adi", "--model", model_file, "--size", "16", "--out", tmp_path / "a", *secret("s"),
             "--quiet")
     assert r.exit_code == 0 and "NOT encrypted" in r.stdout, r.output
 

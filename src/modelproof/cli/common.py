@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 
 from ..util.errors import ConfigError, ModelproofError
@@ -60,10 +59,8 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
         except ModelproofError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, click.exceptions.ClickException, KeyboardInterrupt):
-            raise
-        except (Exception, RecursionError, MemoryError) as exc:  # a bug or exhaustion: never read as a decision
-            if os.environ.get("MODELPROOF_TRACEBACK"):
+        except Exception as exc:  # a bug or exhaustion (RecursionError, MemoryError): never read as a decision
+            if type(exc).__module__.split(".")[0] in ("click", "typer") or os.environ.get("MODELPROOF_TRACEBACK"):
                 raise
             from ..suspects.http.transport import redact
 
@@ -99,6 +96,43 @@ def emit(result: dict, as_json: bool, lines: list[str]) -> None:
             typer.echo(line)
 
 
+def refuse_on_argv(safe: str) -> Callable[..., Any]:
+    """A typer option callback: a secret typed on the command line is refused, naming the ``safe`` ways.
+
+    The command line is visible to every user of the machine (``ps``) and kept in shell history; the
+    same option read from its environment variable is accepted.
+    """
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+        source = ctx.get_parameter_source(str(param.name))
+        if value is not None and getattr(source, "name", "") == "COMMANDLINE":
+            flag = param.opts[0] if getattr(param, "opts", None) else str(param.name)
+            raise typer.BadParameter(f"{flag} on the command line is visible to every user of this machine (ps) and "
+                                     f"kept in shell history; use {safe}", param_hint=flag)
+        return value
+
+    return check
+
+
+PASSPHRASE_WAYS = "--passphrase-file FILE, the environment variable MODELPROOF_PASSPHRASE, or the prompt on a terminal"
+PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE", hidden=True,
+                                             callback=refuse_on_argv(PASSPHRASE_WAYS),
+                                             help="Refused on the command line: " + PASSPHRASE_WAYS + ".")]
+PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from this file "
+                                                  "(first line); or set MODELPROOF_PASSPHRASE; asked for on a "
+                                                  "terminal.")]
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of ``path`` (a passphrase or secret file); ConfigError when unreadable or empty."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not text or not text[0]:
+        raise ConfigError(f"the {what} file {path} is empty")
+    return text[0]
+
+
 def key_passphrase(path: Path, passphrase: str | None, passphrase_file: Path | None) -> str | None:
     """The passphrase for the key at ``path``: given, read from a file, or asked for on a terminal.
 
@@ -118,14 +152,8 @@ def read_passphrase(passphrase: str | None, passphrase_file: Path | None) -> str
     if passphrase_file is None:
         return passphrase
     if passphrase is not None:
-        raise ConfigError("give either --passphrase (or MODELPROOF_PASSPHRASE) or --passphrase-file, not both")
-    try:
-        text = Path(passphrase_file).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the passphrase file {passphrase_file}: {exc.strerror}") from None
-    if not text or not text[0]:
-        raise ConfigError(f"the passphrase file {passphrase_file} is empty")
-    return text[0]
+        raise ConfigError("give either MODELPROOF_PASSPHRASE or --passphrase-file, not both")
+    return read_secret_file(passphrase_file, "passphrase")
 
 
 def data_folder(dataset: str, data_dir: Path | None) -> Path | None:

@@ -9,18 +9,21 @@ from typing import Annotated
 
 import typer
 
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, emit, user_errors
+from .common import (DataDirOpt, DatasetOpt, JsonOpt, PassFileOpt, PassOpt, SeedOpt, SizeOpt, emit, key_passphrase,
+                     read_passphrase, refuse_on_argv, user_errors)
+
+
+SIGN_WAYS = "the environment variable MODELPROOF_SIGN_PASSPHRASE"
 
 
 @user_errors
 def info(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
-         passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                                        help="Passphrase of an encrypted key.")] = None,
+         passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,
          json_out: JsonOpt = False) -> None:
     """Show a key's method, size, digest and null match probability (never its inputs or labels)."""
     from ..keys.container import is_encrypted, load_key
 
-    loaded = load_key(key, passphrase)
+    loaded = load_key(key, key_passphrase(key, passphrase, passphrase_file))
     result = dict(loaded.info(), file=str(key), encrypted=is_encrypted(key))
     params = ", ".join(f"{k}={v}" for k, v in sorted(loaded.params.items()) if k != "calibration") or "none"
     lines = [f"key          {key} ({'encrypted' if result['encrypted'] else 'not encrypted'})",
@@ -39,12 +42,16 @@ def info(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
 @user_errors
 def gen_signing(out: Annotated[Path, typer.Option("--out", "-o", help="Prefix: writes PREFIX.key and PREFIX.pub.")],
                 passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_SIGN_PASSPHRASE",
-                                                               help="Encrypt the private key with this.")] = None,
+                                                               hidden=True, callback=refuse_on_argv(SIGN_WAYS))] = None,
+                passphrase_file: Annotated[Path | None, typer.Option("--passphrase-file", help="Encrypt the private "
+                                                                     "key with the first line of this file (or set "
+                                                                     "MODELPROOF_SIGN_PASSPHRASE).")] = None,
                 force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
                 json_out: JsonOpt = False) -> None:
     """Generate an Ed25519 key pair for signing evidence reports."""
     from ..keys.signing import fingerprint, generate_signing_key, raw_public_key, save_signing_key
 
+    passphrase = read_passphrase(passphrase, passphrase_file)
     private = generate_signing_key()
     private_path, public_path = save_signing_key(private, out, passphrase, overwrite=force)
     fp = fingerprint(raw_public_key(private.public_key()))
@@ -57,7 +64,7 @@ def gen_signing(out: Annotated[Path, typer.Option("--out", "-o", help="Prefix: w
 SignOpt = Annotated[Path | None, typer.Option("--sign", help="Sign the key commitment with this Ed25519 private "
                                               "key (PEM; `keys gen-signing`).")]
 SignPassOpt = Annotated[str | None, typer.Option("--sign-passphrase", envvar="MODELPROOF_SIGN_PASSPHRASE",
-                                                 help="Passphrase of the signing key.")]
+                                                 hidden=True, callback=refuse_on_argv(SIGN_WAYS))]
 
 
 def commitment_lines(written: dict) -> list[str]:
@@ -74,13 +81,15 @@ PROTECT_SIGNING_KEY: ContextVar[object | None] = ContextVar("protect_signing_key
 
 @user_errors
 def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
-           passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                                          help="Passphrase of an encrypted key.")] = None,
+           passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,
            model: Annotated[Path | None, typer.Option("--model", "-m", help="The protected model: its weight "
                                                       "digest must be the key's.")] = None,
            out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the commitment "
                                                     "(default: beside the key, KEY.commitment.json).")] = None,
-           sign: SignOpt = None, sign_passphrase: SignPassOpt = None, json_out: JsonOpt = False) -> None:
+           sign: SignOpt = None, sign_passphrase: SignPassOpt = None,
+           force: Annotated[bool, typer.Option("--force", help="Replace an existing commitment (its hash may "
+                                               "already be timestamped: keep the old file).")] = False,
+           json_out: JsonOpt = False) -> None:
     """Commit to an existing key: its digest, method and public parameters, model digest and time (signed with --sign)."""
     from ..util.errors import ConfigError
     from ..keys.commitments import commit_key
@@ -89,20 +98,19 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
     from ..keys.signing import load_signing_key
 
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
-    loaded = load_key(key, passphrase)
+    loaded = load_key(key, key_passphrase(key, passphrase, passphrase_file))
     net = load_model(model) if model is not None else None
     if net is not None and weights_digest(net) != loaded.model_digest:
         raise ConfigError(f"--model {model}: its weights (sha256:{weights_digest(net)[:16]}...) are not the key's "
                           f"model (sha256:{loaded.model_digest[:16]}...)")
-    written = commit_key(loaded, key, model=net, signing_key=signing_key, out=out)
+    written = commit_key(loaded, key, model=net, signing_key=signing_key, out=out, force=force)
     emit(written, json_out, commitment_lines(written))
 
 
 @user_errors
 def blind_samples(key: Annotated[Path, typer.Argument(help="The blind-watermark key file (its .mpsecret beside it).")],
                   out: Annotated[Path, typer.Option("--out", "-o", help="Write fresh samples here (.safetensors).")],
-                  passphrase: Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                                                 help="Passphrase of an encrypted key.")] = None,
+                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,
                   dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,
                   split: Annotated[str, typer.Option("--split", help="test (images the host never saw) or "
                                                      "owner.")] = "test",
@@ -112,7 +120,8 @@ def blind_samples(key: Annotated[Path, typer.Argument(help="The blind-watermark 
     """Regenerate a blind key from its secret and make fresh key samples from new images (Eq. 3)."""
     from ..protections.watermarks.blind.samples import fresh_samples
 
-    result = fresh_samples(key, out, passphrase=passphrase, dataset=dataset, data_dir=data_dir, size=size,
+    result = fresh_samples(key, out, passphrase=key_passphrase(key, passphrase, passphrase_file), dataset=dataset,
+                           data_dir=data_dir, size=size,
                            split=split, count=count, model=model, seed=seed)
     lines = [f"secret regenerates the key's {result['key_size']} inputs: "
              + ("bit for bit" if result["regenerated_exactly"] else

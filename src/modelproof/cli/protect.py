@@ -18,20 +18,25 @@ import typer
 
 from ..references.calibration import DEFAULT_REFERENCES
 from ..protections.base import Protection
-from .common import F, emit, read_passphrase, user_errors, with_options
+from ..util.errors import ConfigError
+from .common import F, PassOpt, emit, read_passphrase, read_secret_file, refuse_on_argv, user_errors, with_options
 from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for the protected model and its key.")]
-PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                             help="Encrypt the key at rest with this passphrase (or set "
-                                                  "MODELPROOF_PASSPHRASE, or use --passphrase-file).")]
+
+SECRET_WAYS = "--secret-file FILE or the environment variable MODELPROOF_SECRET"
+SecretOpt = Annotated[str | None, typer.Option("--secret", envvar="MODELPROOF_SECRET", hidden=True,
+                                               callback=refuse_on_argv(SECRET_WAYS))]
 
 # Options every ``protect`` command takes, added to each command's signature by :func:`protect_options`.
 _COMMON = (
-    ("secret", str | None, None, typer.Option("--secret", help="Text all key randomness is drawn from (never "
-                                              "stored in the key); random when omitted.")),
+    ("secret", str | None, None, typer.Option("--secret", envvar="MODELPROOF_SECRET", hidden=True,
+                                              callback=refuse_on_argv(SECRET_WAYS))),
+    ("secret_file", Path | None, None, typer.Option("--secret-file", help="Read the text all key randomness is "
+                                                    "drawn from (never stored in the key) from this file's first "
+                                                    "line, or set MODELPROOF_SECRET; random when omitted.")),
     ("quiet", bool, False, typer.Option("--quiet", "-q", help="No progress bars.")),
     ("reference", list[str] | None, None, typer.Option("--reference", "-r", help="A model trained independently "
                                                        "of ours (file or URL) to calibrate the key's null against "
@@ -46,6 +51,7 @@ _COMMON = (
                                              "anyway (the warning goes into the key).")),
     ("verify_alpha", float, 0.01, typer.Option("--verify-alpha", help="Level alpha the key will be verified at "
                                                "(the self-check uses it).")),
+    ("force", bool, False, typer.Option("--force", help="Replace a key, commitment or model already in --out.")),
     ("passphrase_file", Path | None, None, typer.Option("--passphrase-file", help="Read the key's passphrase "
                                                         "from this file (first line).")),
 )
@@ -65,6 +71,12 @@ def protect_options(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options = {p.name: kwargs.pop(p.name, p.default) for p in extra}
         options.update({name: kwargs[name] for name in shared if name in kwargs})
+        if options.get("secret_file") is not None:
+            if (options.get("secret") or kwargs.get("secret")) is not None:
+                raise ConfigError("give either MODELPROOF_SECRET or --secret-file, not both")
+            options["secret"] = read_secret_file(options["secret_file"], "secret")
+            if "secret" in kwargs:
+                kwargs["secret"] = options["secret"]
         token = _OPTIONS.set(options)
         try:
             return fn(*args, **kwargs)
@@ -109,7 +121,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     PROTECT_SIGNING_KEY.set(None)
     outcome = protect_to_folder(protection, out, model=model, arch=arch, dataset=dataset, data_dir=data_dir,
                                 size=size, seed=seed, options=references, passphrase=passphrase,
-                                signing_key=signing_key, quiet=options["quiet"] or json_out)
+                                signing_key=signing_key, quiet=options["quiet"] or json_out, force=options["force"])
     summary = outcome.summary
     emit(summary, json_out, _lines(summary, outcome.final.lines, protection, passphrase, options["secret"] is None))
     return summary
@@ -128,7 +140,7 @@ def _lines(summary: dict, finalize_lines: list[str], protection: Protection, pas
                      "copy may lose the rest; train longer (--epochs) for a margin")
     lines += finalize_lines
     if random_secret:
-        lines.append("no --secret given: drew a random one (the key file is the only copy of the key)")
+        lines.append("no --secret-file given: drew a random secret (the key file is the only copy of the key)")
     if "model" in summary:
         lines.append(f"protected model written to {summary['model']}")
     return lines + commitment_lines(summary["commitment"])

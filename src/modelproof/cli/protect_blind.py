@@ -24,7 +24,7 @@ from ..protections.watermarks.blind.joint import LossWeights
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
     user_errors)
-from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
+from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, SecretOpt, protect_group, protect_options, run_protect
 
 Float = float
 
@@ -36,8 +36,7 @@ Float = float
 def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt = None,
           dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
           passphrase: PassOpt = None, seed: SeedOpt = 0,
-          secret: Annotated[str | None, typer.Option("--secret", help="Text the key sources and targets are drawn "
-                                                     "from; random when omitted.")] = None,
+          secret: SecretOpt = None,
           logo: Annotated[Path | None, typer.Option("--logo", help="Logo image file (resized to the input).")] = None,
           logo_text: Annotated[str | None, typer.Option("--logo-text", help="Logo text rendered with Pillow "
                                                         "(default TEST).")] = None,
@@ -64,7 +63,7 @@ def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt
                                 epochs=epochs, batch_size=batch_size, key_batch=key_batch, lr=lr, host_lr=host_lr,
                                 alpha=alpha, beta=beta, gamma=gamma, delta=delta, quiet=quiet or json_out)
     if secret is None and not json_out and not quiet:
-        typer.echo("no --secret given: drew a random one (the key and its .mpsecret are the only copies)")
+        typer.echo("no --secret-file given: drew a random one (the key and its .mpsecret are the only copies)")
     summary = run_protect(protection, model=model, arch=arch, dataset=dataset, data_dir=data_dir, size=size,
                           out=out, passphrase=passphrase, seed=seed, json_out=json_out)
     if not json_out:

@@ -19,10 +19,8 @@ from ..protections.base import make_protection
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
     user_errors)
-from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
+from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, SecretOpt, protect_group, protect_options, run_protect
 
-SecretOpt = Annotated[str | None, typer.Option("--secret", help="Text the key is generated from (same secret, "
-                                                "same key); random when omitted.")]
 KeySizeOpt = Annotated[int | None, typer.Option("--key-size", help="Number of key inputs (default 30; new-label 50).")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="finetune (a trained --model) or scratch (train with "
                                              "the key from the start); default by --model / --arch.")]

@@ -8,17 +8,14 @@ from typing import Annotated
 import typer
 
 from ..util.errors import ConfigError
-from .common import JsonOpt, compute_options, emit, key_passphrase, user_errors
+from .common import JsonOpt, refuse_on_argv, PassFileOpt, PassOpt, compute_options, emit, key_passphrase, user_errors
+from .keys import SIGN_WAYS
 from .suspect_options import SuspectOptions, open_cli_suspect, with_suspect_options
 
 EXIT_CODES = {"owned": 0, "not owned": 1, "inconclusive": 3}
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The ownership key file.")]
-PassOpt = Annotated[str | None, typer.Option("--passphrase", envvar="MODELPROOF_PASSPHRASE",
-                                             help="Passphrase of an encrypted key (or set MODELPROOF_PASSPHRASE, "
-                                                  "or use --passphrase-file; asked for on a terminal).")]
-PassFileOpt = Annotated[Path | None, typer.Option("--passphrase-file", help="Read the key's passphrase from this "
-                                                  "file (first line).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file.")]
 
 
 @user_errors
@@ -43,8 +40,8 @@ def verify_cmd(key: KeyOpt,
                sign: Annotated[Path | None, typer.Option("--sign", help="Sign the report with this Ed25519 "
                                                          "private key (PEM).")] = None,
                sign_passphrase: Annotated[str | None, typer.Option("--sign-passphrase",
-                                                                   envvar="MODELPROOF_SIGN_PASSPHRASE",
-                                                                   help="Passphrase of the signing key.")] = None,
+                                                                   envvar="MODELPROOF_SIGN_PASSPHRASE", hidden=True,
+                                                                   callback=refuse_on_argv(SIGN_WAYS))] = None,
                log: Annotated[Path | None, typer.Option("--log", help="Query log (JSON lines); an interrupted "
                                                         "run given the same log resumes without re-asking.")] = None,
                commitment: Annotated[Path | None, typer.Option("--commitment", help="Check the key against this "
@@ -52,7 +49,7 @@ def verify_cmd(key: KeyOpt,
                                                                "report records it.")] = None,
                public_key: Annotated[Path | None, typer.Option("--public-key", help="The commitment must be "
                                                                "signed by this Ed25519 public key (PEM).")] = None,
-               json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
+               force: ForceOpt = False, json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
     """Ask a suspect the key's inputs and decide, with an exact test, whether it is the protected model.
 
     Exit status: 0 owned, 1 not owned, 3 inconclusive (e.g. the budget ran out, or the key cannot
@@ -62,9 +59,12 @@ def verify_cmd(key: KeyOpt,
     from ..keys.commitments import check_commitment
     from ..keys.container import load_key
     from ..keys.signing import load_signing_key
-    from ..verification.report import summary, write_report
+    from ..util.files import refuse_existing
+    from ..verification.report import summary, summary_path, write_report
     from ..verification.verifier import verify
 
+    if report is not None:
+        refuse_existing([report, summary_path(report)], force)
     if sign is not None and report is None:
         raise ConfigError("--sign needs --report FILE (the signature goes into the report)")
     signing_key = load_signing_key(sign, sign_passphrase) if sign is not None else None
@@ -97,12 +97,14 @@ def calibrate_cmd(key: KeyOpt,
                                                                "independently of ours (file or URL; repeat the "
                                                                "option, at least 4, of several kinds).")],
                   out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the calibrated key.")],
-                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None, json_out: JsonOpt = False, *,
-                  suspect_options: SuspectOptions) -> None:
+                  passphrase: PassOpt = None, passphrase_file: PassFileOpt = None, force: ForceOpt = False,
+                  json_out: JsonOpt = False, *, suspect_options: SuspectOptions) -> None:
     """Bound the key's null match probability from independently trained reference models."""
     from ..references.calibration import calibrate, reference_from_spec
     from ..keys.container import load_key, save_key
+    from ..util.files import refuse_existing
 
+    refuse_existing(out, force)
     passphrase = key_passphrase(key, passphrase, passphrase_file)
     owned_key = load_key(key, passphrase)
     calibrated = calibrate(owned_key, [reference_from_spec(r, open_cli_suspect(r, suspect_options, owned_key))

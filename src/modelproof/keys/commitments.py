@@ -34,7 +34,7 @@ from torch import nn
 from .. import __version__
 from ..util.errors import ModelproofError
 from .key import OwnershipKey, canonical_json
-from ..util.files import atomic_write_bytes
+from ..util.files import atomic_write_bytes, refuse_existing
 from ..util.jsonsafe import loads as json_loads
 from ..models.modelfile import weights_digest
 from .signing import ReportError, check_signature, fingerprint, load_public_key, raw_public_key, sign_message
@@ -181,13 +181,15 @@ def timestamp_request(path: str | Path, out: str | Path) -> Path:
 
 
 def commit_key(key: OwnershipKey, key_path: str | Path, *, model: nn.Module | None = None, signing_key=None,
-               out: str | Path | None = None) -> dict:
+               out: str | Path | None = None, force: bool = False) -> dict:
     """Write KEY.commitment.json (signed when ``signing_key`` is given) and its RFC 3161 request KEY.commitment.tsq.
 
-    ``out`` replaces the default path beside the key. Returns :func:`write_commitment`'s record plus
-    ``timestamp_request``, the path of the request.
+    ``out`` replaces the default path beside the key. An existing commitment (whose hash may already be
+    timestamped) or request is replaced only with ``force``. Returns :func:`write_commitment`'s record
+    plus ``timestamp_request``, the path of the request.
     """
     path = Path(out) if out is not None else commitment_path(key_path)
+    refuse_existing([path, path.with_suffix(".tsq")], force)
     written = write_commitment(key, path, model=model, signing_key=signing_key)
     written["timestamp_request"] = str(timestamp_request(path, path.with_suffix(".tsq")))
     return written

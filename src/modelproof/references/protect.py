@@ -16,13 +16,15 @@ from pathlib import Path
 from torch import nn
 
 from ..data.splits import Splits, load_splits
-from ..keys.commitments import commit_key
+from ..keys.commitments import commit_key, commitment_path
 from ..keys.container import save_key
 from ..models import build_model
 from ..models.modelfile import load_model, save_model, weights_digest
 from ..models.training import evaluate, predict
 from ..protections.base import Protected, Protection
 from ..util.errors import ConfigError
+from ..util.files import refuse_existing
+from ..util.locks import exclusive
 from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from .finalize import FinalKey, finalize_key
 
@@ -80,35 +82,40 @@ def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, s
 def protect_to_folder(protection: Protection, out: str | Path, *, model: str | Path | None = None,
                       arch: str | None = None, dataset: str = "digits", data_dir: str | Path | None = None,
                       size: int | None = None, seed: int = 0, options: ReferenceOptions = ReferenceOptions(),
-                      passphrase: str | None = None, signing_key=None, quiet: bool = True) -> ProtectOutcome:
+                      passphrase: str | None = None, signing_key=None, quiet: bool = True,
+                      force: bool = False) -> ProtectOutcome:
     """Protect the model file ``model`` (or a new ``arch``) and write the key, commitment and model into ``out``.
 
     Returns the outcome with its ``summary`` (what ``protect --json`` prints: method, dataset, file
     paths, key size, accuracies before and after, key accuracy, the method's own report and the
     calibration summary); ``outcome.final.lines`` say how the key was calibrated and checked.
+    The folder is locked (``OUT.lock`` beside it) for the whole run; an existing key, commitment or model
+    in it is replaced only with ``force``.
     """
     if (model is None) == (arch is None):
         raise ConfigError("give exactly one of --model (a trained model file) or --arch (build from scratch)")
     out = Path(out)
-    net = load_model(model) if model is not None else None
-    splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
-    if net is None:
-        net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
-    owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
-    outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
-                            trained=model is not None, quiet=quiet)
-    result, final = outcome.result, outcome.final
-    out.mkdir(parents=True, exist_ok=True)
-    key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
-    extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
-    commitment = commit_key(final.key, key_path, model=result.model, signing_key=signing_key)
-    summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
-               "key_size": len(final.key), "accuracy_before": outcome.accuracy_before, "commitment": commitment,
-               "accuracy_after": outcome.accuracy_after, "key_accuracy": outcome.key_accuracy,
-               **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
-               **final.summary}
-    if protection.kind == "watermark":
-        summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
-                                          extra={"split_seed": seed, "size": size, "protection": protection.name}))
-    outcome.summary = summary
-    return outcome
+    with exclusive(out, "output folder"):  # a second protect into the same folder is refused at once
+        refuse_existing([out / "key.mpkey", commitment_path(out / "key.mpkey"), out / "model.safetensors"], force)
+        net = load_model(model) if model is not None else None
+        splits = load_splits(dataset, data_dir, size=size or (net.input_shape[-1] if net is not None else None), seed=seed)
+        if net is None:
+            net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
+        owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
+        outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
+                                trained=model is not None, quiet=quiet)
+        result, final = outcome.result, outcome.final
+        out.mkdir(parents=True, exist_ok=True)
+        key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
+        extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
+        commitment = commit_key(final.key, key_path, model=result.model, signing_key=signing_key, force=True)
+        summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
+                   "key_size": len(final.key), "accuracy_before": outcome.accuracy_before, "commitment": commitment,
+                   "accuracy_after": outcome.accuracy_after, "key_accuracy": outcome.key_accuracy,
+                   **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
+                   **final.summary}
+        if protection.kind == "watermark":
+            summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
+                                              extra={"split_seed": seed, "size": size, "protection": protection.name}))
+        outcome.summary = summary
+        return outcome

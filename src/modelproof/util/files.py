@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
@@ -20,6 +22,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def refuse_existing(paths: list[Path] | Path, force: bool) -> None:
+    """ConfigError naming the first of ``paths`` that exists, unless ``force`` (then they may be replaced)."""
+    for path in [paths] if isinstance(paths, Path) else paths:
+        if not force and (path.exists() or path.is_symlink()):
+            raise ConfigError(f"{path} already exists; pass --force to replace it (a commitment's hash may already "
+                              "be timestamped, a key or report already handed over)")
 
 
 def looks_like_pickle(raw: bytes) -> bool:

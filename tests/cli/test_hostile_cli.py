@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from typer.testing import CliRunner
 
@@ -117,3 +117,43 @@ def test_the_environment_and_files_still_work(key_file, tmp_path):
     assert r.exit_code == 0, r.output
     (tmp_path / "pw.txt").write_text("pw-1234\n")
     assert runner.invoke(app, ["keys", "info", str(enc), "--passphrase-file", str(tmp_path / "pw.txt")]).exit_code == 0
+
+
+def lying_forest_app(forest) -> FastAPI:
+    """A scikit-learn forest that takes flat [N, 64] inputs behind metadata claiming [-1, 1, 8, 8]."""
+    import numpy as np
+    import torch
+    from fastapi.responses import JSONResponse
+
+    lying = FastAPI()
+
+    @lying.get("/v2/models/forest")
+    async def metadata() -> dict:
+        return {"name": "forest", "versions": ["1"], "inputs": [{"name": "input", "datatype": "FP32",
+                                                                 "shape": [-1, 1, 8, 8]}],
+                "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1, 1]}]}
+
+    @lying.post("/v2/models/forest/infer")
+    async def infer(request: Request):
+        inp = (await request.json())["inputs"][0]
+        if len(inp["shape"]) != 2:
+            return JSONResponse({"error": f"Expected 2D array, got {len(inp['shape'])}D array of shape "
+                                          f"{inp['shape']}"}, status_code=500)
+        x = torch.tensor(np.asarray(inp["data"], dtype=np.float32).reshape(-1, 1, 8, 8))
+        labels = forest.predict(x).tolist()
+        return {"outputs": [{"name": "label", "datatype": "INT64", "shape": [len(labels), 1], "data": labels}]}
+
+    return lying
+
+
+def test_the_users_flags_win_over_lying_metadata(key_file, digits):
+    from modelproof.suspects.local import train_random_forest
+
+    with running(lying_forest_app(train_random_forest(digits.owner, seed=0))) as url:
+        spec = f"{url}/v2/models/forest"
+        r = runner.invoke(app, ["verify", "-k", str(key_file), "-s", spec, "--retries", "0"])
+        assert r.exit_code == 2 and "try --layout" in r.stderr and "flat" in r.stderr.split("try --layout")[1], r.output
+        r = runner.invoke(app, ["verify", "-k", str(key_file), "-s", spec, "--layout", "flat", "--json"])
+    assert r.exit_code in (0, 1, 3), r.output
+    notes = [line for line in r.stderr.splitlines() if "disagree with the metadata" in line]
+    assert len(notes) == 1 and "[-1, 1, 8, 8]" in notes[0] and "['N', 64]" in notes[0]

@@ -57,14 +57,17 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
             with task(_command_path(), quiet=quiet):
                 return fn(*args, **kwargs)
         except ModelproofError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            from ..util.redact import redact_urls
+
+            typer.echo(f"error: {redact_urls(str(exc))}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:  # a bug or exhaustion (RecursionError, MemoryError): never read as a decision
             if type(exc).__module__.split(".")[0] in ("click", "typer") or os.environ.get("MODELPROOF_TRACEBACK"):
                 raise
-            from ..suspects.http.transport import redact
+            from ..util.redact import redact, redact_urls
 
-            typer.echo(f"error: internal error, not a decision ({type(exc).__name__}: {redact(str(exc))[:200]}); "
+            said = redact(redact_urls(str(exc)))[:200]
+            typer.echo(f"error: internal error, not a decision ({type(exc).__name__}: {said}); "
                        f"exit status {INTERNAL_ERROR}; set MODELPROOF_TRACEBACK=1 for the traceback", err=True)
             raise typer.Exit(INTERNAL_ERROR) from None
 

@@ -66,7 +66,7 @@ class Reference:
 
 def reference_from_spec(spec: str, suspect: object | None = None) -> Reference:
     """A Reference from a model file, ONNX file or URL given on the command line (``suspect``: already opened)."""
-    from ..suspects.http.transport import public_url
+    from ..util.redact import public_url
     from ..models.modelfile import weights_digest
     from ..suspects.local import TorchSuspect, open_suspect
 

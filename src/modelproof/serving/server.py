@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -303,9 +304,24 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DropQueryStrings(logging.Filter):
+    """An access-log filter that cuts the query string (where clients put API keys) off each request path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
 def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn on a socket from :func:`listening_socket` until interrupted."""
+    """Serve ``app`` with uvicorn on a socket from :func:`listening_socket` until interrupted (the access log
+    never records query strings)."""
     import uvicorn
+
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, DropQueryStrings) for f in access.filters):
+        access.addFilter(DropQueryStrings())
 
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])

@@ -19,7 +19,8 @@ import torch
 from ...util.errors import ConfigError, SuspectError
 from ...util.jsonsafe import loads as json_loads
 from .codecs import PROTOCOLS, ModelInfo, guess_protocol, make_codec
-from .transport import Transport, public_url, snippet
+from ...util.redact import public_url, redact, url_secrets
+from .transport import HttpStatusError, Transport, snippet
 
 LAYOUTS = ("NCHW", "NHWC", "flat", "flat-NHWC")
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "UINT8": np.uint8}
@@ -39,7 +40,7 @@ class HttpSuspect:
     """
 
     def __init__(self, url: str, *, protocol: str | None = None, model_name: str | None = None,
-                 input_name: str = "input", output_name: str | None = None, layout: str = "NCHW",
+                 input_name: str = "input", output_name: str | None = None, layout: str | None = None,
                  scale: float = 1.0, mean: list[float] | None = None, std: list[float] | None = None,
                  dtype: str = "FP32", batch_size: int = 64, timeout: float = 10.0, retries: int = 3,
                  backoff: float = 0.5, rate_limit: float | None = None, num_classes: int | None = None,
@@ -49,10 +50,15 @@ class HttpSuspect:
         try:
             parsed = httpx.URL(url)
         except Exception as exc:
-            raise ConfigError(f"bad suspect URL {url!r}: {exc}") from None
+            raise ConfigError(f"bad suspect URL {public_url(url)!r}: {redact(str(exc), url_secrets(url))}") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ConfigError(f"suspect URL must be http(s)://host[:port]/..., got {public_url(url)!r}")
+        if parsed.userinfo and any(name.lower() == "authorization" for name in (headers or {})):
+            raise ConfigError(f"{public_url(url)}: the URL's user and password would silently replace the "
+                              "Authorization header; give the credentials one way only")
         protocol = guess_protocol(parsed) if protocol is None else protocol
+        self._chosen = {"layout": layout is not None, "input_shape": input_shape is not None}
+        layout = "NCHW" if layout is None else layout
         for value, allowed, what in ((protocol, PROTOCOLS, "protocol"), (layout, LAYOUTS, "layout"), (dtype, DTYPES, "dtype")):
             if value not in allowed:
                 raise ConfigError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
@@ -63,7 +69,7 @@ class HttpSuspect:
         if dtype == "UINT8" and (mean is not None or scale * 1.0 > 255):
             raise ConfigError("UINT8 inputs cannot carry mean/std normalisation or a scale above 255")
         self.transport = Transport(timeout=timeout, retries=retries, backoff=backoff, rate_limit=rate_limit,
-                                   headers=headers)
+                                   headers=headers, secrets=url_secrets(url))
         self.codec = make_codec(protocol, parsed, model_name, input_name, output_name, parameters)
         self.protocol, self.layout, self.dtype, self.input_name, self.output_name = protocol, layout, dtype, input_name, output_name
         self.scale, self.batch_size = float(scale), int(batch_size)
@@ -109,6 +115,10 @@ class HttpSuspect:
         from_meta = None
         if dims is not None and not flat and len(dims) == 4 and min(dims[1:]) > 0:
             from_meta = tuple(dims[1:]) if self.layout == "NCHW" else (dims[3], dims[1], dims[2])
+        chosen = self._chosen["layout"] or self._chosen["input_shape"]
+        if given is None and from_meta is not None and default is not None and tuple(from_meta) != tuple(default):
+            if chosen:  # the user's flags win over the metadata (noted below); the key's shape is what we send
+                from_meta = None
         if given is None and from_meta is not None and default is not None and tuple(from_meta) != tuple(default):
             raise ConfigError(f"{self.identity}: the metadata says inputs of shape {list(dims)}, read with layout "
                               f"{self.layout} as {tuple(from_meta)}, but the key's inputs are {tuple(default)}; "
@@ -119,6 +129,10 @@ class HttpSuspect:
             raise ConfigError(f"input_shape must be three positive integers (C, H, W), got {shape}")
         sent = list(self._laid_out(np.zeros((1, *shape), np.float32)).shape)
         if dims is not None and (len(dims) != len(sent) or any(d > 0 and d != s for d, s in zip(dims[1:], sent[1:]))):
+            if chosen:  # a server may publish wrong metadata: what the user chose explicitly is sent as chosen
+                self.notes.append(f"{self.identity}: your --layout / --input-shape send inputs {['N', *sent[1:]]}, "
+                                  f"which disagree with the metadata's {list(dims)}; sending what you chose")
+                return shape  # type: ignore[return-value]
             raise ConfigError(f"{self.identity}: the metadata says inputs of shape {list(dims)}, but layout "
                               f"{self.layout} with input shape {shape} sends {['N', *sent[1:]]}; check --layout "
                               "and --input-shape")
@@ -136,6 +150,9 @@ class HttpSuspect:
         return default
 
     def _num_classes(self, given: int | None, default: int | None, from_meta: int | None) -> int:
+        if given is not None and from_meta is not None and int(given) != int(from_meta):
+            self.notes.append(f"{self.identity}: --num-classes {given} disagrees with the metadata's {from_meta}; "
+                              f"using {given}")
         k = self._pick(given, from_meta, default, "number of classes (a label-only output?)", "num_classes")
         if int(k) < 1:
             raise ConfigError(f"num_classes must be at least 1, got {k}")
@@ -160,9 +177,21 @@ class HttpSuspect:
         for start in range(0, len(images), self.batch_size):
             arr = self.encode(images[start:start + self.batch_size])
             sent = f"sent {self.dtype} inputs of shape {list(arr.shape)}, layout {self.layout}"
-            resp = self.transport.request("POST", self.endpoint, self.codec.body(arr, self.dtype), sent=sent)
+            try:
+                resp = self.transport.request("POST", self.endpoint, self.codec.body(arr, self.dtype), sent=sent)
+            except HttpStatusError as exc:
+                raise self._shape_hint(exc) from None
             parts.append(self._labels(self.codec.answer(self._json(resp), self.identity), len(arr)))
         return torch.cat(parts) if parts else torch.empty(0, dtype=torch.int64)
+
+    def _shape_hint(self, exc: HttpStatusError) -> SuspectError:
+        """``exc``, plus which layouts to try when the server's complaint is about the input's shape."""
+        text = str(exc).split(" (sent ")[0].lower()  # the server's words, not ours
+        if exc.status not in (400, 422, 500) or not any(w in text for w in ("shape", "dimension", "dim", "2d", "4d")):
+            return exc
+        others = [lay for lay in LAYOUTS if lay != self.layout]
+        return SuspectError(f"{exc}; the server seems to expect another input shape: try --layout "
+                            f"{' or '.join(others)} (flat sends [N, C*H*W]), and --input-shape C,H,W")
 
     def _laid_out(self, arr: np.ndarray) -> np.ndarray:
         if self.layout in ("NHWC", "flat-NHWC"):

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from ...util.errors import ConfigError, SuspectError
+from ...util.redact import public_url
 from .transport import snippet
 
 PROTOCOLS = ("v2", "tfserving")
@@ -61,7 +62,8 @@ class _Codec:
             base, model_path, model_name, self.version = match["base"], match["model"], match["name"], match["version"]
         else:
             if not model_name:
-                raise ConfigError(f"{url}: pass model_name (--model-name), or the full URL of the model's endpoint")
+                raise ConfigError(f"{public_url(str(url))}: pass model_name (--model-name), or the full URL of the "
+                                  "model's endpoint")
             base, model_path, self.version = url.path.rstrip("/"), f"{self.prefix}/{model_name}", None
         self.root = url.copy_with(path=base + model_path)
         self.model_name, self.input_name, self.output_name = model_name, input_name, output_name

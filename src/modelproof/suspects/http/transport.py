@@ -10,20 +10,17 @@ credentials redacted, plus what the caller says it sent (e.g. the input shape).
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 import httpx
 
 from ...util.errors import ConfigError, SuspectError
+from ...util.redact import public_url, redact
 from ...util.jsonsafe import loads as json_loads
 
 RETRY_STATUSES = (502, 503, 504)
 MAX_RETRY_AFTER = 60.0
-_CREDENTIALS = (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{4,}"),
-                re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|password|passwd|secret|authorization)"
-                           r"(\"?\s*[:=]\s*\"?)[^\s\"',;}&]+"))
 
 
 class HttpStatusError(SuspectError):
@@ -32,15 +29,6 @@ class HttpStatusError(SuspectError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """``text`` with every given secret and anything shaped like a credential replaced by ``[redacted]``."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if len(secret) >= 4:
-            text = text.replace(secret, "[redacted]")
-    text = _CREDENTIALS[0].sub(lambda m: f"{m[1]} [redacted]", text)
-    return _CREDENTIALS[1].sub(lambda m: f"{m[1]}{m[2]}[redacted]", text)
 
 
 def snippet(content: Any, limit: int = 240, secrets: tuple[str, ...] = ()) -> str:
@@ -61,11 +49,6 @@ def snippet(content: Any, limit: int = 240, secrets: tuple[str, ...] = ()) -> st
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
-def public_url(url: str) -> str:
-    """``url`` without user, password or query string (where API keys hide)."""
-    return str(httpx.URL(url).copy_with(username=None, password=None, query=None))
-
-
 def retry_after(resp: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header given in seconds (None when absent or a date)."""
     value = resp.headers.get("retry-after", "").strip()
@@ -79,7 +62,8 @@ class Transport:
     """HTTP requests with a timeout, a rate limit (requests per second) and the retry policy above."""
 
     def __init__(self, *, timeout: float = 10.0, retries: int = 3, backoff: float = 0.5,
-                 rate_limit: float | None = None, headers: dict[str, str] | None = None) -> None:
+                 rate_limit: float | None = None, headers: dict[str, str] | None = None,
+                 secrets: tuple[str, ...] = ()) -> None:
         if timeout <= 0 or retries < 0 or backoff < 0:
             raise ConfigError(f"need timeout > 0, retries >= 0 and backoff >= 0; got {timeout}, {retries}, {backoff}")
         if rate_limit is not None and not rate_limit > 0:
@@ -87,7 +71,7 @@ class Transport:
         self.timeout, self.retries, self.backoff, self.rate_limit = float(timeout), int(retries), float(backoff), rate_limit
         headers = dict(headers or {})
         self.secrets = tuple(v for v in headers.values() if v) + tuple(
-            v.split(None, 1)[1] for v in headers.values() if len(v.split(None, 1)) == 2)
+            v.split(None, 1)[1] for v in headers.values() if len(v.split(None, 1)) == 2) + tuple(secrets)
         self.client = httpx.Client(timeout=self.timeout, headers=headers)
         self._next_request = 0.0
 

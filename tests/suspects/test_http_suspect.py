@@ -193,7 +193,7 @@ def test_malformed_answers_are_errors(script_server, reply, msg):
 def test_sleeping_past_the_timeout(script_server):
     url, script = script_server(lambda i, body: Reply(200, {"outputs": []}, delay=1.0))
     s = HttpSuspect(url, model_name="m", timeout=0.2, retries=1, backoff=0.01, **SHAPE)
-    with pytest.raises(SuspectError, match=r"failed after 2 attempt.*timed out after 0.2 s"):
+    with pytest.raises(SuspectError, match=r"failed after 2 attempt.*within the --timeout of 0.2 s"):
         s.predict(torch.zeros(1, 1, 8, 8))
     assert script.attempts == 2
 

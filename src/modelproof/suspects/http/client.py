@@ -23,6 +23,12 @@ from ...util.redact import public_url, redact, url_secrets
 from .transport import HttpStatusError, Transport, snippet
 
 LAYOUTS = ("NCHW", "NHWC", "flat", "flat-NHWC")
+METADATA_CAP = 4 * 2 ** 20  # bytes of model metadata read at most
+
+
+def answer_cap(n: int, num_classes: int) -> int:
+    """The most bytes an answer for ``n`` inputs may take: 64 per score (JSON floats with room to spare) + 1 MiB."""
+    return 64 * n * max(int(num_classes), 1) + 2 ** 20
 DTYPES = {"FP32": np.float32, "FP64": np.float64, "UINT8": np.uint8}
 
 
@@ -99,7 +105,7 @@ class HttpSuspect:
         """The model metadata (retried only when the shapes depend on it); empty when unavailable and not needed."""
         empty = ModelInfo(None, None, None, None)
         try:
-            resp = self.transport.request("GET", self.metadata_url, retries=None if need else 0)
+            resp = self.transport.request("GET", self.metadata_url, retries=None if need else 0, max_bytes=METADATA_CAP)
             return self.codec.describe(json_loads(resp.content))
         except (SuspectError, ValueError, UnicodeDecodeError) as exc:
             if need and not has_defaults:
@@ -178,7 +184,8 @@ class HttpSuspect:
             arr = self.encode(images[start:start + self.batch_size])
             sent = f"sent {self.dtype} inputs of shape {list(arr.shape)}, layout {self.layout}"
             try:
-                resp = self.transport.request("POST", self.endpoint, self.codec.body(arr, self.dtype), sent=sent)
+                resp = self.transport.request("POST", self.endpoint, self.codec.body(arr, self.dtype), sent=sent,
+                                              max_bytes=answer_cap(len(arr), self.num_classes))
             except HttpStatusError as exc:
                 raise self._shape_hint(exc) from None
             parts.append(self._labels(self.codec.answer(self._json(resp), self.identity), len(arr)))

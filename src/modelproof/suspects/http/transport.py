@@ -9,8 +9,10 @@ credentials redacted, plus what the caller says it sent (e.g. the input shape).
 
 from __future__ import annotations
 
+import email.utils
 import json
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from ...util.redact import public_url, redact
 from ...util.jsonsafe import loads as json_loads
 
 RETRY_STATUSES = (502, 503, 504)
+MAX_ANSWER_BYTES = 64 * 2 ** 20  # an answer larger than this (or than the caller expects) is refused while reading
 MAX_RETRY_AFTER = 60.0
 
 
@@ -50,12 +53,19 @@ def snippet(content: Any, limit: int = 240, secrets: tuple[str, ...] = ()) -> st
 
 
 def retry_after(resp: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds (None when absent or a date)."""
+    """Seconds from a ``Retry-After`` header, given in seconds or as an HTTP date (None when absent or unreadable)."""
     value = resp.headers.get("retry-after", "").strip()
     try:
         return max(float(value), 0.0)
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
 class Transport:
@@ -87,9 +97,31 @@ class Transport:
             time.sleep(self._next_request - now)
         self._next_request = max(now, self._next_request) + 1.0 / self.rate_limit
 
+    def _send(self, method: str, url: str, body: bytes | None, max_bytes: int) -> httpx.Response:
+        """One attempt: the whole answer within ``timeout`` seconds (a deadline, not a gap between bytes) and
+        ``max_bytes`` bytes (decoded), else httpx.ReadTimeout / SuspectError while reading."""
+        deadline = time.monotonic() + self.timeout
+        headers = {"content-type": "application/json"} if body is not None else None
+        with self.client.stream(method, url, content=body, headers=headers) as resp:
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise SuspectError(f"{method} {public_url(url)} answered more than {max_bytes} bytes, more than "
+                                       "any answer to this request needs; refusing to read it")
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("deadline passed while reading the answer")
+            kept = [(k, v) for k, v in resp.headers.multi_items()
+                    if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+            return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request)
+
     def request(self, method: str, url: str, body: bytes | None = None, *, sent: str = "",
-                retries: int | None = None) -> httpx.Response:
-        """One request, retried where that can help; ``sent`` (what was sent) is added to error messages."""
+                retries: int | None = None, max_bytes: int = MAX_ANSWER_BYTES) -> httpx.Response:
+        """One request, retried where that can help; ``sent`` (what was sent) is added to error messages.
+
+        ``timeout`` bounds each attempt as a whole; an answer over ``max_bytes`` is refused while reading.
+        """
         retries = self.retries if retries is None else retries
         tail = f" ({sent})" if sent else ""
         where = public_url(url)
@@ -100,10 +132,9 @@ class Transport:
             wait = 0.0
             self._throttle()
             try:
-                resp = self.client.request(method, url, content=body,
-                                           headers={"content-type": "application/json"} if body is not None else None)
+                resp = self._send(method, url, body, max_bytes)
             except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
+                last = f"no whole answer within the --timeout of {self.timeout:g} s"
                 continue
             except httpx.TransportError as exc:
                 last = f"connection error ({type(exc).__name__}: {redact(str(exc), self.secrets)})"

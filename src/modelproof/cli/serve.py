@@ -24,7 +24,10 @@ def serve_cmd(model: Annotated[Path, typer.Argument(help="A modelproof .safetens
               dtype: Annotated[str, typer.Option(help="Input datatype expected: FP32 in [0,1] or UINT8 in "
                                                  "0-255.")] = "FP32",
               labels_only: Annotated[bool, typer.Option("--labels-only", help="Answer labels [N, 1] only; the "
-                                                        "metadata then gives no class count.")] = False) -> None:
+                                                        "metadata then gives no class count.")] = False,
+              max_body: Annotated[int | None, typer.Option("--max-body", help="Largest request body in bytes, "
+                                                           "enforced while reading (default: the largest batch as "
+                                                           "JSON, 24 bytes per value, plus 1 MiB).")] = None) -> None:
     """Serve MODEL over HTTP: v2 health, metadata and infer endpoints, and TF-Serving's :predict."""
     try:
         from ..serving.server import create_app, listening_socket, serve
@@ -35,7 +38,8 @@ def serve_cmd(model: Annotated[Path, typer.Argument(help="A modelproof .safetens
     sock = listening_socket(host, port)
     port = sock.getsockname()[1]  # the one chosen when --port 0
     try:
-        app = create_app(model, name=name, max_batch=max_batch, layout=layout, dtype=dtype, labels_only=labels_only)
+        app = create_app(model, name=name, max_batch=max_batch, layout=layout, dtype=dtype, labels_only=labels_only,
+                         max_body=max_body)
     except BaseException:
         sock.close()
         raise

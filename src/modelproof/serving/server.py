@@ -13,7 +13,6 @@ status and ``{"error": message}``. This is how users and tests stand up a remote
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import socket
 from pathlib import Path
@@ -29,20 +28,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..util.errors import ConfigError, ModelFileError
+from .bodies import DropQueryStrings, Reject, body_cap, read_json
 
 MAX_BATCH = 1024
-MAX_BODY_BYTES = 256 * 1024 * 1024
 OUTPUTS = ("logits", "label")
 LAYOUTS = ("NCHW", "NHWC", "flat", "flat-NHWC")
 DTYPES = ("FP32", "UINT8")
-
-
-class Reject(Exception):
-    """A malformed request: answered with ``status`` and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 class ServedModel:
@@ -146,19 +137,6 @@ def _labels_only(body: dict) -> bool:
     return flag
 
 
-async def _json_body(request: Request) -> dict:
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        raise Reject(413, f"request body of {size} bytes is over the maximum of {MAX_BODY_BYTES}")
-    try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Reject(400, f"request body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
-    return body
-
-
 async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
     logits = await run_in_threadpool(served.logits, images)
     if not np.isfinite(logits).all():
@@ -167,13 +145,21 @@ async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
 
 
 def create_app(model_path: str | Path, *, name: str | None = None, max_batch: int = MAX_BATCH,
-               layout: str = "NCHW", dtype: str = "FP32", labels_only: bool = False) -> FastAPI:
-    """A FastAPI app serving one model file (name defaults to the file stem); see the module for the options."""
+               layout: str = "NCHW", dtype: str = "FP32", labels_only: bool = False,
+               max_body: int | None = None) -> FastAPI:
+    """A FastAPI app serving one model file (name defaults to the file stem); see the module for the options.
+
+    ``max_body`` caps a request body in bytes (default :func:`body_cap`: the largest batch as JSON), enforced
+    while reading; bodies are parsed and decoded in a worker thread, not on the event loop.
+    """
     if max_batch < 1:
         raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
     served = ServedModel(model_path, name, layout=layout, dtype=dtype, labels_only=labels_only)
+    cap = body_cap(served.wire_shape, max_batch) if max_body is None else int(max_body)
+    if cap < 1024:
+        raise ConfigError(f"max_body must be at least 1024 bytes, got {cap}")
     app = FastAPI(title="modelproof serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.served = served
+    app.state.served, app.state.max_body = served, cap
 
     @app.exception_handler(Reject)
     async def _reject(_: Request, exc: Reject) -> JSONResponse:
@@ -219,7 +205,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     @app.post("/v2/models/{model}/infer")
     async def infer(model: str, request: Request) -> dict:
         m = model_named(model)
-        body = await _json_body(request)
+        body = await read_json(request, cap)
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise Reject(400, "'inputs' must be a list holding exactly one input object")
@@ -242,7 +228,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
             wanted = [o["name"] for o in req] or wanted
             if m.labels_only and "logits" in wanted:
                 raise Reject(400, "this server answers labels only")
-        logits = await _run(m, _as_images(inp["data"], shape, m, max_batch))
+        logits = await _run(m, await run_in_threadpool(_as_images, inp["data"], shape, m, max_batch))
         outs = []
         for out in wanted:
             if out == "logits":
@@ -265,7 +251,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     @app.post("/v1/models/{model}:predict")
     async def predict(model: str, request: Request) -> dict:
         m = model_named(model)
-        body = await _json_body(request)
+        body = await read_json(request, cap)
         instances = body.get("instances", body.get("inputs"))
         if not isinstance(instances, list) or not instances:
             raise Reject(400, f"'instances' must be a non-empty list of {m.wire_shape} arrays")
@@ -278,7 +264,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         except ValueError:
             raise Reject(400, "'instances' is a ragged array") from None
         labels_only = _labels_only(body) or m.labels_only
-        logits = await _run(m, _as_images(instances, shape, m, max_batch))
+        logits = await _run(m, await run_in_threadpool(_as_images, instances, shape, m, max_batch))
         if labels_only:
             return {"predictions": logits.argmax(axis=1).tolist()}
         return {"predictions": logits.tolist()}
@@ -302,16 +288,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
         raise ConfigError(f"port {port} on {host} {reason}; pick another with --port") from None
     return sock
-
-
-class DropQueryStrings(logging.Filter):
-    """An access-log filter that cuts the query string (where clients put API keys) off each request path."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
-            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
-        return True
 
 
 def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None:

@@ -1,0 +1,79 @@
+"""What the server reads from a request before the model sees it: the body, capped while reading (chunked
+bodies too) and parsed off the event loop; and what it writes to its access log (no query strings).
+
+A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, 413 over the
+cap, 415 not JSON) and ``{"error": message}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from ..util.jsonsafe import TooDeep
+from ..util.jsonsafe import loads as json_loads
+
+BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088, " is 20)
+
+
+class Reject(Exception):
+    """A malformed request: answered with ``status`` and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def body_cap(wire_shape: list[int], max_batch: int) -> int:
+    """The default body cap: the largest batch the model accepts as JSON (24 bytes per value) plus 1 MiB."""
+    return max_batch * int(np.prod(wire_shape)) * BYTES_PER_VALUE + 2 ** 20
+
+
+def _is_json(content_type: str | None) -> bool:
+    kind = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    return kind in ("application/json", "text/json") or kind.endswith("+json")
+
+
+def _parse(raw: bytes) -> dict:
+    try:
+        body = json_loads(raw)
+    except TooDeep:
+        raise Reject(400, "request body is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Reject(400, f"request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+async def read_json(request: Request, cap: int) -> dict:
+    """The request's JSON object: the cap enforced while reading (chunked bodies too), parsed off the event loop."""
+    if not _is_json(request.headers.get("content-type")):
+        raise Reject(415, f"request content-type must be application/json, got {request.headers['content-type']!r}")
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > cap:
+        raise Reject(413, f"request body of {size} bytes is over this server's maximum of {cap}")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > cap:
+            raise Reject(413, f"request body is over this server's maximum of {cap} bytes")
+        chunks.append(chunk)
+    return await run_in_threadpool(_parse, b"".join(chunks))
+
+
+class DropQueryStrings(logging.Filter):
+    """An access-log filter that cuts the query string (where clients put API keys) off each request path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+
+__all__ = ["BYTES_PER_VALUE", "DropQueryStrings", "Reject", "body_cap", "read_json"]

@@ -44,9 +44,12 @@ def test_chunked_bodies_are_capped_while_reading(model_file):
 
 
 def test_nesting_too_deep_is_400_and_non_json_is_415(model_file):
-    with running(create_app(model_file)) as url:
+    with running(create_app(model_file, max_body=16 * 2 ** 20)) as url:
         r = httpx.post(f"{url}/v2/models/cnn/infer", content=b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}",
                        headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+        padded = b'{"pad": "' + b"x" * (5 * 2 ** 20) + b'", "inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+        r = httpx.post(f"{url}/v2/models/cnn/infer", content=padded, timeout=30)  # parsed in the worker process
         assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
         r = httpx.post(f"{url}/v2/models/cnn/infer", content=b"inputs=1", headers={"content-type": "text/plain"})
         assert r.status_code == 415 and "text/plain" in r.json()["error"]

@@ -1,5 +1,6 @@
 """What the server reads from a request before the model sees it: the body, capped while reading (chunked
-bodies too) and parsed off the event loop; and what it writes to its access log (no query strings).
+bodies too) and parsed off the event loop (in a thread, or for a body over 4 MiB in a worker process,
+since Python's JSON parser holds the GIL); and what it writes to its access log (no query strings).
 
 A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, 413 over the
 cap, 415 not JSON) and ``{"error": message}``.
@@ -7,7 +8,10 @@ cap, 415 not JSON) and ``{"error": message}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from fastapi import Request
@@ -15,8 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from ..util.jsonsafe import TooDeep
 from ..util.jsonsafe import loads as json_loads
+from ..util.jsonsafe import loads_arrays
 
 BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088, " is 20)
+PROCESS_BYTES = 4 * 2 ** 20  # bodies larger than this are parsed in a worker process
+_PARSER: ProcessPoolExecutor | None = None
 
 
 class Reject(Exception):
@@ -62,7 +69,28 @@ async def read_json(request: Request, cap: int) -> dict:
         if total > cap:
             raise Reject(413, f"request body is over this server's maximum of {cap} bytes")
         chunks.append(chunk)
-    return await run_in_threadpool(_parse, b"".join(chunks))
+    raw = b"".join(chunks)
+    if len(raw) <= PROCESS_BYTES:
+        return await run_in_threadpool(_parse, raw)
+    try:  # Python's JSON parser holds the GIL: a big body is parsed in another process, not just another thread
+        body = await asyncio.get_running_loop().run_in_executor(_parser(), loads_arrays, raw)
+    except TooDeep:
+        raise Reject(400, "request body is JSON nested too deeply") from None
+    except ValueError as exc:
+        raise Reject(400, f"request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _parser() -> ProcessPoolExecutor:
+    """The one worker process that parses big bodies (started on first use; one at a time bounds its memory)."""
+    global _PARSER
+    if _PARSER is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["modelproof.util.jsonsafe"])
+        _PARSER = ProcessPoolExecutor(max_workers=1, mp_context=context)
+    return _PARSER
 
 
 class DropQueryStrings(logging.Filter):

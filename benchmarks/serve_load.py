@@ -1,0 +1,154 @@
+"""`modelproof serve` under load: requests/s and p50/p99 latency at 8 and 32 concurrent clients, batch 1 and
+64, each alone and with one huge request in flight, plus the health check's worst latency and the server's
+peak memory against its body cap.
+
+Usage: OMP_NUM_THREADS=1 python benchmarks/serve_load.py [--seconds 3] [--big-mb 100]
+
+The server is `modelproof serve` in its own process (a CIFAR-shaped MLP, 3x32x32, untrained: the load
+is the server's, not the model's), so its default body cap is the largest batch it accepts (1,024 images, about
+76 MB of JSON). "100 MB" runs send, over and over from one more client, a body of --big-mb MB (refused
+with 413 while reading once it passes the cap); "max batch" runs send a legal batch of 1,024 images
+(about 61 MB of JSON, parsed in the server's worker process and answered): the worst a client may ask. Clients are threads of this process with
+pre-encoded bodies; on a machine with few cores the clients and the server compete for them, so the
+figures are a floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+SHAPE = (3, 32, 32)
+
+
+def start_server(model: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from modelproof.cli import main; main()", "serve", str(model),
+                             "--port", str(port), "--name", "m"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("modelproof serve did not start")
+        time.sleep(0.2)
+
+
+def body(batch: int, seed: int = 0) -> bytes:
+    x = np.random.default_rng(seed).random((batch, *SHAPE), dtype=np.float32)
+    return json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.reshape(-1).tolist()}]}).encode()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(url: str, clients: int, payload: bytes, seconds: float, big: list[bytes] | None) -> dict:
+    stop = time.monotonic() + seconds
+    latencies: list[float] = []
+    health: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(timeout=60, headers={"content-type": "application/json"}) as c:
+            while time.monotonic() < stop:
+                t = time.monotonic()
+                ok = c.post(f"{url}/v2/models/m/infer", content=payload).status_code == 200
+                with lock:
+                    latencies.append(time.monotonic() - t)
+                    errors[0] += not ok
+
+    def hog() -> None:
+        with httpx.Client(timeout=120, headers={"content-type": "application/json"}) as c:
+            i = 0
+            while time.monotonic() < stop:
+                try:
+                    c.post(f"{url}/v2/models/m/infer", content=big[i % len(big)])
+                except httpx.TransportError:
+                    pass
+                i += 1
+
+    def checker() -> None:
+        with httpx.Client(timeout=60) as c:
+            while time.monotonic() < stop:
+                t = time.monotonic()
+                c.get(f"{url}/v2/health/live")
+                health.append(time.monotonic() - t)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)] + [threading.Thread(target=checker)]
+    if big:
+        threads.append(threading.Thread(target=hog))
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array(latencies)
+    return {"rps": len(lat) / (time.monotonic() - start), "p50": 1000 * np.percentile(lat, 50),
+            "p99": 1000 * np.percentile(lat, 99), "health_max": 1000 * max(health, default=float("nan")),
+            "errors": errors[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--big-mb", type=int, default=100)
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from modelproof.models.registry import build_model
+    from modelproof.models.modelfile import save_model
+    from modelproof.serving.bodies import body_cap
+
+    cap = body_cap(list(SHAPE), 1024)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = save_model(build_model("mlp", 10, SHAPE, seed=0), Path(tmp) / "cifar-mlp.safetensors")
+        proc, url = start_server(model)
+        try:
+            bigs = {"100 MB": [b'{"inputs": [{"name": "input", "data": [' + b"0.5, " * (args.big_mb * 2 ** 20 // 5)
+                               + b"0]}]}"], "max batch": [body(1024, seed=1)]}
+            print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; body cap {cap / 2 ** 20:.1f} MB; big bodies "
+                  f"{len(bigs['100 MB'][0]) / 2 ** 20:.0f} MB (over the cap) and {len(bigs['max batch'][0]) / 2 ** 20:.0f} "
+                  "MB (1,024 images)")
+            print(f"| clients | batch | big request | requests/s | p50 ms | p99 ms | health check max ms | errors |")
+            print("|---:|---:|---|---:|---:|---:|---:|---:|")
+            for clients in (8, 32):
+                for batch in (1, 64):
+                    payload = body(batch)
+                    for name in ("none", "100 MB", "max batch"):
+                        r = run(url, clients, payload, args.seconds, bigs.get(name))
+                        print(f"| {clients} | {batch} | {name} | {r['rps']:.0f} | "
+                              f"{r['p50']:.0f} | {r['p99']:.0f} | {r['health_max']:.0f} | {r['errors']} |", flush=True)
+            rss = peak_rss_mb(proc.pid)
+            workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+            print(f"server peak memory {rss:.0f} MB = {rss / (cap / 2 ** 20):.2f}x the body cap; its processes: "
+                  + ", ".join(f"{peak_rss_mb(w):.0f} MB" for w in workers))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()

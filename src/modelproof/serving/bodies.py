@@ -1,5 +1,5 @@
 """What the server reads from a request before the model sees it: the body, capped while reading (chunked
-bodies too) and parsed off the event loop (in a thread, or for a body over 4 MiB in a worker process,
+bodies too) and parsed off the event loop (in a thread, or for a body over 1 MiB in a worker process,
 since Python's JSON parser holds the GIL); and what it writes to its access log (no query strings).
 
 A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, 413 over the
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..util.jsonsafe import loads as json_loads
 from ..util.jsonsafe import loads_arrays
 
 BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088, " is 20)
-PROCESS_BYTES = 4 * 2 ** 20  # bodies larger than this are parsed in a worker process
+PROCESS_BYTES = 2 ** 20  # bodies larger than this are parsed in a worker process
 _PARSER: ProcessPoolExecutor | None = None
 
 
@@ -44,7 +45,7 @@ def _is_json(content_type: str | None) -> bool:
     return kind in ("application/json", "text/json") or kind.endswith("+json")
 
 
-def _parse(raw: bytes) -> dict:
+def _parse(raw: bytes | bytearray) -> dict:
     try:
         body = json_loads(raw)
     except TooDeep:
@@ -63,13 +64,11 @@ async def read_json(request: Request, cap: int) -> dict:
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > cap:
         raise Reject(413, f"request body of {size} bytes is over this server's maximum of {cap}")
-    chunks, total = [], 0
+    raw = bytearray()  # grows in place: no second copy of the body for a join
     async for chunk in request.stream():
-        total += len(chunk)
-        if total > cap:
+        if len(raw) + len(chunk) > cap:
             raise Reject(413, f"request body is over this server's maximum of {cap} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        raw += chunk
     if len(raw) <= PROCESS_BYTES:
         return await run_in_threadpool(_parse, raw)
     try:  # Python's JSON parser holds the GIL: a big body is parsed in another process, not just another thread
@@ -84,12 +83,12 @@ async def read_json(request: Request, cap: int) -> dict:
 
 
 def _parser() -> ProcessPoolExecutor:
-    """The one worker process that parses big bodies (started on first use; one at a time bounds its memory)."""
+    """The worker processes that parse big bodies (started on first use; at most 2, which bounds their memory)."""
     global _PARSER
     if _PARSER is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["modelproof.util.jsonsafe"])
-        _PARSER = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        _PARSER = ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=context)
     return _PARSER
 
 

@@ -15,7 +15,7 @@ class TooDeep(ValueError):
     """JSON nested deeper than the parser can follow."""
 
 
-def loads(raw: bytes | str) -> Any:
+def loads(raw: bytes | bytearray | str) -> Any:
     """``json.loads(raw)``; :class:`TooDeep` (a ValueError) instead of RecursionError."""
     try:
         return json.loads(raw)
@@ -23,7 +23,7 @@ def loads(raw: bytes | str) -> Any:
         raise TooDeep("JSON nested too deeply") from None
 
 
-def loads_arrays(raw: bytes) -> Any:
+def loads_arrays(raw: bytes | bytearray) -> Any:
     """:func:`loads` for a worker process: each v2 ``inputs[i].data`` list of numbers comes back as a numpy
     array (cheap to send between processes); errors come back as a short ValueError / :class:`TooDeep`."""
     import numpy as np

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..util.errors import ConfigError, ModelproofError
+from ..util.errors import ConfigError, ModelFileError, ModelproofError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,10 +125,12 @@ def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
 def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | None, size: int | None,
                     force: bool = False) -> tuple[str, Path | None, int | None]:
     """(dataset, data folder, size) for a command: the model file's record by default, digits without one."""
-    from ..models.modelfile import read_model_file
-
     recorded, recorded_size = "", None
+    if model is not None and not Path(model).exists():  # before torch is imported: answers at once
+        raise ModelFileError(f"model file not found: {model}")
     if model is not None and Path(model).suffix.lower() == ".safetensors":
+        from ..models.modelfile import read_model_file
+
         record, _ = read_model_file(model)
         recorded = record.dataset
         recorded_size = record.extra.get("size") or record.input_shape[-1]

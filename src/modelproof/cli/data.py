@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..data.splits import load_splits
 from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, emit, user_errors
 
 
@@ -16,6 +15,8 @@ from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_f
 def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
          seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Show a dataset's size, image shape, classes and its owner/attacker/test split."""
+    from ..data.splits import load_splits
+
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
     parts = {"owner": splits.owner, "attacker": splits.attacker, "test": splits.test}
     result = {

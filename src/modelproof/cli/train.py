@@ -7,9 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..data.splits import load_splits
-from ..models.modelfile import export_onnx, load_model, save_model
-from ..models.training import TrainConfig, evaluate, train_new
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
     user_errors)
@@ -31,6 +28,10 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
           augment: Annotated[bool, typer.Option(help="Random crop and flip (colour images).")] = False,
           seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Train a zoo model on the owner split of a dataset and save it."""
+    from ..data.splits import load_splits
+    from ..models.modelfile import save_model
+    from ..models.training import TrainConfig, evaluate, train_new
+
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          schedule=schedule, augment=augment)
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
@@ -50,6 +51,10 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
 def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                  size: SizeOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Test accuracy of a model file on a dataset's test split."""
+    from ..data.splits import load_splits
+    from ..models.modelfile import load_model
+    from ..models.training import evaluate
+
     net = load_model(model)
     splits = load_splits(dataset, data_dir, size=size or net.input_shape[-1], seed=seed)
     acc = evaluate(net, splits.test)
@@ -61,6 +66,8 @@ def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirO
 def export_cmd(model: ModelOpt, out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
                opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17, json_out: JsonOpt = False) -> None:
     """Export a model file to ONNX (dynamic batch) and check onnxruntime agrees with torch."""
+    from ..models.modelfile import export_onnx, load_model
+
     net = load_model(model)
     export_onnx(net, out, opset=opset)
     emit({"model": str(model), "onnx": str(out), "opset": opset, "parity_checked": True}, json_out,

@@ -162,3 +162,22 @@ def test_ctrl_c_exits_130_with_one_line_and_no_partial_files(tmp_path):
         assert proc.returncode == 130, err
         assert err.strip().splitlines()[-1] == "modelproof: interrupted" and "Traceback" not in err, err
         assert list(folder.iterdir()) == [], list(folder.iterdir())
+
+
+def test_outputs_are_checked_before_any_work(model_files, tmp_path):
+    model = model_files / "digits16.safetensors"
+    before = model.read_bytes()
+    r = run("attack", "ftal", "--model", model, "--out", model)
+    assert r.exit_code == 2 and "also an input" in r.stderr, r.output
+    r = run("export-onnx", "--model", model, "--out", model)
+    assert r.exit_code == 2 and "name an .onnx file" in r.stderr, r.output
+    assert model.read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    r = run("train", "--out", tmp_path / "file" / "m.safetensors")
+    assert r.exit_code == 2 and "is a file, not a folder" in r.stderr, r.output
+    r = run("protect", "zhang-noise", "--model", model, "--out", tmp_path / "file")
+    assert r.exit_code == 2 and "existing file, not a folder" in r.stderr, r.output
+    (tmp_path / "prot").mkdir()
+    (tmp_path / "prot" / "key.mpkey").write_bytes(b"the only copy")
+    r = run("protect", "zhang-noise", "--model", model, "--out", tmp_path / "prot")
+    assert r.exit_code == 2 and "already holds key.mpkey" in r.stderr and "--force" in r.stderr, r.output

@@ -35,6 +35,7 @@ SizeOpt = Annotated[int | None, typer.Option("--size", help="Resize images to SI
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out of another kind.")]
 
 
 def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:

@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
+from ..util.errors import ConfigError
+from ..util.files import check_output
+
 from .common import (
-    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
+    DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
     user_errors)
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A modelproof .safetensors model file.")]
@@ -26,8 +29,9 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
           optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
           schedule: Annotated[str, typer.Option(help="none, cosine or step.")] = "none",
           augment: Annotated[bool, typer.Option(help="Random crop and flip (colour images).")] = False,
-          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False, force: ForceOpt = False) -> None:
     """Train a zoo model on the owner split of a dataset and save it."""
+    check_output(out, force=force)
     from ..data.splits import load_splits
     from ..models.modelfile import save_model
     from ..models.training import TrainConfig, evaluate, train_new
@@ -64,8 +68,12 @@ def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirO
 
 @user_errors
 def export_cmd(model: ModelOpt, out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
-               opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17, json_out: JsonOpt = False) -> None:
+               opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17, json_out: JsonOpt = False,
+               force: ForceOpt = False) -> None:
     """Export a model file to ONNX (dynamic batch) and check onnxruntime agrees with torch."""
+    if Path(out).suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out}: name an .onnx file (export-onnx writes ONNX)")
+    check_output(out, inputs=(model,), force=force)
     from ..models.modelfile import export_onnx, load_model
 
     net = load_model(model)

@@ -22,7 +22,7 @@ from ..util.files import check_output
 from ..models.modelfile import load_model
 from .forge import add_forgery_commands
 from .common import (
-    DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
+    DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, cite, short_help, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
 QUERY_ATTACKS = ("extract", "knockoff", "transfer-learning")  # their ``source`` may be another dataset
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
@@ -130,8 +130,10 @@ def register(app: typer.Typer) -> None:
         if name == "pirate":  # its own options (--tau, --surrogate-fraction): commands/attack_pirate.py
             from .attack_pirate import pirate_command
 
-            group.command(name, help=ATTACKS[name].description)(pirate_command)
+            group.command(name, help=cite(ATTACKS[name].description),
+                          short_help=short_help(ATTACKS[name].description))(pirate_command)
             continue
-        group.command(name, help=ATTACKS[name].description)(_attack_command(name))
+        group.command(name, help=cite(ATTACKS[name].description),
+                      short_help=short_help(ATTACKS[name].description))(_attack_command(name))
     add_forgery_commands(group)
     app.add_typer(group, name="attack")

@@ -38,8 +38,41 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out of another kind.")]
 
 
+# The papers the commands implement, as their help texts cite them (see docs/methods/).
+PAPERS = {
+    "Li et al.": "Li et al., ACSAC 2019, How to Prove Your Model Belongs to You: A Blind-Watermark based Framework",
+    "Le Merrer et al.": "Le Merrer et al., NCA 2020, Adversarial Frontier Stitching for Remote Neural Network "
+                        "Watermarking",
+    "Cao et al.": "Cao et al., AsiaCCS 2021, IPGuard: Fingerprinting the Classification Boundary",
+    "Zhong et al.": "Zhong et al., PAKDD 2020, Watermarking: A New Label Helps",
+    "Ray et al.": "Ray et al., Deep Neural Network Piration without Accuracy Loss",
+}
+
+
+def cite(text: str) -> str:
+    """``text`` with a known paper's "X et al." written out as "X et al. (venue, title)"."""
+    for short, full in PAPERS.items():
+        if short in text and full not in text:
+            return text.replace(short, f"{short} ({full[len(short):].lstrip(', ')})", 1)
+    return text
+
+
+def short_help(text: str) -> str:
+    """The first sentence of ``text`` for a command listing ("et al." and "e.g." do not end it)."""
+    cut = 0
+    while True:
+        cut = text.find(". ", cut + 1)
+        if cut < 0:
+            return text.strip().splitlines()[0] if text.strip() else ""
+        if not text[:cut].endswith((" al", "e.g", "i.e", "Fig", " cf")):
+            return text[:cut + 1]
+
+
 def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
     """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
+
+    The line names options as they are typed (``--key-size``, not the library's ``key_size``); with
+    ``--json`` it is ``{"error": "..."}`` on stdout instead, so that a script reading JSON gets JSON.
 
     The command runs inside the one progress line (:func:`modelproof.util.progress.task`, on a terminal only,
     never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
@@ -58,13 +91,27 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
             with task(_command_path(), quiet=quiet):
                 return fn(*args, **kwargs)
         except ModelproofError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            message = option_names(str(exc), kwargs)
+            if kwargs.get("json_out"):
+                sys.stdout.write(json.dumps({"error": message}) + "\n")
+            else:
+                typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 QUIET = [False]  # set by the top-level ``modelproof --quiet``
+
+
+def option_names(message: str, params: dict) -> str:
+    """``message`` with each of the command's multi-word parameter names (``key_size``) written as its option
+    (``--key-size``); single words are left alone (they are ordinary words in a sentence too)."""
+    import re
+
+    for name in sorted((p for p in params if "_" in p and p != "json_out"), key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", "--" + name.replace("_", "-"), message)
+    return message
 
 
 def _command_path() -> str:

@@ -24,7 +24,9 @@ def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt 
         "class_names": list(splits.owner.class_names),
         "splits": {k: {"images": len(v), "class_counts": v.class_counts()} for k, v in parts.items()},
     }
-    lines = [f"dataset      {dataset}", f"input shape  {tuple(splits.input_shape)} (C, H, W), float32 in [0, 1]",
+    folder = "bundled with modelproof (scikit-learn's digits)" if dataset == "digits" else str(data_dir)
+    result["folder"] = folder
+    lines = [f"dataset      {dataset}", f"folder       {folder}", f"input shape  {tuple(splits.input_shape)} (C, H, W), float32 in [0, 1]",
              f"classes      {splits.num_classes}: {', '.join(splits.owner.class_names)}"]
     lines += [f"{k:<12} {len(v)} images" for k, v in parts.items()]
     emit(result, json_out, lines)

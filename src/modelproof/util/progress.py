@@ -143,6 +143,7 @@ class Task:
     def restart(self, description: str, total: int | None) -> None:
         """A new phase of the same work (a new description and total, steps from zero)."""
         self.description, self.total, self.steps, self._pending = description, total, 0, 0
+        self.fields = {}  # the last phase's values (its loss) are not this one's
         if self._prog is not None:
             self._prog.reset(self._id, total=total, description=description)
         if self._lines is not None:

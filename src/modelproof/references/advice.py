@@ -61,9 +61,10 @@ def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: 
         helps.append(f"more epochs (a protected model matching all {n} key inputs would pass)")
     if helps:
         return text + "; would help: " + "; ".join(helps)
+    why = ("the references answer the key as the protected model does" if max(counts) >= 0.9 * matched else
+           f"the references' matches spread too widely ({min(counts)}/{n} to {max(counts)}/{n}) for a tight bound")
     return text + (f"; neither up to {MAX_REFERENCES} references, a key up to {KEY_FACTORS[-1]}x larger nor more "
-                   "epochs would pass: the references answer the key as the protected model does; change the "
-                   "method's parameters")
+                   f"epochs would pass: {why}; change the method's parameters")
 
 
 __all__ = ["refusal_advice", "passes"]

@@ -339,3 +339,22 @@ def test_a_weak_key_is_not_an_attacks_success_and_cells_read_in_words(tiny_run):
     assert "seeds" in html and "largest p-value" in html and "weak key" in html
     queries = re.findall(r"<td>([^<]*)</td>\s*<td>\d+/\d+</td><td style=\"text-align:left\">", html)
     assert queries and all(q.isdigit() for q in queries), queries  # whole queries, not 30.0
+
+
+def test_only_and_limit_run_a_subset_of_the_cells(tiny_run, tmp_path):
+    from modelproof.experiments.plan import plan, select
+
+    jobs, cells = plan(parse_config(TINY))
+    sub_jobs, sub = select(jobs, cells, only=["zhang-noise x prune*"])
+    assert sub and all(c.protection.label == "zhang-noise" and c.attack.label.startswith("prune") for c in sub)
+    assert {c.cell_job for c in sub} <= {j.id for j in sub_jobs} and len(sub_jobs) < len(jobs)
+    assert all(d in {j.id for j in sub_jobs} for j in sub_jobs for d in j.deps)  # dependencies come along
+    assert len(select(jobs, cells, limit=2)[1]) == 2
+    with pytest.raises(ConfigError, match="matches no cell"):
+        select(jobs, cells, only=["nothing-like-this"])
+    out, _ = tiny_run
+    import shutil
+
+    shutil.copytree(out / "cache", tmp_path / "cache")  # a rerun of a subset from the cache runs nothing
+    summary = run_experiment(parse_config(TINY), tmp_path, quiet=True, report=False, only=["ipguard"], limit=1)
+    assert summary.cells == 1 and summary.counts["done"] == 0 and len({r["protection"] for r in summary.rows}) == 1

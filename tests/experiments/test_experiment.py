@@ -358,3 +358,14 @@ def test_only_and_limit_run_a_subset_of_the_cells(tiny_run, tmp_path):
     shutil.copytree(out / "cache", tmp_path / "cache")  # a rerun of a subset from the cache runs nothing
     summary = run_experiment(parse_config(TINY), tmp_path, quiet=True, report=False, only=["ipguard"], limit=1)
     assert summary.cells == 1 and summary.counts["done"] == 0 and len({r["protection"] for r in summary.rows}) == 1
+
+
+def test_the_digits_grid_stays_the_size_that_fits_its_budget():
+    """experiments/digits.toml picked up every attack registered later ("all"): 936 cells, past 10 minutes."""
+    from pathlib import Path
+
+    from modelproof.experiments.parse import load_config
+    from modelproof.experiments.plan import plan
+
+    jobs, cells = plan(load_config(Path(__file__).parents[2] / "experiments" / "digits.toml"))
+    assert len(cells) == 576 and len(jobs) == 680  # as measured in docs/guides/experiments.md

@@ -265,3 +265,17 @@ def test_models_without_prunable_layers_are_refused(digits):
     wrong = build_model("cnn", 10, (1, 12, 12))
     with pytest.raises(ConfigError, match="shape"):
         FTLL().attack(wrong, digits.attacker)
+
+
+def test_every_attack_takes_a_new_label_model(digits):
+    """A new-label watermark's model answers C + 1 classes; the attacker's data shows only C."""
+    from modelproof.models.training import TrainConfig, fit
+
+    eleven = build_model("cnn", digits.num_classes + 1, digits.input_shape, seed=0)
+    fit(eleven, digits.owner, TrainConfig(epochs=1), seed=0)
+    for name, params in FAST.items():
+        out = make_attack(name, **params).attack(eleven, digits.attacker, seed=1)
+        assert out(digits.test.images[:3]).shape == (3, digits.num_classes + 1), name
+    fewer = build_model("cnn", digits.num_classes - 1, digits.input_shape, seed=0)
+    with pytest.raises(ConfigError, match="the model has 9 classes but the attacker's data"):
+        make_attack("ftal", epochs=1).attack(fewer, digits.attacker)

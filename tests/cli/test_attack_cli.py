@@ -92,3 +92,16 @@ def test_user_errors_are_one_line_exit_2(model_file, tmp_path, args, message):
 def test_missing_model_file_is_a_user_error(tmp_path):
     r = run("attack", "ftal", "-m", tmp_path / "none.safetensors", "-o", tmp_path / "o.safetensors")
     assert r.exit_code == 2 and "model file not found" in r.stderr
+
+
+def test_a_new_label_model_file_can_be_attacked(digits, tmp_path):
+    from modelproof.models import build_model
+
+    eleven = build_model("mlp", digits.num_classes + 1, digits.input_shape, seed=0)
+    model = save_model(eleven, tmp_path / "new-label.safetensors", dataset="digits",
+                       extra={"split_seed": 0, "size": None, "protection": "new-label"})
+    for name, params in (("ftal", ["epochs=1"]), ("quantize", ["mode=weights"])):
+        out = tmp_path / f"{name}.safetensors"
+        r = run("attack", name, "--model", model, "--out", out, *[a for p in params for a in ("--param", p)])
+        assert r.exit_code == 0, r.output
+        assert load_model(out).num_classes == 11

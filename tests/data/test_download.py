@@ -118,6 +118,14 @@ def test_checksum_mismatch_in_dataset_download(server, tmp_path):
         download.download_dataset("fashion-mnist", tmp_path / "d", mirror=url, checksums=sums)
     assert "train-labels-idx1-ubyte.gz" not in leftovers(tmp_path / "d")
     assert not [n for n in leftovers(tmp_path / "d") if n.endswith(".part")]
+    sums["train-images-idx3-ubyte.gz"] = "0" * 32  # the first file fails: nothing fetched at all
+    with pytest.raises(DataError):
+        download.download_dataset("mnist", tmp_path / "new" / "root", mirror=url, checksums=sums)
+    assert not (tmp_path / "new").exists()  # the folders it created are gone, not left empty
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataError):
+        download.download_dataset("mnist", tmp_path / "mine", mirror=url, checksums=sums)
+    assert (tmp_path / "mine").is_dir() and leftovers(tmp_path / "mine") == []  # the user's folder stays
 
 
 def test_404_gives_clean_error(server, tmp_path):

@@ -317,3 +317,55 @@ def test_process_pool_gives_the_local_table(tiny_run, tmp_path):
     out, local = tiny_run
     pooled = run_experiment(parse_config(TINY), tmp_path, workers=2, quiet=True, report=False)
     assert pooled.failures == [] and comparable(pooled.rows) == comparable(local.rows)
+
+
+def test_a_weak_key_is_not_an_attacks_success_and_cells_read_in_words(tiny_run):
+    from modelproof.experiments.payoff import cell_words
+
+    def row(attack, seed, decision):
+        return {"dataset": "d", "host": "h", "protection": "w", "protection_kind": "watermark", "attack": attack,
+                "attack_label": attack, "seed": seed, "role": "positive", "decision": decision, "match_rate": 0.4,
+                "p_value": 0.3, "plausible": True, "accuracy_after": 0.9, "accuracy_host": 0.95,
+                "accuracy_before": 0.94, "protect_seconds": 1.0, "queries": 30.4, "key_size": 20, "status": "ok",
+                "suspect": "s", "attack_kind": "removal"}
+
+    cells = {c.attack: c for c in payoff_cells([row("none", 0, "not owned"), row("ft", 0, "not owned")])}
+    assert cells["none"].outcome == "weak" and cell_words(cells["none"])[0] == "weak key"
+    assert cell_words(cells["ft"]) == ("removed", "removed in 1 of 1 seeds, owned in 0 of 1")
+    (summary,) = protection_summaries([row("none", 0, "not owned"), row("ft", 0, "not owned")])
+    assert summary.removed_by == ["ft"]  # the unattacked cell is nobody's success
+    out, _ = tiny_run
+    html = (out / "report.html").read_text()
+    assert "seeds" in html and "largest p-value" in html and "weak key" in html
+    queries = re.findall(r"<td>([^<]*)</td>\s*<td>\d+/\d+</td><td style=\"text-align:left\">", html)
+    assert queries and all(q.isdigit() for q in queries), queries  # whole queries, not 30.0
+
+
+def test_only_and_limit_run_a_subset_of_the_cells(tiny_run, tmp_path):
+    from modelproof.experiments.plan import plan, select
+
+    jobs, cells = plan(parse_config(TINY))
+    sub_jobs, sub = select(jobs, cells, only=["zhang-noise x prune*"])
+    assert sub and all(c.protection.label == "zhang-noise" and c.attack.label.startswith("prune") for c in sub)
+    assert {c.cell_job for c in sub} <= {j.id for j in sub_jobs} and len(sub_jobs) < len(jobs)
+    assert all(d in {j.id for j in sub_jobs} for j in sub_jobs for d in j.deps)  # dependencies come along
+    assert len(select(jobs, cells, limit=2)[1]) == 2
+    with pytest.raises(ConfigError, match="matches no cell"):
+        select(jobs, cells, only=["nothing-like-this"])
+    out, _ = tiny_run
+    import shutil
+
+    shutil.copytree(out / "cache", tmp_path / "cache")  # a rerun of a subset from the cache runs nothing
+    summary = run_experiment(parse_config(TINY), tmp_path, quiet=True, report=False, only=["ipguard"], limit=1)
+    assert summary.cells == 1 and summary.counts["done"] == 0 and len({r["protection"] for r in summary.rows}) == 1
+
+
+def test_the_digits_grid_stays_the_size_that_fits_its_budget():
+    """experiments/digits.toml picked up every attack registered later ("all"): 936 cells, past 10 minutes."""
+    from pathlib import Path
+
+    from modelproof.experiments.parse import load_config
+    from modelproof.experiments.plan import plan
+
+    jobs, cells = plan(load_config(Path(__file__).parents[2] / "experiments" / "digits.toml"))
+    assert len(cells) == 576 and len(jobs) == 680  # as measured in docs/guides/experiments.md

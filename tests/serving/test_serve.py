@@ -157,7 +157,9 @@ def test_cli_serves_until_stopped(model_file, digits, trained_cnn):
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                proc.kill()  # read its output only once it has ended: reading a running server's blocks forever
+                pytest.fail(f"the server did not become ready: {proc.communicate(timeout=10)[0]}")
             time.sleep(0.1)
         from modelproof.suspects.local import open_suspect
 

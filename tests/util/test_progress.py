@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+import time
+
 from modelproof.util import progress
 
 
@@ -17,6 +23,7 @@ def test_silent_when_not_a_terminal_but_steps_are_counted(capsys):
 
 def test_terminal_shows_a_final_line_nested_loops_report_into_the_task(capsys, monkeypatch):
     monkeypatch.setattr(progress, "_shown", lambda quiet: not quiet)
+    monkeypatch.setattr(progress, "QUICK_S", 0.0)
     with progress.task("modelproof attack ftll") as t:
         progress.phase("training", 10)
         for _ in range(10):
@@ -32,3 +39,63 @@ def test_terminal_shows_a_final_line_nested_loops_report_into_the_task(capsys, m
     with progress.task("quiet job", quiet=True):
         progress.report(1)
     assert capsys.readouterr().err == ""
+
+
+def test_quick_work_prints_no_done_line(capsys, monkeypatch):
+    """A group callback opened (and closed) a task at once: it printed a spurious "done in 0.0 s"."""
+    monkeypatch.setattr(progress, "_shown", lambda quiet: not quiet)
+    with progress.task("modelproof protect zhang-noise"):
+        pass
+    assert "done in" not in capsys.readouterr().err
+
+
+def test_terminal_line_fits_the_width_and_keeps_the_count(monkeypatch):
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, width=60, force_terminal=True, color_system=None)
+    prog = progress._progress(console)
+    current = progress.Task(prog, "modelproof protect zhang-noise (training reference models) (training)", 10)
+    current.advance(3, loss=0.123456, key_accuracy=0.5)
+    current.flush()
+    console.print(prog.get_renderable())
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    assert lines and all(len(line) <= 60 for line in lines), lines
+    assert "3/10" in lines[0] and "eta" in lines[0] and "…" in lines[0]
+
+
+def test_piped_prints_stage_lines_and_heartbeats_without_control_characters(capsys, monkeypatch):
+    monkeypatch.setenv("MODELPROOF_HEARTBEAT", "0.1")
+    monkeypatch.setattr(progress, "QUICK_S", 0.0)
+    with progress.task("modelproof train") as t:
+        progress.phase("training \x1b[31mreference\r models", 4)
+        progress.report(2, loss=0.5)
+        time.sleep(0.35)
+        with progress.progress_bar(5, "fit") as bar:
+            bar(1)
+            time.sleep(0.25)
+    assert t.steps == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "modelproof train: training  [31mreference  models (4 steps)", lines
+    assert any("2/4" in line and "loss 0.5" in line and "so far" in line for line in lines), lines
+    assert "modelproof train: training  [31mreference  models (fit) (5 steps)" in lines, lines
+    assert lines[-1].startswith("modelproof train: done in")
+    assert not any(c in "".join(lines) for c in "\x1b\r\b")
+
+
+def test_a_long_command_piped_shows_stage_lines_as_they_happen(tmp_path):
+    """Off a terminal a long command printed nothing at all until it ended."""
+    env = {**os.environ, "MODELPROOF_HEARTBEAT": "0.5", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-c", "from modelproof.cli import main; main()", "train", "--arch", "mlp",
+           "--size", "16", "--epochs", "40", "--out", str(tmp_path / "m.safetensors"), "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stderr.readline()  # arrives while the command still runs
+        running = proc.poll() is None
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = first + rest
+    assert running and first.startswith("modelproof train"), first
+    assert proc.returncode == 0
+    assert "\x1b" not in err and "\r" not in err

@@ -217,7 +217,9 @@ def _check_inputs(model: nn.Module, data: Dataset, seed: int) -> int:
         raise ConfigError(f"the model takes images of shape {tuple(shape)} but the attacker's data "
                           f"{data.name!r} has {data.input_shape}; resize the data (--size)")
     num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and int(num_classes) != data.num_classes:
+    # More outputs than the data's classes is a new-label watermark's model (C + 1): the attacker's data
+    # never shows the extra class, and the attacked model keeps answering all of them.
+    if num_classes is not None and int(num_classes) < data.num_classes:
         raise ConfigError(f"the model has {num_classes} classes but the attacker's data {data.name!r} "
                           f"has {data.num_classes}")
     return int(num_classes) if num_classes is not None else data.num_classes

@@ -151,7 +151,8 @@ class Extraction(Attack):
                               f"architecture (student=...)")
         mean = images.mean(dim=(0, 2, 3))
         std = images.std(dim=(0, 2, 3)).clamp_min(1e-3)
-        return build_model(arch, data.num_classes, data.input_shape, seed=seed + 1,
+        classes = int(getattr(victim, "num_classes", None) or data.num_classes)  # C + 1 for a new-label model
+        return build_model(arch, classes, data.input_shape, seed=seed + 1,
                            mean=mean.tolist(), std=std.tolist())
 
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:

@@ -117,8 +117,9 @@ class TransferLearning(Attack):
             description="pretraining the attacker's model")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 2)
-            own.head = nn.Linear(own.head.in_features, data.num_classes).to(own.head.weight.device)
-        own.num_classes = data.num_classes
+            classes = int(getattr(model, "num_classes", None) or data.num_classes)  # C + 1: a new-label model
+            own.head = nn.Linear(own.head.in_features, classes).to(own.head.weight.device)
+        own.num_classes = classes
         train_layers(own, train, trainable=None, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
                      seed=seed)
         log.details.update(student=arch, pretrained_on=pre.name, pretrain_images=len(pre), labels=self.labels)

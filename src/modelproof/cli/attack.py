@@ -18,10 +18,11 @@ from ..attacks import ATTACKS, Attack, Chain, Plausibility, describe_attacks, ma
 from ..attacks.saving import output_suffixes, save_attacked
 from ..data.splits import load_dataset, load_splits
 from ..util.errors import ConfigError
+from ..util.files import check_output
 from ..models.modelfile import load_model
 from .forge import add_forgery_commands
 from .common import (
-    DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
+    DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, cite, short_help, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
 
 QUERY_ATTACKS = ("extract", "knockoff", "transfer-learning")  # their ``source`` may be another dataset
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
@@ -83,7 +84,8 @@ def _attack_command(name: str):
                 size: SizeOpt = None, param: ParamOpt = None, seed: AttackSeedOpt = 0,
                 max_drop: MaxDropOpt = 0.03, min_accuracy: MinAccOpt = None,
                 query_dataset: QueryDataOpt = None, query_data_dir: QueryDirOpt = None,
-                json_out: JsonOpt = False) -> None:
+                json_out: JsonOpt = False, force: ForceOpt = False) -> None:
+        check_output(out, inputs=(model,), force=force)
         params = parse_params(name, param or [])
         if query_dataset is not None:
             if name not in QUERY_ATTACKS:
@@ -128,8 +130,10 @@ def register(app: typer.Typer) -> None:
         if name == "pirate":  # its own options (--tau, --surrogate-fraction): commands/attack_pirate.py
             from .attack_pirate import pirate_command
 
-            group.command(name, help=ATTACKS[name].description)(pirate_command)
+            group.command(name, help=cite(ATTACKS[name].description),
+                          short_help=short_help(ATTACKS[name].description))(pirate_command)
             continue
-        group.command(name, help=ATTACKS[name].description)(_attack_command(name))
+        group.command(name, help=cite(ATTACKS[name].description),
+                      short_help=short_help(ATTACKS[name].description))(_attack_command(name))
     add_forgery_commands(group)
     app.add_typer(group, name="attack")

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from ..util.errors import ConfigError, ModelproofError
+from ..util.errors import ConfigError, ModelFileError, ModelproofError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -35,10 +35,44 @@ SizeOpt = Annotated[int | None, typer.Option("--size", help="Resize images to SI
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for splits, initialisation and training.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of text.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out of another kind.")]
+
+
+# The papers the commands implement, as their help texts cite them (see docs/methods/).
+PAPERS = {
+    "Li et al.": "Li et al., ACSAC 2019, How to Prove Your Model Belongs to You: A Blind-Watermark based Framework",
+    "Le Merrer et al.": "Le Merrer et al., NCA 2020, Adversarial Frontier Stitching for Remote Neural Network "
+                        "Watermarking",
+    "Cao et al.": "Cao et al., AsiaCCS 2021, IPGuard: Fingerprinting the Classification Boundary",
+    "Zhong et al.": "Zhong et al., PAKDD 2020, Watermarking: A New Label Helps",
+    "Ray et al.": "Ray et al., Deep Neural Network Piration without Accuracy Loss",
+}
+
+
+def cite(text: str) -> str:
+    """``text`` with a known paper's "X et al." written out as "X et al. (venue, title)"."""
+    for short, full in PAPERS.items():
+        if short in text and full not in text:
+            return text.replace(short, f"{short} ({full[len(short):].lstrip(', ')})", 1)
+    return text
+
+
+def short_help(text: str) -> str:
+    """The first sentence of ``text`` for a command listing ("et al." and "e.g." do not end it)."""
+    cut = 0
+    while True:
+        cut = text.find(". ", cut + 1)
+        if cut < 0:
+            return text.strip().splitlines()[0] if text.strip() else ""
+        if not text[:cut].endswith((" al", "e.g", "i.e", "Fig", " cf")):
+            return text[:cut + 1]
 
 
 def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
     """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
+
+    The line names options as they are typed (``--key-size``, not the library's ``key_size``); with
+    ``--json`` it is ``{"error": "..."}`` on stdout instead, so that a script reading JSON gets JSON.
 
     The command runs inside the one progress line (:func:`modelproof.util.progress.task`, on a terminal only,
     never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
@@ -59,7 +93,11 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
         except ModelproofError as exc:
             from ..util.redact import redact_urls
 
-            typer.echo(f"error: {redact_urls(str(exc))}", err=True)
+            message = option_names(redact_urls(str(exc)), kwargs)
+            if kwargs.get("json_out"):
+                sys.stdout.write(json.dumps({"error": message}) + "\n")
+            else:
+                typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:  # a bug or exhaustion (RecursionError, MemoryError): never read as a decision
             if type(exc).__module__.split(".")[0] in ("click", "typer") or os.environ.get("MODELPROOF_TRACEBACK"):
@@ -78,6 +116,16 @@ INTERNAL_ERROR = 4  # exit status of a failure that is neither a decision nor a 
 
 
 QUIET = [False]  # set by the top-level ``modelproof --quiet``
+
+
+def option_names(message: str, params: dict) -> str:
+    """``message`` with each of the command's multi-word parameter names (``key_size``) written as its option
+    (``--key-size``); single words are left alone (they are ordinary words in a sentence too)."""
+    import re
+
+    for name in sorted((p for p in params if "_" in p and p != "json_out"), key=len, reverse=True):
+        message = re.sub(rf"(?<![\w-]){re.escape(name)}(?!\w)", "--" + name.replace("_", "-"), message)
+    return message
 
 
 def _command_path() -> str:
@@ -170,10 +218,12 @@ def data_folder(dataset: str, data_dir: Path | None) -> Path | None:
 def resolve_dataset(model: Path | None, dataset: str | None, data_dir: Path | None, size: int | None,
                     force: bool = False) -> tuple[str, Path | None, int | None]:
     """(dataset, data folder, size) for a command: the model file's record by default, digits without one."""
-    from ..models.modelfile import read_model_file
-
     recorded, recorded_size = "", None
+    if model is not None and not Path(model).exists():  # before torch is imported: answers at once
+        raise ModelFileError(f"model file not found: {model}")
     if model is not None and Path(model).suffix.lower() == ".safetensors":
+        from ..models.modelfile import read_model_file
+
         record, _ = read_model_file(model)
         recorded = record.dataset
         recorded_size = record.extra.get("size") or record.input_shape[-1]

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..data.splits import load_splits
 from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_from_model, emit, user_errors
 
 
@@ -16,6 +15,8 @@ from .common import DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, dataset_f
 def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
          seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Show a dataset's size, image shape, classes and its owner/attacker/test split."""
+    from ..data.splits import load_splits
+
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
     parts = {"owner": splits.owner, "attacker": splits.attacker, "test": splits.test}
     result = {
@@ -23,7 +24,9 @@ def info(dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt 
         "class_names": list(splits.owner.class_names),
         "splits": {k: {"images": len(v), "class_counts": v.class_counts()} for k, v in parts.items()},
     }
-    lines = [f"dataset      {dataset}", f"input shape  {tuple(splits.input_shape)} (C, H, W), float32 in [0, 1]",
+    folder = "bundled with modelproof (scikit-learn's digits)" if dataset == "digits" else str(data_dir)
+    result["folder"] = folder
+    lines = [f"dataset      {dataset}", f"folder       {folder}", f"input shape  {tuple(splits.input_shape)} (C, H, W), float32 in [0, 1]",
              f"classes      {splits.num_classes}: {', '.join(splits.owner.class_names)}"]
     lines += [f"{k:<12} {len(v)} images" for k, v in parts.items()]
     emit(result, json_out, lines)

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..experiments.demo import run_demo
 from .common import JsonOpt, QuietOpt, SeedOpt, compute_options, emit, user_errors
 
 
@@ -17,6 +16,8 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the d
          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Run the demo on the bundled digits and print what it did."""
     import torch
+
+    from ..experiments.demo import run_demo
 
     result = run_demo(out, seed=seed, quiet=quiet, log=(lambda s: None) if json_out else typer.echo,
                       threads=torch.get_num_threads())  # as --threads set it

@@ -27,6 +27,10 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the cache, results and report.")],
         executor: ExecutorOpt = "local", workers: WorkersOpt = 1, address: AddressOpt = None, num_cpus: CpusOpt = None,
         no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
+        only: Annotated[list[str] | None, typer.Option("--only", help="Run only the cells whose protection, attack, "
+                                                       "or 'PROTECTION x ATTACK' matches this glob (repeatable; "
+                                                       "e.g. --only 'zhang-*' --only 'ipguard x ftal*').")] = None,
+        limit: Annotated[int | None, typer.Option("--limit", help="Run only the first N cells (after --only).")] = None,
         quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
     """Run (or resume) every cell of an experiment and write its results table and report."""
     from ..experiments.parse import load_config
@@ -34,7 +38,7 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
 
     cfg = load_config(config)
     summary = run_experiment(cfg, out, executor=executor, workers=workers, address=address, num_cpus=num_cpus,
-                             quiet=quiet, report=not no_report)
+                             quiet=quiet, report=not no_report, only=only, limit=limit)
     c = summary.counts
     lines = [f"{cfg.name}: {summary.cells} cells, {summary.jobs} jobs ({c['done']} run, {c['cached']} cached, "
              f"{c['failed']} failed) in {summary.seconds:.1f} s with executor {executor}",

@@ -19,7 +19,7 @@ import torch
 import typer
 
 from ..util.errors import ConfigError
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, cite, emit, short_help, user_errors
 
 
 def load_intercepted(path: Path, count: int | None = None) -> torch.Tensor:
@@ -101,4 +101,5 @@ def add_forgery_commands(group: typer.Typer) -> None:
     from ..attacks.forgery import FORGERIES
 
     for name, cls in FORGERIES.items():
-        group.command(name, help=f"{cls.description} [{cls.access}]")(_forge_command(name))
+        group.command(name, help=cite(f"{cls.description} [{cls.access}]"),
+                      short_help=short_help(cls.description))(_forge_command(name))

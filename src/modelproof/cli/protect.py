@@ -19,6 +19,7 @@ import typer
 from ..references.calibration import DEFAULT_REFERENCES
 from ..protections.base import Protection
 from ..util.errors import ConfigError
+from ..util.files import check_output
 from .common import F, PassOpt, emit, read_passphrase, read_secret_file, refuse_on_argv, user_errors, with_options
 from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines
 
@@ -51,9 +52,10 @@ _COMMON = (
                                              "anyway (the warning goes into the key).")),
     ("verify_alpha", float, 0.01, typer.Option("--verify-alpha", help="Level alpha the key will be verified at "
                                                "(the self-check uses it).")),
-    ("force", bool, False, typer.Option("--force", help="Replace a key, commitment or model already in --out.")),
     ("passphrase_file", Path | None, None, typer.Option("--passphrase-file", help="Read the key's passphrase "
                                                         "from this file (first line).")),
+    ("force", bool, False, typer.Option("--force", help="Replace a key, commitment or model already in --out "
+                                        "(the key file is the only copy of its key).")),
 )
 _OPTIONS: ContextVar[dict] = ContextVar("protect_options", default={})
 WEAK_KEY_ACCURACY = 0.9  # below this a key that passes the self-check still gets a warning
@@ -111,6 +113,7 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     from ..references.protect import ReferenceOptions, protect_to_folder
 
     options = {name: default for name, _, default, _ in _COMMON} | _OPTIONS.get()
+    check_output(out, folder=True, inputs=(model,), force=options["force"], precious=("key.mpkey",))
     passphrase = read_passphrase(passphrase, options["passphrase_file"])
     references = ReferenceOptions(references=options["reference"], count=options["references"],
                                   calibrate=not options["no_calibration"], alpha=options["verify_alpha"],

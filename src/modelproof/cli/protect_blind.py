@@ -23,7 +23,7 @@ from ..protections.watermarks.blind import BlindWatermark
 from ..protections.watermarks.blind.joint import LossWeights
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
-    user_errors)
+    cite, user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, SecretOpt, protect_group, protect_options, run_protect
 
 Float = float
@@ -33,7 +33,7 @@ Float = float
 @dataset_from_model
 @compute_options
 @protect_options
-def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt = None,
+def blind(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None,
           dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
           passphrase: PassOpt = None, seed: SeedOpt = 0,
           secret: SecretOpt = None,
@@ -82,4 +82,5 @@ def blind(out: OutOpt = Path("protected"), model: ModelOpt = None, arch: ArchOpt
 def register(app: typer.Typer) -> None:
     """Add ``blind`` to the ``protect`` group (``keys blind-samples`` is in cli.keys)."""
     del app
-    protect_group().command("blind")(blind)
+    protect_group().command("blind", help=cite(blind.__doc__ or ""), short_help="Watermark: a logo hidden by a "
+                            "trained encoder in near-identical key samples (Li et al., ACSAC 2019)")(blind)

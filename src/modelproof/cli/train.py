@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from ..data.splits import load_splits
-from ..models.modelfile import export_onnx, load_model, save_model
-from ..models.training import TrainConfig, evaluate, train_new
+from ..util.errors import ConfigError
+from ..util.files import check_output
+
 from .common import (
-    DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
+    DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, emit,
     user_errors)
 
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A modelproof .safetensors model file.")]
@@ -29,8 +29,13 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
           optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = "adam",
           schedule: Annotated[str, typer.Option(help="none, cosine or step.")] = "none",
           augment: Annotated[bool, typer.Option(help="Random crop and flip (colour images).")] = False,
-          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
+          seed: SeedOpt = 0, json_out: JsonOpt = False, quiet: QuietOpt = False, force: ForceOpt = False) -> None:
     """Train a zoo model on the owner split of a dataset and save it."""
+    check_output(out, force=force)
+    from ..data.splits import load_splits
+    from ..models.modelfile import save_model
+    from ..models.training import TrainConfig, evaluate, train_new
+
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                          schedule=schedule, augment=augment)
     splits = load_splits(dataset, data_dir, size=size, seed=seed)
@@ -50,6 +55,10 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
 def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                  size: SizeOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Test accuracy of a model file on a dataset's test split."""
+    from ..data.splits import load_splits
+    from ..models.modelfile import load_model
+    from ..models.training import evaluate
+
     net = load_model(model)
     splits = load_splits(dataset, data_dir, size=size or net.input_shape[-1], seed=seed)
     acc = evaluate(net, splits.test)
@@ -59,8 +68,14 @@ def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirO
 
 @user_errors
 def export_cmd(model: ModelOpt, out: Annotated[Path, typer.Option("--out", "-o", help="The .onnx file to write.")],
-               opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17, json_out: JsonOpt = False) -> None:
+               opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17, json_out: JsonOpt = False,
+               force: ForceOpt = False) -> None:
     """Export a model file to ONNX (dynamic batch) and check onnxruntime agrees with torch."""
+    if Path(out).suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out}: name an .onnx file (export-onnx writes ONNX)")
+    check_output(out, inputs=(model,), force=force)
+    from ..models.modelfile import export_onnx, load_model
+
     net = load_model(model)
     export_onnx(net, out, opset=opset)
     emit({"model": str(model), "onnx": str(out), "opset": opset, "parity_checked": True}, json_out,

@@ -150,13 +150,20 @@ def download_dataset(name: str, root: str | Path, *, mirror: str | None = None,
     table = {**table, **(checksums or {})}
     base = (mirror.rstrip("/") + "/") if mirror else base
     folder = Path(root) / name
-    for filename, md5 in table.items():
-        fetch(base + filename, folder / filename, md5, timeout=timeout)
-    if name == "cifar10":
-        batches = folder / "cifar-10-batches-py"
-        if not all((batches / f).is_file() for f in _CIFAR10_FILES):
-            extract_tarball(folder / CIFAR10_TARBALL, folder)
-        missing = [f for f in _CIFAR10_FILES if not (batches / f).is_file()]
-        if missing:
-            raise DataError(f"{folder / CIFAR10_TARBALL}: archive lacks cifar-10-batches-py/{missing[0]}")
+    new = [p for p in (folder, *folder.parents) if not p.exists()]  # folders this call creates
+    try:
+        for filename, md5 in table.items():
+            fetch(base + filename, folder / filename, md5, timeout=timeout)
+        if name == "cifar10":
+            batches = folder / "cifar-10-batches-py"
+            if not all((batches / f).is_file() for f in _CIFAR10_FILES):
+                extract_tarball(folder / CIFAR10_TARBALL, folder)
+            missing = [f for f in _CIFAR10_FILES if not (batches / f).is_file()]
+            if missing:
+                raise DataError(f"{folder / CIFAR10_TARBALL}: archive lacks cifar-10-batches-py/{missing[0]}")
+    except BaseException:
+        for path in new:  # a failed download leaves no empty folder (verified files it fetched stay)
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
     return folder

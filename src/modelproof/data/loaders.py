@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .dataset import Dataset
+from .identify import check_published
 from ..util.errors import DataError
 
 try:  # numpy >= 2
@@ -119,6 +120,7 @@ def load_idx(name: str, root: Path, split: str) -> Dataset:
     if len(images) != len(labels):
         raise DataError(f"{lab_path}: holds {len(labels)} labels but {img_path.name} holds {len(images)} images")
     _check_labels(labels, 10, lab_path)
+    check_published(name, labels, lab_path)
     classes = tuple(str(i) for i in range(10)) if name == "mnist" else FASHION_CLASSES
     return _dataset(_to_float(images[:, None]), labels, classes, name, img_path.parent, split)
 

@@ -46,16 +46,17 @@ def demo_protections() -> list[str]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """The demo's rows as a fixed-width text table (an error row shows its message)."""
+    """The demo's rows as a fixed-width text table; a refused method's row says so, its reason under the table."""
     lines = ["  ".join(f"{title:<{w}}" if i == 0 else f"{title:>{w}}" for i, (title, _, w, _) in enumerate(COLUMNS))]
+    reasons = [f"{row['method']} refused: {row['error']}" for row in rows if "error" in row]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['method']:<20}  error: {row['error']}")
+            lines.append(f"{row['method']:<{COLUMNS[0][2]}}  refused (the reason is under the table)")
             continue
         lines.append("  ".join(f"{row[key]:<{w}{spec}}" if i == 0 else
                                (f"{row[key]:>{w}{spec}}" if row.get(key) is not None else f"{'-':>{w}}")
                                for i, (_, key, w, spec) in enumerate(COLUMNS)))
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + reasons if reasons else []))
 
 
 def _row(name: str, model, splits, negatives: list, references: list, out: Path, seed: int) -> dict:

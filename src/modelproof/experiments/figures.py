@@ -40,7 +40,7 @@ def robustness_curves(rows: list[dict]) -> list[tuple[str, str]]:
             series[(r["attack"], r["strength_param"])][r["protection"]][float(r["strength"])].append(r["match_rate"])
     out = []
     for (attack, param), by_prot in series.items():
-        fig = _figure(4.6, 3.2)
+        fig = _figure(6.0, 4.2)
         ax = fig.subplots()
         for prot, points in by_prot.items():
             xs = sorted(points)
@@ -48,7 +48,7 @@ def robustness_curves(rows: list[dict]) -> list[tuple[str, str]]:
         ax.set_xlabel(f"{attack}: {param}")
         ax.set_ylabel("key match rate (mean over seeds)")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=6, ncols=2)
+        ax.legend(fontsize=9, ncols=2 if len(ax.get_lines()) > 6 else 1, framealpha=0.8)
         out.append((f"{attack} ({param})", data_uri(fig)))
     return out
 
@@ -57,14 +57,14 @@ def roc_figure(curves: dict[str, tuple[list[float], list[float]]]) -> str | None
     """ROC curves of match rate, positive vs negative suspects, one line per protection."""
     if not curves:
         return None
-    fig = _figure(4.6, 3.6)
+    fig = _figure(6.0, 4.6)
     ax = fig.subplots()
     for prot, (fpr, tpr) in curves.items():
         ax.step(fpr, tpr, where="post", label=prot)
     ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
     ax.set_xlabel("false positive rate (negatives)")
     ax.set_ylabel("true positive rate (plausible positives)")
-    ax.legend(fontsize=6, ncols=2)
+    ax.legend(fontsize=9, ncols=2 if len(ax.get_lines()) > 6 else 1, framealpha=0.8)
     return data_uri(fig)
 
 

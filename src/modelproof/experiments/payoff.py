@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from statistics import mean
 
 REMOVED, SURVIVED, MIXED, BROKEN, FAILED = "removed", "survived", "mixed", "implausible", "failed"
+WEAK = "weak"  # the unattacked protected model is not owned: its key is weak, no attack's success
 
 
 @dataclass
@@ -34,6 +35,25 @@ class PayoffCell:
     accuracy_after: float | None
     p_value_max: float | None
     outcome: str
+    kind: str = "removal"  # the attack's kind: removal, evasion or forgery
+
+
+def cell_words(cell: PayoffCell) -> tuple[str, str]:
+    """(headline, sentence) of a payoff cell, in words: what happened in how many seeds."""
+    n, k = cell.seeds, cell.successes
+    if cell.outcome == FAILED:
+        return "failed", f"no result in {n} seed{'s' if n != 1 else ''}"
+    if cell.outcome == WEAK:
+        return "weak key", f"not owned in {k} of {n} seeds without any attack"
+    if cell.attack == "none":
+        return "owned", f"owned in {cell.owned} of {n} seeds"
+    if cell.kind == "forgery":
+        return ("forged" if k else "forgery failed"), f"false claim upheld in {k} of {n} seeds"
+    headline = {REMOVED: "removed", SURVIVED: "survived", MIXED: "removed in some seeds",
+                BROKEN: "implausible only"}[cell.outcome]
+    if cell.outcome == BROKEN:
+        return headline, f"not owned only where the model became implausible; owned in {cell.owned} of {n}"
+    return headline, f"removed in {k} of {n} seeds, owned in {cell.owned} of {n}"
 
 
 @dataclass
@@ -86,14 +106,16 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
     for (prot, attack), group in groups.items():
         ok = _ok(group)
         if not ok:
-            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED))
+            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED,
+                                  group[0].get("attack_kind") or "removal"))
             continue
         successes = sum(succeeded(r) for r in ok)
         owned = sum(r["decision"] == "owned" for r in ok) if ok[0].get("attack_kind") != "forgery" \
             else len(ok) - successes  # a forgery "survived": the owner alone holds a key the model answers
+        outcome = WEAK if attack == "none" and successes else _outcome(len(ok), successes, owned)
         out.append(PayoffCell(prot, attack, len(ok), successes, owned, sum(bool(r["plausible"]) for r in ok),
                               mean(r["accuracy_after"] for r in ok), max(r["p_value"] for r in ok),
-                              _outcome(len(ok), successes, owned)))
+                              outcome, ok[0].get("attack_kind") or "removal"))
     return out
 
 

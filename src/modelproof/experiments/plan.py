@@ -110,3 +110,32 @@ def plan(config: ExperimentConfig) -> tuple[list[Job], list[Cell]]:
                         cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv,
                                           attack_kind(attack.name, attack.params)))
     return list(jobs.values()), cells
+
+
+def select(jobs: list[Job], cells: list[Cell], *, only: list[str] | None = None,
+           limit: int | None = None) -> tuple[list[Job], list[Cell]]:
+    """The cells that match one of the ``only`` patterns (globs on the protection, the attack, or
+    ``"PROTECTION x ATTACK"``), the first ``limit`` of them, and just the jobs they need."""
+    from fnmatch import fnmatchcase
+
+    from ..util.errors import ConfigError
+
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number of cells, got {limit}")
+    if only:
+        cells = [c for c in cells if any(fnmatchcase(text, pattern) for pattern in only for text in
+                                         (c.protection.label, c.attack.label,
+                                          f"{c.protection.label} x {c.attack.label}"))]
+        if not cells:
+            raise ConfigError(f"--only {' '.join(only)} matches no cell (patterns match a protection, an attack, "
+                              "or 'PROTECTION x ATTACK')")
+    cells = cells[:limit] if limit is not None else cells
+    by_id = {j.id: j for j in jobs}
+    needed: set[str] = set()
+    stack = [job for c in cells for job in (c.cell_job, *(jid for _, jid in c.negverify_jobs))]
+    while stack:
+        job_id = stack.pop()
+        if job_id not in needed:
+            needed.add(job_id)
+            stack.extend(by_id[job_id].deps)
+    return [j for j in jobs if j.id in needed], cells

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..util.errors import ConfigError
 from ..util.files import atomic_write_bytes
-from .payoff import attack_summaries, payoff_cells, protection_summaries
+from .payoff import attack_summaries, cell_words, payoff_cells, protection_summaries
 
 TEMPLATE = "report.html.j2"  # beside this module (package data)
 
@@ -35,6 +35,11 @@ def _versions() -> dict[str, str]:
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _count(value: float | None) -> str:
+    """A mean number of queries as a whole number (one cannot ask 30.4 questions)."""
+    return "-" if value is None else str(round(value))
 
 
 def _sci(value: float | None) -> str:
@@ -99,7 +104,8 @@ def write_report(out: str | Path) -> Path:
         rule=", ".join(f"{k} {v}" for k, v in plaus.items()) or "max_drop 0.03",
         groups=[_group(f"{d} / {h}", g) for (d, h), g in by_group.items()],
         keys=_key_previews(out, rows, raw.get("report", {}).get("show_keys", True)),
-        failures=failures, config=config_text, versions=_versions(), fmt=_fmt, sci=_sci)
+        failures=failures, config=config_text, versions=_versions(), fmt=_fmt, sci=_sci, count=_count,
+        words=cell_words)
     path = out / "report.html"
     atomic_write_bytes(path, html.encode())
     return path

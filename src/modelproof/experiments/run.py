@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..util.files import atomic_write_bytes
 from .config import ExperimentConfig
-from .plan import Cell, plan
+from .plan import Cell, plan, select
 
 COLUMNS = ("dataset", "host", "protection", "protection_kind", "attack", "attack_label", "strength_param",
            "strength", "seed", "suspect", "role", "decision", "p_value", "matches", "queries", "key_size",
@@ -106,8 +106,12 @@ def comparable(rows: list[dict]) -> list[dict]:
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
                    address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
-                   report: bool = True) -> RunSummary:
-    """Run every cell of ``config`` with its cache in ``out/cache``; write the tables and the report."""
+                   report: bool = True, only: list[str] | None = None, limit: int | None = None) -> RunSummary:
+    """Run every cell of ``config`` with its cache in ``out/cache``; write the tables and the report.
+
+    ``only`` (glob patterns) and ``limit`` run a subset of the cells (:func:`~.plan.select`); the tables
+    and the report then hold that subset.
+    """
     from ..util.progress import status_display
     from .executors import execute
 
@@ -115,6 +119,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "config.toml", config.source.encode())
     jobs, cells = plan(config)
+    if only or limit is not None:
+        jobs, cells = select(jobs, cells, only=only, limit=limit)
     counts: Counter = Counter()
     started: set[str] = set()
     start = time.perf_counter()

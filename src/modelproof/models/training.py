@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.splits import Dataset
-from ..util.errors import ConfigError
+from ..util.errors import ConfigError, DataError
 from ..util.progress import progress_bar
 
 OPTIMIZERS = ("sgd", "adam")
@@ -160,6 +160,13 @@ def logits(model: nn.Module, images: torch.Tensor, batch_size: int = 512) -> tor
     model.eval()
     try:
         outs = [model(images[i:i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    except RuntimeError:
+        shape = tuple(getattr(model, "input_shape", ()) or ())
+        if shape and tuple(images.shape[1:]) != shape:  # e.g. --force-dataset with another kind of images
+            raise DataError(f"the model takes images of shape {'x'.join(map(str, shape))}, but these are "
+                            f"{'x'.join(map(str, images.shape[1:]))}: use data of the kind the model was trained "
+                            "on (or --size to resize)") from None
+        raise
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)

@@ -57,7 +57,8 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
     summary["self_check"] = problems or "passed"
     if problems:
         message = (f"{protection.name}: the new key does not prove its own protected model at alpha = {alpha:g} "
-                   f"({'; '.join(problems)}); {protection.weak_hint}; nothing written (--allow-weak writes it anyway)")
+                   f"({'; '.join(problems)}); {_advice(result, key, alpha) or protection.weak_hint}; nothing written "
+                   "(--allow-weak writes it anyway)")
         if not allow_weak:
             raise ConfigError(message)
         key = dataclasses.replace(key, params=dict(key.params, warning=message))
@@ -65,6 +66,20 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
     else:
         lines.append(f"self-check: the protected model verifies as owned (fixed and sequential, alpha {alpha:g})")
     return FinalKey(key, summary, lines)
+
+
+def _advice(result: Protected, key: OwnershipKey, alpha: float) -> str | None:
+    """The references' match counts and the change that would pass (:mod:`.advice`), for a calibrated key."""
+    from ..suspects.local import TorchSuspect
+    from .advice import refusal_advice
+    from .calibration import match_count
+
+    record = key.params.get("calibration")
+    if not isinstance(record, dict) or not record.get("references"):
+        return None
+    counts = [int(r["matches"]) for r in record["references"]]
+    return refusal_advice(counts, len(key), match_count(key, TorchSuspect(result.model)), alpha,
+                          float(record["tail"]), key.null_match_prob if record["kept_exact"] else None)
 
 
 def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | None, count: int,

@@ -23,7 +23,7 @@ from ..models.modelfile import load_model, save_model, weights_digest
 from ..models.training import evaluate, predict
 from ..protections.base import Protected, Protection
 from ..util.errors import ConfigError
-from ..util.files import refuse_existing
+from ..util.files import atomic_folder, refuse_existing
 from ..util.locks import exclusive
 from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from .finalize import FinalKey, finalize_key
@@ -105,17 +105,27 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
         outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
                                 trained=model is not None, quiet=quiet)
         result, final = outcome.result, outcome.final
-        out.mkdir(parents=True, exist_ok=True)
-        key_path = save_key(final.key, out / "key.mpkey", passphrase=passphrase)
-        extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
-        commitment = commit_key(final.key, key_path, model=result.model, signing_key=signing_key, force=True)
-        summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
-                   "key_size": len(final.key), "accuracy_before": outcome.accuracy_before, "commitment": commitment,
-                   "accuracy_after": outcome.accuracy_after, "key_accuracy": outcome.key_accuracy,
-                   **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
-                   **final.summary}
-        if protection.kind == "watermark":
-            summary["model"] = str(save_model(result.model, out / "model.safetensors", dataset=dataset,
-                                              extra={"split_seed": seed, "size": size, "protection": protection.name}))
-        outcome.summary = summary
-        return outcome
+        with atomic_folder(out, last=("key.mpkey",)) as tmp:  # a Ctrl-C leaves all of the folder or none
+            key_path = save_key(final.key, tmp / "key.mpkey", passphrase=passphrase)
+            extras = protection.save_extras(dataclasses.replace(result, key=final.key), key_path, passphrase)
+            commitment = commit_key(final.key, key_path, model=result.model, signing_key=signing_key, force=True)
+            summary = {"method": protection.name, "dataset": dataset, "key": str(key_path), **extras,
+                       "key_size": len(final.key), "accuracy_before": outcome.accuracy_before, "commitment": commitment,
+                       "accuracy_after": outcome.accuracy_after, "key_accuracy": outcome.key_accuracy,
+                       **{k: v for k, v in result.report.items() if k not in ("accuracy_before", "accuracy_after")},
+                       **final.summary}
+            if protection.kind == "watermark":
+                summary["model"] = str(save_model(result.model, tmp / "model.safetensors", dataset=dataset,
+                                                  extra={"split_seed": seed, "size": size,
+                                                         "protection": protection.name}))
+    outcome.summary = _moved(summary, str(tmp), str(out))
+    return outcome
+
+
+def _moved(value, tmp: str, out: str):
+    """``value`` (the summary) with every path inside the temporary folder ``tmp`` made one inside ``out``."""
+    if isinstance(value, dict):
+        return {k: _moved(v, tmp, out) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith(tmp):
+        return out + value[len(tmp):]
+    return value

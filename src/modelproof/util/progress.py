@@ -88,7 +88,9 @@ class _Lines:
         if self._stop.wait(min(QUICK_S, self.heartbeat)):
             return
         task = self.task
-        if task is not None and not self._printed:
+        # After a second, name the stage; a bare command name ("modelproof verify") says nothing yet, so
+        # it waits for the heartbeat (a command that fails within seconds prints its error line alone).
+        if task is not None and not self._printed and self._label(task.description) != self.name:
             self.stage(task.description, task.total, force=True)
         while not self._stop.wait(self.heartbeat):
             task = self.task

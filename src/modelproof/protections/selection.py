@@ -9,16 +9,30 @@ models selected which key, and calibration refuses them (``modelproof.references
 :class:`Selection` is what the pipeline hands to ``Protection.protect``: the judges (each a Suspect
 answering labels, with its weight digest and, when it is a local torch model, the module for
 gradient-based methods) and the oversampling factor (None: the method's measured default).
+
+:meth:`Selection.choose` is the loop every protection shares: draw ``oversample`` times the key
+inputs still needed, keep the candidates the protected model answers with the key label and no
+judge does, and draw again (at most :data:`MAX_ROUNDS` rounds in all) while too few survive; then
+a ConfigError says how many survived and what would help. The key records
+:meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..util.errors import ConfigError
+
+MAX_ROUNDS = 4  # draws of `oversample` x the missing key inputs before selection gives up
+
+# What one draw returns: per-candidate tensors (first dimension = candidates) with at least
+# "inputs" and "labels" (the key labels), optionally "own" (bool: the protected model answers the
+# key label; absent means it does) and anything else to carry along for the kept ones.
+Draw = Callable[[int, int], dict]
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,45 @@ class Selection:
         """A boolean mask: True where no judge answers the input with its label."""
         return self.answers(inputs, labels) == 0
 
-    def record(self, rule: str, tried: int, kept: int) -> dict:
-        """What a key records of its selection: the rule, candidates tried and kept, the judges' digests."""
+    def factor(self, default: int) -> int:
+        """The oversampling factor: the one given, else the method's measured ``default``."""
+        return int(self.oversample) if self.oversample is not None else int(default)
+
+    def record(self, rule: str, tried: int, kept: int, **extra: object) -> dict:
+        """What a key records of its selection: the rule, candidates tried and kept, the judges' digests
+        (and ``extra`` entries such as the oversampling factor)."""
         return {"rule": rule, "tried": int(tried), "kept": int(kept),
-                "references": [j.digest for j in self.judges if j.digest is not None]}
+                "references": [j.digest for j in self.judges if j.digest is not None], **extra}
+
+    def choose(self, method: str, need: int, draw: Draw, *, default_oversample: int, rule: str,
+               hint: str = "", max_rounds: int = MAX_ROUNDS) -> tuple[dict, dict]:
+        """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
+
+        Returns (the first ``need`` survivors in draw order, per-candidate tensors as ``draw`` gave
+        them; the selection record). A draw may return fewer candidates than asked (the data ran
+        out); one that returns none ends the search. Raises ConfigError when fewer than ``need``
+        survive ``max_rounds`` draws.
+        """
+        factor = self.factor(default_oversample)
+        kept: list[dict] = []
+        have = tried = rounds = 0
+        for rounds in range(1, max_rounds + 1):
+            got = draw(rounds - 1, factor * (need - have))
+            count = int(got["inputs"].shape[0])
+            if count == 0:
+                break
+            tried += count
+            ok = self.unanswered(got["inputs"], got["labels"])
+            if "own" in got:
+                ok &= torch.as_tensor(got["own"]).bool().cpu()
+            kept.append({name: value[ok] for name, value in got.items()})
+            have += int(ok.sum())
+            if have >= need:
+                break
+        if have < need:
+            raise ConfigError(
+                f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
+                f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
+                f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))
+        chosen = {name: torch.cat([part[name] for part in kept])[:need] for name in kept[0]}
+        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds)

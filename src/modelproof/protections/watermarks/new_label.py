@@ -168,6 +168,13 @@ class NewLabel(TriggerSet):
             return KeyPlan(check, labels, self.null_prob, "given by the owner (null_prob)")
         return KeyPlan(check, labels, 1.0 / (num_classes + 1), f"uniform guess over {num_classes + 1} outputs")
 
+    def plan_selected(self, model: nn.Module, data: Dataset, num_classes: int, selection: Selection) -> KeyPlan:
+        """As :meth:`plan`: no C-class judge can answer the new label, so every key sample survives."""
+        plan = self.plan(model, data, num_classes)
+        record = selection.record("the new label, which no C-class judge answers", len(plan.inputs),
+                                  int(selection.unanswered(plan.inputs, plan.labels).sum()))
+        return KeyPlan(plan.inputs, plan.labels, plan.null_match_prob, plan.null_source, {"selection": record})
+
     def foreign_null(self, model: nn.Module, data: Dataset, num_classes: int) -> tuple[float, str, dict]:
         """``max(1/(C+1), U, R)`` from the protected model's answers to owner images carrying foreign
         patterns (see the module docstring): U bounds the pooled rate of Delta answers, R is the largest

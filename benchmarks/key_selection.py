@@ -14,6 +14,7 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/key_selection.py [--methods
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -60,8 +61,10 @@ def main() -> None:
                         "cw-l2-fingerprint,frontier-stitching,zhang-content,zhang-noise,zhang-unrelated,adi")
     parser.add_argument("--oversample", default="", help="comma-separated factors (default: each method's own)")
     parser.add_argument("--secret", default="bench")
+    parser.add_argument("--params", default="{}", help='JSON of extra parameters for every method, e.g. \'{"init": "RL"}\'')
     args = parser.parse_args()
     torch.set_num_threads(1)
+    extra = json.loads(args.params)
     start = time.perf_counter()
     splits = load_splits("digits", size=16, seed=0)
     owner = train_new("mlp", splits.owner, DEMO_CONFIG, seed=0)[0]
@@ -80,7 +83,7 @@ def main() -> None:
     for method in args.methods.split(","):
         for factor in [0] + factors:
             t0 = time.perf_counter()
-            protection = make_protection(method, secret=args.secret, **PARAMS.get(method, {}))
+            protection = make_protection(method, secret=args.secret, **{**PARAMS.get(method, {}), **extra})
             selection = None if factor == 0 else Selection(tuple(judges), oversample=factor)
             try:
                 result = protection.protect(owner, splits.owner, seed=0, selection=selection)

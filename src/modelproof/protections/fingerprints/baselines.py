@@ -138,10 +138,10 @@ class _Targeted(FingerprintBase):
     def _run(self, model: nn.Module, x0: torch.Tensor, j: torch.Tensor, data: Dataset) -> tuple[torch.Tensor, dict]:
         """Move the starts ``x0`` toward labels ``j``; return the points and report entries."""
 
-    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator,
-              selecting: bool) -> tuple[torch.Tensor, dict, dict]:
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
         with frozen(model):
-            x0, _, j = initial_points(model, data, n, self.init, gen)
+            x0, _, j = initial_points(model, data, n, init or self.init, gen)
             start = time.perf_counter()
             points, report = self._run(model, x0, j, data)
             seconds = time.perf_counter() - start
@@ -166,8 +166,8 @@ class RandomFingerprint(FingerprintBase):
                  secret: int | str | None = None) -> None:
         super().__init__(points, null_match_prob, secret)
 
-    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator,
-              selecting: bool) -> tuple[torch.Tensor, dict, dict]:
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
         start = time.perf_counter()
         points = torch.rand((n, *data.input_shape), generator=gen)
         return points, {"seconds": time.perf_counter() - start}, {}

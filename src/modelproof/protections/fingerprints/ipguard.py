@@ -229,9 +229,10 @@ class FingerprintBase(Protection):
             model.train(was_training)
 
     @abstractmethod
-    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator,
-              selecting: bool) -> tuple[torch.Tensor, dict, dict]:
-        """``n`` fingerprint points from ``data`` and ``gen``: (points, report entries, extra key params)."""
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
+        """``n`` fingerprint points from ``data`` and ``gen`` (``init`` overrides the method's start):
+        (points, report entries, extra key params)."""
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
                  selection: Selection | None = None) -> Protected:
@@ -243,20 +244,23 @@ class FingerprintBase(Protection):
     def _select(self, model: nn.Module, data: Dataset, seed: int, selection: Selection) -> Protected:
         """Points the judges do not answer with the model's label, drawn ``oversample`` x at a time.
 
-        Starts from training images (inits T*) walk one secret order of ``data`` without repeats.
+        Starts from training images (inits T*) walk one secret order of ``data`` without repeats; when
+        the owner's images are used up, later draws start from uniform points (R*, same target rule).
         """
         order, used, drawn = torch.randperm(len(data), generator=self.gen("select/order")), 0, []
+        random_starts: list[int] = []
 
         def draw(round_: int, count: int) -> dict:
             nonlocal used
-            part = data
-            if getattr(self, "init", "R")[0] == "T":
+            part, init = data, getattr(self, "init", None)
+            if init is not None and init[0] == "T" and used < len(data):
                 count = min(count, len(data) - used)
                 part = data.subset(order[used:used + count], f"{data.name}/candidates")
                 used += count
-            if count == 0:
-                return {"inputs": torch.empty(0, *data.input_shape), "labels": torch.empty(0, dtype=torch.int64)}
-            points, report, extra = self._draw(model, part, count, self.gen(f"points/select/{round_}"), True)
+            elif init is not None and init[0] == "T":  # the owner's images are used up: random starts
+                init = "R" + init[1]
+                random_starts.append(count)
+            points, report, extra = self._draw(model, part, count, self.gen(f"points/select/{round_}"), True, init)
             drawn.append((report, extra))
             with frozen(model), torch.no_grad():
                 labels = model(points).argmax(1).cpu()
@@ -266,6 +270,8 @@ class FingerprintBase(Protection):
         chosen, record = selection.choose(self.name, self.points, draw, default_oversample=self.oversample,
                                           rule="the judges answer the point otherwise than the model",
                                           hint=self.weak_hint)
+        if random_starts:
+            record = {**record, "random_starts": sum(random_starts)}
         report, extra = drawn[0]
         report = {**report, "selection": record, "selection_seconds": time.perf_counter() - start}
         return self._finish(model, data, chosen["inputs"], seed, {**extra, "selection": record}, report)
@@ -310,12 +316,12 @@ class IPGuard(FingerprintBase):
             raise ConfigError(f"batched must be true or false, got {batched!r}")
         self.batched = batched
 
-    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator,
-              selecting: bool) -> tuple[torch.Tensor, dict, dict]:
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
         lr = self.lr if self.lr is not None else learning_rate(data.name)
         k = self.k if self.k is not None else (SELECTED_K if selecting else DEFAULT_K)
         with frozen(model):
-            x0, i, j = initial_points(model, data, n, self.init, gen)
+            x0, i, j = initial_points(model, data, n, init or self.init, gen)
             start = time.perf_counter()
             search = boundary_search if self.batched else per_point_search
             result = search(model, x0, i, j, k=k, lr=lr, max_iter=self.max_iter)

@@ -5,7 +5,9 @@ owner's model without selection and with a :class:`Selection` of judges trained 
 LeNet-5, LeNet-1, a random forest), at each oversampling factor asked for. The *null* is the match
 rate of independent models that are NOT judges (other seeds of the same families, LeNet-3, a random
 forest, extra-trees, logistic regression): mean and max over them. ``own`` is the protected model's
-match rate on its key.
+match rate on its key, ``ftal`` that of a copy a thief fine-tuned (all layers, 5 epochs on the
+attacker's split). ``--surrogates`` makes fingerprints keep only points a fine-tuned and a pruned
+copy of the owner's model still answer with its label.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/key_selection.py [--methods ipguard,adi] [--oversample 4,16]``
 (a few minutes on 2 CPU cores for the default set).
@@ -14,6 +16,7 @@ Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/key_selection.py [--methods
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
 
@@ -22,9 +25,9 @@ import torch
 from modelproof.data.splits import load_splits
 from modelproof.experiments.demo import DEMO_CONFIG
 from modelproof.models.modelfile import weights_digest
-from modelproof.models.training import TrainConfig, train_new
+from modelproof.models.training import TrainConfig, fit, train_new
 from modelproof.protections.base import make_protection
-from modelproof.protections.selection import Judge, Selection
+from modelproof.protections.selection import Judge, Selection, make_surrogates
 from modelproof.suspects.local import SklearnSuspect, TorchSuspect, train_random_forest
 from modelproof.util.errors import ConfigError
 
@@ -61,6 +64,8 @@ def main() -> None:
                         "cw-l2-fingerprint,frontier-stitching,zhang-content,zhang-noise,zhang-unrelated,adi")
     parser.add_argument("--oversample", default="", help="comma-separated factors (default: each method's own)")
     parser.add_argument("--secret", default="bench")
+    parser.add_argument("--surrogates", action="store_true", help="fingerprints: a fine-tuned and a pruned copy "
+                        "of the owner's model must agree (protections.selection.make_surrogates)")
     parser.add_argument("--params", default="{}", help='JSON of extra parameters for every method, e.g. \'{"init": "RL"}\'')
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -77,14 +82,15 @@ def main() -> None:
     nulls += [train_random_forest(splits.owner, seed=207)] + sklearn_models(splits.owner, 208)
     print(f"owner mlp 16x16; {len(judges)} judges, {len(nulls)} independent non-judges; "
           f"trained in {time.perf_counter() - start:.0f} s (1 thread)\n")
+    surrogates = make_surrogates(owner, splits.owner, seed=0) if args.surrogates else ()
     factors = [int(f) for f in args.oversample.split(",") if f] or [None]
-    print(f"{'method':<20} {'oversample':>10} {'tried':>6} {'kept':>5} {'key':>4} {'own':>5} "
+    print(f"{'method':<20} {'oversample':>10} {'tried':>6} {'kept':>5} {'key':>4} {'own':>5} {'ftal':>5} "
           f"{'null mean':>9} {'null max':>8} {'key null':>8} {'s':>5}")
     for method in args.methods.split(","):
         for factor in [0] + factors:
             t0 = time.perf_counter()
             protection = make_protection(method, secret=args.secret, **{**PARAMS.get(method, {}), **extra})
-            selection = None if factor == 0 else Selection(tuple(judges), oversample=factor)
+            selection = None if factor == 0 else Selection(tuple(judges), oversample=factor, surrogates=surrogates)
             try:
                 result = protection.protect(owner, splits.owner, seed=0, selection=selection)
             except ConfigError as exc:
@@ -94,8 +100,11 @@ def main() -> None:
             rates = [match(s, key) for s in nulls]
             record = key.params.get("selection", {})
             own = match(TorchSuspect(result.model), key)
+            stolen = copy.deepcopy(result.model)  # FTAL by a thief: all layers, 5 epochs on the attacker's data
+            fit(stolen, splits.attacker, TrainConfig(epochs=5, lr=1e-3), seed=9)
+            ftal = match(TorchSuspect(stolen.eval()), key)
             print(f"{method:<20} {(record.get('oversample') if factor else '-'):>10} {record.get('tried', '-'):>6} "
-                  f"{record.get('kept', '-'):>5} {len(key):>4} {own:>5.2f} {sum(rates) / len(rates):>9.3f} "
+                  f"{record.get('kept', '-'):>5} {len(key):>4} {own:>5.2f} {ftal:>5.2f} {sum(rates) / len(rates):>9.3f} "
                   f"{max(rates):>8.3f} {key.null_match_prob:>8.3f} {time.perf_counter() - t0:>5.0f}", flush=True)
 
 

@@ -124,3 +124,18 @@ def test_new_label_with_selection_owns_in_ten_queries_and_claims_no_foreign_owne
     base = train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=44)[0]
     foreign = make_protection("new-label", secret="another owner", **params).protect(base, digits16.owner, seed=0)
     assert verify(ours.key, TorchSuspect(foreign.model), mode="sequential", alpha=0.01).decision != "owned"
+
+
+def test_surrogates_must_agree_with_a_fingerprint(mlp16, digits16, selection):
+    from dataclasses import replace
+
+    from modelproof.protections.selection import make_surrogates
+
+    before = weights_digest(mlp16)
+    surrogates = make_surrogates(mlp16, digits16.owner, seed=0)
+    assert weights_digest(mlp16) == before and len(surrogates) == 2
+    with_surrogates = replace(selection, surrogates=surrogates)
+    key = make_protection("ipguard", secret="s", points=20, max_iter=150).protect(
+        mlp16, digits16.owner, seed=0, selection=with_surrogates).key
+    assert bool(with_surrogates.agreed(key.inputs, key.labels).all())
+    assert key.params["selection"]["surrogates"] == 2

@@ -15,16 +15,25 @@ inputs still needed, keep the candidates the protected model answers with the ke
 judge does, and draw again (at most :data:`MAX_ROUNDS` rounds in all) while too few survive; then
 a ConfigError says how many survived and what would help. The key records
 :meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
+
+Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
+model) must agree: a fingerprint then keeps only points they still answer with the owner's label,
+so that the key survives what a thief would do first. Watermarks choose their key before the
+model learns it, so there is nothing for a surrogate of the unmarked model to agree with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import copy
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..data.splits import Dataset
+from ..models.training import TrainConfig, fit
+from ..suspects.local import TorchSuspect
 from ..util.errors import ConfigError
 
 MAX_ROUNDS = 4  # draws of `oversample` x the missing key inputs before selection gives up
@@ -55,6 +64,8 @@ class Selection:
 
     judges: tuple[Judge, ...]
     oversample: int | None = None
+    # Copies of the owner's model that must AGREE with a fingerprint key label (see make_surrogates).
+    surrogates: tuple[Judge, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.judges:
@@ -86,8 +97,15 @@ class Selection:
         return {"rule": rule, "tried": int(tried), "kept": int(kept),
                 "references": [j.digest for j in self.judges if j.digest is not None], **extra}
 
+    def agreed(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A boolean mask: True where every surrogate answers the input with its label (True without any)."""
+        ok = torch.ones(inputs.shape[0], dtype=torch.bool)
+        for surrogate in self.surrogates:
+            ok &= surrogate.predict(inputs) == torch.as_tensor(labels).long().cpu()
+        return ok
+
     def choose(self, method: str, need: int, draw: Draw, *, default_oversample: int, rule: str,
-               hint: str = "", max_rounds: int = MAX_ROUNDS) -> tuple[dict, dict]:
+               hint: str = "", max_rounds: int = MAX_ROUNDS, use_surrogates: bool = False) -> tuple[dict, dict]:
         """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
 
         Returns (the first ``need`` survivors in draw order, per-candidate tensors as ``draw`` gave
@@ -107,6 +125,8 @@ class Selection:
             ok = self.unanswered(got["inputs"], got["labels"])
             if "own" in got:
                 ok &= torch.as_tensor(got["own"]).bool().cpu()
+            if use_surrogates and self.surrogates:
+                ok &= self.agreed(got["inputs"], got["labels"])
             kept.append({name: value[ok] for name, value in got.items()})
             have += int(ok.sum())
             if have >= need:
@@ -117,4 +137,26 @@ class Selection:
                 f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
                 f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))
         chosen = {name: torch.cat([part[name] for part in kept])[:need] for name in kept[0]}
-        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds)
+        extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
+        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, **extra)
+
+
+def make_surrogates(model: nn.Module, data: Dataset, *, seed: int = 0, epochs: int = 2, lr: float = 1e-3,
+                    prune: float = 0.3) -> tuple[Judge, ...]:
+    """Two copies of the owner's ``model`` standing for what a thief might do to it: one fine-tuned on
+    ``data`` (all layers, ``epochs`` at ``lr``), one with the ``prune`` share of each weight matrix of
+    smallest magnitude set to zero. A fingerprint chosen with them as :attr:`Selection.surrogates`
+    keeps only points both still answer with the owner's label. ``model`` is not changed."""
+    if not 0.0 <= prune < 1.0:
+        raise ConfigError(f"prune must be a share in [0, 1), got {prune!r}")
+    tuned = copy.deepcopy(model)
+    fit(tuned, data, TrainConfig(epochs=epochs, lr=lr), seed=seed)
+    tuned.eval()
+    pruned = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for param in pruned.parameters():
+            if param.dim() > 1 and param.numel() > 1:
+                cut = param.abs().flatten().kthvalue(max(1, int(prune * param.numel()))).values
+                param[param.abs() <= cut] = 0.0
+    return (Judge("surrogate: fine-tuned", None, TorchSuspect(tuned), tuned),
+            Judge(f"surrogate: {prune:.0%} pruned", None, TorchSuspect(pruned), pruned))

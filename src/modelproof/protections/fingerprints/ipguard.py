@@ -269,7 +269,7 @@ class FingerprintBase(Protection):
         start = time.perf_counter()
         chosen, record = selection.choose(self.name, self.points, draw, default_oversample=self.oversample,
                                           rule="the judges answer the point otherwise than the model",
-                                          hint=self.weak_hint)
+                                          hint=self.weak_hint, use_surrogates=True)
         if random_starts:
             record = {**record, "random_starts": sum(random_starts)}
         report, extra = drawn[0]

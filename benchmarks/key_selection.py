@@ -6,7 +6,7 @@ LeNet-5, LeNet-1, a random forest), at each oversampling factor asked for. The *
 rate of independent models that are NOT judges (other seeds of the same families, LeNet-3, a random
 forest, extra-trees, logistic regression): mean and max over them. ``own`` is the protected model's
 match rate on its key, ``ftal`` that of a copy a thief fine-tuned (all layers, 5 epochs on the
-attacker's split). ``--surrogates`` makes fingerprints keep only points a fine-tuned and a pruned
+attacker's split). ``--judges 24`` uses a population as large as ``modelproof protect``'s default. ``--surrogates`` makes fingerprints keep only points a fine-tuned and a pruned
 copy of the owner's model still answer with its label.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/key_selection.py [--methods ipguard,adi] [--oversample 4,16]``
@@ -32,7 +32,7 @@ from modelproof.suspects.local import SklearnSuspect, TorchSuspect, train_random
 from modelproof.util.errors import ConfigError
 
 NETS = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
-JUDGES = (("mlp", 101), ("mlp", 102), ("cnn", 103), ("lenet5", 104), ("lenet1", 105))
+JUDGE_FAMILIES = ("mlp", "mlp", "cnn", "lenet5", "lenet1", "forest", "lenet3", "mlp")  # cycled, seeds 101, 102, ...
 NULLS = (("mlp", 201), ("mlp", 202), ("cnn", 203), ("lenet5", 204), ("lenet1", 205), ("lenet3", 206))
 # Small settings per method, so that the whole table takes minutes (the defaults otherwise).
 PARAMS = {"ipguard": {"max_iter": 300}, "cw-l2-fingerprint": {"points": 50, "binary_steps": 4, "max_iter": 200},
@@ -64,6 +64,8 @@ def main() -> None:
                         "cw-l2-fingerprint,frontier-stitching,zhang-content,zhang-noise,zhang-unrelated,adi")
     parser.add_argument("--oversample", default="", help="comma-separated factors (default: each method's own)")
     parser.add_argument("--secret", default="bench")
+    parser.add_argument("--judges", type=int, default=6, help="selection references (families cycled: MLP, MLP, "
+                        "CNN, LeNet-5, LeNet-1, random forest, LeNet-3, MLP)")
     parser.add_argument("--surrogates", action="store_true", help="fingerprints: a fine-tuned and a pruned copy "
                         "of the owner's model must agree (protections.selection.make_surrogates)")
     parser.add_argument("--params", default="{}", help='JSON of extra parameters for every method, e.g. \'{"init": "RL"}\'')
@@ -74,10 +76,13 @@ def main() -> None:
     splits = load_splits("digits", size=16, seed=0)
     owner = train_new("mlp", splits.owner, DEMO_CONFIG, seed=0)[0]
     judges = []
-    for arch, seed in JUDGES:
+    for i in range(args.judges):
+        arch, seed = JUDGE_FAMILIES[i % len(JUDGE_FAMILIES)], 101 + i
+        if arch == "forest":
+            judges.append(Judge(f"forest/{seed}", None, train_random_forest(splits.owner, seed=seed)))
+            continue
         model = train_new(arch, splits.owner, NETS, seed=seed)[0]
         judges.append(Judge(f"{arch}/{seed}", weights_digest(model), TorchSuspect(model), model))
-    judges.append(Judge("forest/106", None, train_random_forest(splits.owner, seed=106)))
     nulls = [TorchSuspect(train_new(arch, splits.owner, NETS, seed=seed)[0]) for arch, seed in NULLS]
     nulls += [train_random_forest(splits.owner, seed=207)] + sklearn_models(splits.owner, 208)
     print(f"owner mlp 16x16; {len(judges)} judges, {len(nulls)} independent non-judges; "

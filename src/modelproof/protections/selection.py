@@ -105,11 +105,12 @@ class Selection:
         return ok
 
     def choose(self, method: str, need: int, draw: Draw, *, default_oversample: int, rule: str,
-               hint: str = "", max_rounds: int = MAX_ROUNDS, use_surrogates: bool = False) -> tuple[dict, dict]:
+               hint: str = "", max_rounds: int = MAX_ROUNDS, use_surrogates: bool = False,
+               prefer: str | None = None) -> tuple[dict, dict]:
         """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
 
-        Returns (the first ``need`` survivors in draw order, per-candidate tensors as ``draw`` gave
-        them; the selection record). A draw may return fewer candidates than asked (the data ran
+        Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
+        value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record). A draw may return fewer candidates than asked (the data ran
         out); one that returns none ends the search. Raises ConfigError when fewer than ``need``
         survive ``max_rounds`` draws.
         """
@@ -136,7 +137,11 @@ class Selection:
                 f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
                 f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
                 f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))
-        chosen = {name: torch.cat([part[name] for part in kept])[:need] for name in kept[0]}
+        chosen = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
+        if prefer is not None:  # the survivors with the largest `prefer` first, ties in draw order
+            order = torch.sort(chosen[prefer], descending=True, stable=True).indices
+            chosen = {name: value[order] for name, value in chosen.items()}
+        chosen = {name: value[:need] for name, value in chosen.items()}
         extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
         return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, **extra)
 

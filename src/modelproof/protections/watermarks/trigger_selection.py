@@ -6,9 +6,10 @@
   the unprotected model does not either) are kept, in the secret's order.
 - Adi et al. (abstract images, one label each): each candidate's label is drawn by the secret
   uniformly from the classes that no judge (and, fine-tuning, not the unprotected model) answers
-  for it; a candidate keeps its place only when at least :data:`MIN_FREE` (8 of 10) classes are left. The
-  null stays exact: whatever an independent suspect answers, it equals a label drawn uniformly from
-  m classes with probability at most 1/m, independently per input, so p0 = 1 / (the smallest m).
+  for it; a candidate survives when at least :data:`MIN_FREE` classes are left, and the key takes
+  the survivors with the most classes left. The null stays exact: whatever an independent suspect
+  answers, it equals a label drawn uniformly from m classes with probability at most 1/m,
+  independently per input, so p0 = 1 / (the smallest m in the key).
 
 The pure planning lives here; :mod:`.trigger_set` turns the result into a key plan.
 """
@@ -27,7 +28,7 @@ from ..selection import Selection
 from . import patterns
 
 ZHANG_OVERSAMPLE, ADI_OVERSAMPLE = 4, 8  # measured: benchmarks/key_selection.py
-MIN_FREE = 8  # Adi: classes left for a label after removing the judges' answers (exact null <= 1/8)
+MIN_FREE = 5  # Adi: classes left for a label after removing the judges' answers (exact null <= 1/5)
 
 
 def least_answered(answers: list[torch.Tensor], sources: torch.Tensor, num_classes: int) -> int:
@@ -100,6 +101,7 @@ def select_adi(model: nn.Module, shape: tuple[int, int, int], num_classes: int, 
         return {"inputs": x, "labels": labels, "own": m >= MIN_FREE, "free": m}
 
     chosen, record = selection.choose("adi", key_size, draw, default_oversample=oversample,
-                                      rule=f"labels drawn from the classes no judge answers, at least {MIN_FREE} left")
+                                      rule=f"labels drawn from the classes no judge answers, at least {MIN_FREE} "
+                                           "left, most left first", prefer="free")
     smallest = int(chosen["free"].min())
     return chosen["inputs"], chosen["labels"], 1.0 / smallest, {**record, "free_classes_min": smallest}

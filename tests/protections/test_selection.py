@@ -78,8 +78,15 @@ def test_choose_prefers_the_largest_value_when_asked():
 
 
 def test_choose_refuses_with_the_counts_when_too_few_survive():
-    draw, calls = counting_draw([[0, 1], [0, 0], [0, 0], [0, 0], [1, 1]])
-    with pytest.raises(ConfigError, match=r"m: only 1 of 5 candidates survived .* in 4 draw\(s\).* needs 2: raise "
+    draw, calls = counting_draw([[0, 1]] + [[0]] * 6 + [[1]])  # at most 4 x 1 x 2 = 8 candidates are tried
+    with pytest.raises(ConfigError, match=r"m: only 1 of 8 candidates survived .* in 7 draw\(s\).* needs 2: raise "
                                           r"--oversample \(now 1\)"):
         Selection(judges(0), oversample=1).choose("m", 2, draw, default_oversample=4, rule="r")
-    assert len(calls) == 4
+    assert len(calls) == 7
+
+
+def test_choose_drops_an_input_found_twice():
+    def draw(round_: int, count: int) -> dict:
+        return {"inputs": torch.zeros(count, 1, 1, 1), "labels": torch.ones(count, dtype=torch.int64)}
+    with pytest.raises(ConfigError, match="only 1 of"):
+        Selection(judges(0)).choose("m", 2, draw, default_oversample=2, rule="r")

@@ -12,8 +12,9 @@ gradient-based methods) and the oversampling factor (None: the method's measured
 
 :meth:`Selection.choose` is the loop every protection shares: draw ``oversample`` times the key
 inputs still needed, keep the candidates the protected model answers with the key label and no
-judge does, and draw again (at most :data:`MAX_ROUNDS` rounds in all) while too few survive; then
-a ConfigError says how many survived and what would help. The key records
+judge does, and draw again while too few survive (each draw at least a quarter of ``oversample``
+x the key, at most :data:`MAX_ROUNDS` x ``oversample`` x the key candidates in all, repeated inputs
+dropped); then a ConfigError says how many survived and what would help. The key records
 :meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
 
 Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
@@ -36,7 +37,7 @@ from ..models.training import TrainConfig, fit
 from ..suspects.local import TorchSuspect
 from ..util.errors import ConfigError
 
-MAX_ROUNDS = 4  # draws of `oversample` x the missing key inputs before selection gives up
+MAX_ROUNDS = 4  # selection gives up after MAX_ROUNDS x oversample x the key candidates
 
 # What one draw returns: per-candidate tensors (first dimension = candidates) with at least
 # "inputs" and "labels" (the key labels), optionally "own" (bool: the protected model answers the
@@ -116,22 +117,23 @@ class Selection:
         """
         factor = self.factor(default_oversample)
         kept: list[dict] = []
+        seen: set[bytes] = set()
         have = tried = rounds = 0
-        for rounds in range(1, max_rounds + 1):
-            got = draw(rounds - 1, factor * (need - have))
+        while have < need and tried < max_rounds * factor * need:
+            rounds += 1
+            got = draw(rounds - 1, max(factor * (need - have), -(-factor * need // 4)))
             count = int(got["inputs"].shape[0])
             if count == 0:
                 break
             tried += count
-            ok = self.unanswered(got["inputs"], got["labels"])
+            ok = self.unanswered(got["inputs"], got["labels"]) & fresh(got["inputs"], seen)
             if "own" in got:
                 ok &= torch.as_tensor(got["own"]).bool().cpu()
             if use_surrogates and self.surrogates:
                 ok &= self.agreed(got["inputs"], got["labels"])
             kept.append({name: value[ok] for name, value in got.items()})
             have += int(ok.sum())
-            if have >= need:
-                break
+            seen.update(row.numpy().tobytes() for row in got["inputs"][ok].flatten(1))
         if have < need:
             raise ConfigError(
                 f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
@@ -144,6 +146,18 @@ class Selection:
         chosen = {name: value[:need] for name, value in chosen.items()}
         extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
         return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, **extra)
+
+
+def fresh(inputs: torch.Tensor, seen: set[bytes]) -> torch.Tensor:
+    """A boolean mask: True for the first occurrence of each input not already in ``seen`` (raw bytes),
+    so that no key holds one input twice (repeats would count as independent trials)."""
+    mask, here = torch.zeros(inputs.shape[0], dtype=torch.bool), set()
+    for n, row in enumerate(inputs.detach().cpu().contiguous().flatten(1)):
+        raw = row.numpy().tobytes()
+        if raw not in seen and raw not in here:
+            mask[n] = True
+            here.add(raw)
+    return mask
 
 
 def make_surrogates(model: nn.Module, data: Dataset, *, seed: int = 0, epochs: int = 2, lr: float = 1e-3,

@@ -245,10 +245,11 @@ class FingerprintBase(Protection):
         """Points the judges do not answer with the model's label, drawn ``oversample`` x at a time.
 
         Starts from training images (inits T*) walk one secret order of ``data`` without repeats; when
-        the owner's images are used up, later draws start from uniform points (R*, same target rule).
+        the owner's images are used up, later draws start from them again with random target labels
+        (TR: other points; a point found twice is dropped by :meth:`Selection.choose`).
         """
         order, used, drawn = torch.randperm(len(data), generator=self.gen("select/order")), 0, []
-        random_starts: list[int] = []
+        restarts: list[int] = []
 
         def draw(round_: int, count: int) -> dict:
             nonlocal used
@@ -257,9 +258,9 @@ class FingerprintBase(Protection):
                 count = min(count, len(data) - used)
                 part = data.subset(order[used:used + count], f"{data.name}/candidates")
                 used += count
-            elif init is not None and init[0] == "T":  # the owner's images are used up: random starts
-                init = "R" + init[1]
-                random_starts.append(count)
+            elif init is not None and init[0] == "T":  # the owner's images are used up: start from them
+                init, count = "TR", min(count, len(data))  # again with random target labels (other points)
+                restarts.append(count)
             points, report, extra = self._draw(model, part, count, self.gen(f"points/select/{round_}"), True, init)
             drawn.append((report, extra))
             with frozen(model), torch.no_grad():
@@ -270,8 +271,8 @@ class FingerprintBase(Protection):
         chosen, record = selection.choose(self.name, self.points, draw, default_oversample=self.oversample,
                                           rule="the judges answer the point otherwise than the model",
                                           hint=self.weak_hint, use_surrogates=True)
-        if random_starts:
-            record = {**record, "random_starts": sum(random_starts)}
+        if restarts:
+            record = {**record, "restarts": sum(restarts)}
         report, extra = drawn[0]
         report = {**report, "selection": record, "selection_seconds": time.perf_counter() - start}
         return self._finish(model, data, chosen["inputs"], seed, {**extra, "selection": record}, report)

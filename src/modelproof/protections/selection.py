@@ -111,9 +111,10 @@ class Selection:
         """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
 
         Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
-        value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record). A draw may return fewer candidates than asked (the data ran
-        out); one that returns none ends the search. Raises ConfigError when fewer than ``need``
-        survive ``max_rounds`` draws.
+        value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record).
+        A draw may return fewer candidates than asked (the data ran out); one that returns none ends
+        the search. Raises ConfigError when fewer than ``need`` survive ``max_rounds`` x the
+        oversampling factor x ``need`` candidates.
         """
         factor = self.factor(default_oversample)
         kept: list[dict] = []

@@ -159,7 +159,8 @@ class RandomFingerprint(FingerprintBase):
     name = "random-fingerprint"
     description = "IPGuard baseline Random: uniform points in [0,1]^d labelled by the model"
     default_null: ClassVar[float] = 0.95
-    # Uniform points are answered alike by nearly every model: about 1 in 100 survives 6 judges on the digits, 1 in 600 survives 24.
+    # Uniform points are answered alike by nearly every model: on the digits about 1 in 100 survives
+    # 6 judges, 1 in 600 survives 24.
     oversample: ClassVar[int] = 256
 
     def __init__(self, points: int = 100, null_match_prob: float | None = None,

@@ -181,6 +181,8 @@ class FGSMFingerprint(_Targeted):
     name = "fgsm-fingerprint"
     description = "IPGuard baseline FGSM: one targeted signed-gradient step of size eps, labelled by the model"
     default_null: ClassVar[float] = 0.99
+    # One signed step is answered alike by most models: 24 judges on the digits leave about 1 in 70.
+    oversample: ClassVar[int] = 32
 
     def __init__(self, points: int = 100, eps: float = 0.1, init: str = "TL",
                  null_match_prob: float | None = None, secret: int | str | None = None) -> None:

@@ -105,10 +105,11 @@ def _subsample(data: Dataset, limit: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def fit_estimator(kind: str, data: Dataset, seed: int) -> ArrayModel:
-    """Fit a ``kind`` of :data:`ESTIMATOR_KINDS` on (a seeded subsample of) ``data``; deterministic in ``seed``."""
+    """Fit a ``kind`` of :data:`ESTIMATOR_KINDS` on a seeded subsample of ``data`` (at most 80% of it, and at
+    most ``MAX_FIT[kind]`` images); deterministic in ``seed``."""
     if kind not in ESTIMATOR_KINDS:
         raise ConfigError(f"unknown reference estimator {kind!r}; expected one of {', '.join(ESTIMATOR_KINDS)}")
-    x, y = _subsample(data, MAX_FIT[kind], seed)
+    x, y = _subsample(data, min(MAX_FIT[kind], int(0.8 * len(data))), seed)  # members of one kind differ
     arrays: dict[str, np.ndarray]
     if kind in ("random-forest", "extra-trees"):
         from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier

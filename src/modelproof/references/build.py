@@ -137,3 +137,26 @@ def ensure_population(splits: Splits, *, dataset: str, root: str | Path | None =
     pop, _, seconds = build_population(folder, splits, dataset=dataset, calibration=calibration, selection=selection,
                                        owner_archs=(owner_arch,) if owner_arch else (), quiet=quiet, log=log)
     return pop, seconds
+
+
+def build_for_dataset(dataset: str, *, data_dir: str | Path | None = None, size: int | None = None, seed: int = 0,
+                      out: str | Path | None = None, archs: tuple[str, ...] = (),
+                      calibration: int = DEFAULT_CALIBRATION, selection: int = DEFAULT_SELECTION,
+                      quiet: bool = True) -> dict:
+    """``modelproof references build``: load the dataset's split, build its population in ``out`` (default:
+    the cache folder ``protect`` looks in) and return a summary (folder, members per role and kind, the
+    models trained now, seconds, diversity)."""
+    from ..data.splits import load_splits
+
+    splits = load_splits(dataset, data_dir, size=size, seed=seed)
+    folder = Path(out) if out is not None else default_dir(dataset, splits.owner)
+    pop, trained, seconds = build_population(folder, splits, dataset=dataset,
+                                             split={"seed": seed, "size": size, "name": dataset},
+                                             calibration=calibration, selection=selection, owner_archs=archs,
+                                             quiet=quiet, log=stderr_log(quiet))
+    roles: dict[str, dict[str, int]] = {}
+    for m in pop.members:
+        kinds = roles.setdefault(m["role"], {})
+        kinds[m["kind"]] = kinds.get(m["kind"], 0) + 1
+    return {"folder": str(pop.root), "dataset": dataset, "members": len(pop.members), "trained": trained,
+            "seconds": round(seconds, 1), "roles": roles, "diversity": pop.diversity}

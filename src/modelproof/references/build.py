@@ -75,15 +75,18 @@ def _train_on_device(member: Member, train: Dataset, data: Dataset):
     return net.eval()
 
 
-def build_population(root: str | Path, splits: Splits, *, dataset: str, split: dict | None = None,
+def build_population(root: str | Path, splits: Splits | tuple[Dataset, Dataset | None], *, dataset: str,
+                     split: dict | None = None,
                      calibration: int = DEFAULT_CALIBRATION, selection: int = DEFAULT_SELECTION,
                      owner_archs: tuple[str, ...] = (), owner_share: int = OWNER_SHARE, quiet: bool = True,
                      log: Callable[[str], None] | None = None) -> tuple[Population, list[str], float]:
     """Make sure ``root`` holds the planned population for ``splits.owner``; returns it, the names trained
-    now and the seconds spent. Progress: the progress line on a terminal and, via ``log``, one line per model."""
+    now and the seconds spent. Progress: the progress line on a terminal and, via ``log``, one line per model.
+    ``splits`` may be a pair (owner data, test data or None: then no accuracies and no diversity)."""
     log = log or stderr_log(True)
-    pop = Population.create(root, dataset, splits.owner, split)
-    members = plan(splits.owner, calibration=calibration, selection=selection, owner_archs=owner_archs,
+    owner, test = splits if isinstance(splits, tuple) else (splits.owner, splits.test)
+    pop = Population.create(root, dataset, owner, split)
+    members = plan(owner, calibration=calibration, selection=selection, owner_archs=owner_archs,
                    owner_share=owner_share)
     have = pop.names()
     todo = [m for m in members if m.name not in have]
@@ -93,15 +96,16 @@ def build_population(root: str | Path, splits: Splits, *, dataset: str, split: d
             f"({len(members) - len(todo)} already there)")
         with progress_bar(len(todo), "training reference models", quiet) as advance:
             for i, member in enumerate(todo, 1):
-                entry = train_member(member, splits.owner, pop.root)
-                entry["test_accuracy"] = _accuracy(pop.root, entry, splits.test)
+                entry = train_member(member, owner, pop.root)
+                entry["test_accuracy"] = _accuracy(pop.root, entry, test) if test is not None else None
                 pop.record(entry)
                 advance(1)
-                log(f"  [{i}/{len(todo)}] {member.name} ({member.role}): test accuracy "
-                    f"{entry['test_accuracy']:.4f} in {entry['seconds']:.1f} s")
-        pop.diversity = diversity(pop, splits.test)
-        pop.save()
-    return pop, [m.name for m in todo], time.perf_counter() - start
+                shown = f"test accuracy {entry['test_accuracy']:.4f}" if test is not None else "trained"
+                log(f"  [{i}/{len(todo)}] {member.name} ({member.role}): {shown} in {entry['seconds']:.1f} s")
+        if test is not None:
+            pop.diversity = diversity(pop, test)
+            pop.save()
+    return pop, [m.name for m in todo], (time.perf_counter() - start) if todo else 0.0
 
 
 def _accuracy(root: Path, entry: dict, test: Dataset) -> float:

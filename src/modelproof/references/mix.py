@@ -114,6 +114,7 @@ def plan(data: Dataset, *, calibration: int = DEFAULT_CALIBRATION, selection: in
     members = [Member(f"cal-{i:02d}-{kinds[i % len(kinds)].name}", kinds[i % len(kinds)], CALIBRATION,
                       _seed(CALIBRATION, i)) for i in range(calibration)]
     archs = [a for a in dict.fromkeys(owner_archs) if a]
+    owner_share = min(owner_share, selection)
     general = max(selection - owner_share * len(archs), selection // 3 if archs else selection)
     reverse = kinds[::-1]
     members += [Member(f"sel-{i:02d}-{reverse[i % len(reverse)].name}", reverse[i % len(reverse)], SELECTION,

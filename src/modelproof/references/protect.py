@@ -28,6 +28,7 @@ from ..util.locks import exclusive
 from .build import stderr_log
 from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from .finalize import FinalKey, finalize_key
+from .mix import DEFAULT_SELECTION
 from .sets import record_selection, reference_sets, selection_of
 
 
@@ -39,7 +40,7 @@ class ReferenceOptions:
     trained on first use); ``select`` False draws the key without selection references;
     ``oversample``: candidates drawn per key input (None: the method's default); ``references``: the
     user's own calibration reference files or URLs (replace the population's calibration set);
-    ``count``: calibration references taken from the default population; ``calibrate`` False skips
+    ``count`` / ``selection_count``: calibration / selection references of the default population; ``calibrate`` False skips
     calibration; ``alpha`` is the self-check's level; ``allow_weak`` writes a key that fails the
     self-check (with a warning in it).
     """
@@ -50,6 +51,7 @@ class ReferenceOptions:
     alpha: float = 0.01
     allow_weak: bool = False
     references_dir: str | Path | None = None
+    selection_count: int = DEFAULT_SELECTION
     select: bool = True
     oversample: int | None = None
 
@@ -93,7 +95,8 @@ def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, s
     if options.calibrate or options.select:
         sets = reference_sets(splits, dataset=dataset or splits.owner.name.split("/")[0], owner_arch=owner_arch,
                               references_dir=options.references_dir, user_references=options.references,
-                              calibration=options.count, select=options.select, quiet=quiet,
+                              calibration=options.count, selection=options.selection_count,
+                              select=options.select, quiet=quiet,
                               log=stderr_log(quiet))
     selection = selection_of(sets.selection, options.oversample) if sets is not None and sets.selection else None
     start = time.perf_counter()

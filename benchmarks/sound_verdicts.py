@@ -130,7 +130,7 @@ def main() -> None:
                 owner_attacks = copies
             for label, copy, drop in copies:
                 cells.append("n/a" if copy is None else
-                             f"{verify(key, TorchSuspect(copy)).decision} (-{100 * drop:.1f} pt)")
+                             f"{verify(key, TorchSuspect(copy)).decision} ({-100 * drop:+.1f} pt)")
         claims = sum(verify(key, n).decision == "owned" for n in negs)
         print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {fixed.p_value:.1e} | "
               f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(ATTACKS))

@@ -47,7 +47,7 @@ def thresholds(n: int, p0: np.ndarray, level: float) -> np.ndarray:
 def sequential_owned(hits: np.ndarray, p0: np.ndarray, level: float, beta: float = 0.05, batch: int = 10) -> np.ndarray:
     """Whether the test martingale (p1 = default_p1(p0)) reaches 1/level at a batch end before beta."""
     p0 = np.asarray(p0, dtype=float)
-    p1 = np.maximum(0.9, (1 + p0) / 2)
+    p1 = np.minimum(np.maximum(0.9, (1 + p0) / 2), 1 - 1e-12)  # a null of 1 (rank bound at n/n): no claim
     up, down = np.log(p1 / np.maximum(p0, 1e-300)), np.log1p(-p1) - np.log1p(-np.minimum(p0, 1 - 1e-12))
     checks = np.arange(batch, hits.shape[1] + 1, batch)
     m = hits.cumsum(1)[:, checks - 1]

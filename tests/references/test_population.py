@@ -82,7 +82,8 @@ def test_build_records_a_manifest_and_resumes_after_an_interruption(digits, tmp_
     assert fast_recipe == []
 
 
-def test_second_protect_on_the_same_data_trains_nothing(digits, trained_cnn, tmp_path, fast_recipe):
+def test_second_protect_on_the_same_data_trains_nothing(digits, trained_cnn, tmp_path, fast_recipe, monkeypatch):
+    monkeypatch.setenv("MODELPROOF_CACHE", str(tmp_path / "cache"))  # an empty cache: the first protect trains
     options = ReferenceOptions(count=4, selection_count=4, allow_weak=True)  # 4 references: a wide bound
     protection = make_protection("zhang-noise", epochs=3)
     protection.set_secret("s")
@@ -165,3 +166,18 @@ def test_references_build_command_prints_the_population(tmp_path, fast_recipe):
     assert out["members"] == 8 and sum(out["roles"][CALIBRATION].values()) == 4 and len(out["trained"]) == 8
     r = runner.invoke(app, ["references", "add", str(tmp_path / "pop"), str(tmp_path / "missing.onnx")])
     assert r.exit_code == 2 and "missing.onnx" in r.output
+
+
+def test_protect_command_takes_a_population_and_an_oversampling_factor(digits, trained_cnn, tmp_path, fast_recipe):
+    build_population(tmp_path / "pop", digits, dataset="digits", owner_archs=("cnn",), **TINY)
+    model = save_model(trained_cnn, tmp_path / "cnn.safetensors", dataset="digits")
+    r = runner.invoke(app, ["protect", "zhang-noise", "--model", str(model), "--out", str(tmp_path / "z"),
+                            "--references-dir", str(tmp_path / "pop"), "--oversample", "2", "--secret", "s",
+                            "--epochs", "3", "--allow-weak", "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["references_dir"] == str(tmp_path / "pop") and out["selection_references"] == 4
+    assert load_key(tmp_path / "z" / "key.mpkey").params["selection"].get("oversample", 2) == 2
+    r = runner.invoke(app, ["protect", "zhang-noise", "--model", str(model), "--out", str(tmp_path / "y"),
+                            "--references-dir", str(tmp_path / "pop"), "--oversample", "0"])
+    assert r.exit_code == 2 and "--oversample must be an integer of at least 1, got 0" in r.output

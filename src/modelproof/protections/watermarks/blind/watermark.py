@@ -206,7 +206,8 @@ class BlindWatermark(Protection):
             record = selection.record("targets from the classes no judge answers for the source; key samples the "
                                       "host learnt and no judge answers", len(keep), int(keep.sum()),
                                       free_classes_min=free_min)
-            inputs, targets, sources = inputs[keep], targets[keep], sources[keep]
+            targets, sources = targets[keep], sources[keep]
+            inputs = encode(encoder, logo, sources)  # as the secret regenerates them (bit for bit: same batch)
             report["selection"] = record
         if unprotected is not None:
             rest = order[size:size + PROBES]

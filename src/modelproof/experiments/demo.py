@@ -124,7 +124,7 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
     log(f"negatives: {arch} trained with seeds {', '.join(str(seed + s) for s in NEGATIVE_SEEDS)} "
         "and a random forest (20 trees), none of them derived from the protected model")
     population, ref_seconds = ensure_population(splits, dataset="digits", owner_arch=arch, quiet=quiet)
-    roles = {role: sum(m["role"] == role for m in population.members) for role in ("selection", "calibration")}
+    roles = {role: len(population.entries(role, arch)) for role in ("selection", "calibration")}
     log(f"references: {len(population.members)} independent models of {len({m['kind'] for m in population.members})} "
         f"kinds in {population.root} ({'trained now in %.1f s' % ref_seconds if ref_seconds else 'cached'}): "
         f"every key is chosen against the {roles['selection']} selection models, its null bounded on the "

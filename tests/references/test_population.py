@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from cli_secrets import secret
 from modelproof.cli.app import app
 from modelproof.keys.container import load_key
 from modelproof.models.modelfile import save_model
@@ -172,7 +173,7 @@ def test_protect_command_takes_a_population_and_an_oversampling_factor(digits, t
     build_population(tmp_path / "pop", digits, dataset="digits", owner_archs=("cnn",), **TINY)
     model = save_model(trained_cnn, tmp_path / "cnn.safetensors", dataset="digits")
     r = runner.invoke(app, ["protect", "zhang-noise", "--model", str(model), "--out", str(tmp_path / "z"),
-                            "--references-dir", str(tmp_path / "pop"), "--oversample", "2", "--secret", "s",
+                            "--references-dir", str(tmp_path / "pop"), "--oversample", "2", *secret("s"),
                             "--epochs", "3", "--allow-weak", "--json", "--quiet"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)

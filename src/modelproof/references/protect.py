@@ -25,7 +25,6 @@ from ..protections.base import Protected, Protection
 from ..util.errors import ConfigError
 from ..util.files import atomic_folder, refuse_existing
 from ..util.locks import exclusive
-from .build import stderr_log
 from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from .finalize import FinalKey, finalize_key
 from .mix import DEFAULT_SELECTION
@@ -96,8 +95,7 @@ def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, s
         sets = reference_sets(splits, dataset=dataset or splits.owner.name.split("/")[0], owner_arch=owner_arch,
                               references_dir=options.references_dir, user_references=options.references,
                               calibration=options.count, selection=options.selection_count,
-                              select=options.select, quiet=quiet,
-                              log=stderr_log(quiet))
+                              select=options.select, quiet=quiet)  # progress: the one helper
     selection = selection_of(sets.selection, options.oversample) if sets is not None and sets.selection else None
     start = time.perf_counter()
     result = protection.protect(model, splits.owner, seed=seed, test=splits.test, selection=selection)

@@ -13,9 +13,12 @@ Rows (a 100-input key, alpha 0.01, --nulls independent suspects per row):
    ``calibration.TAIL``) and a fresh independent suspect is verified at alpha - tail, fixed and
    sequential. Beside it: the share of marked models (match rate 0.95 and 0.99) still "owned", and
    the share of keys that cannot prove anything at all (the population's spread is too wide: the
-   answer is then "inconclusive", and ``protect``'s self-check refuses such a key).
+   answer is then "inconclusive", and ``protect``'s self-check refuses such a key), and the bound's
+   realised tail, P(an independent model's true rate q > p0), beside its nominal value;
+5. the same with the exact rank bound (``calibration.rank_bound``) on ``--rank-references`` (199 by
+   default: its tail 1 / (R + 1) = 0.005 leaves alpha - tail = 0.005 to test at).
 
-Run: ``.venv/bin/python benchmarks/false_claims.py`` (about a minute; numpy and scipy only).
+Run: ``.venv/bin/python benchmarks/false_claims.py`` (a few minutes; numpy and scipy only).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL
+from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL, rank_bound
 from modelproof.verification.stats import default_p1
 from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.verification.verifier import check_new_look
@@ -44,7 +47,7 @@ def thresholds(n: int, p0: np.ndarray, level: float) -> np.ndarray:
 def sequential_owned(hits: np.ndarray, p0: np.ndarray, level: float, beta: float = 0.05, batch: int = 10) -> np.ndarray:
     """Whether the test martingale (p1 = default_p1(p0)) reaches 1/level at a batch end before beta."""
     p0 = np.asarray(p0, dtype=float)
-    p1 = np.maximum(0.9, (1 + p0) / 2)
+    p1 = np.minimum(np.maximum(0.9, (1 + p0) / 2), 1 - 1e-12)  # a null of 1 (rank bound at n/n): no claim
     up, down = np.log(p1 / np.maximum(p0, 1e-300)), np.log1p(-p1) - np.log1p(-np.minimum(p0, 1 - 1e-12))
     checks = np.arange(batch, hits.shape[1] + 1, batch)
     m = hits.cumsum(1)[:, checks - 1]
@@ -88,21 +91,28 @@ def beta_params(mean: float, sd: float) -> tuple[float, float] | None:
 
 
 def calibrated_row(rng: np.random.Generator, mean: float, sd: float, n: int, alpha: float, nulls: int,
-                   refs: int) -> dict | None:
-    """One population: false claims (fixed, sequential), marked models owned, share of useless keys."""
+                   refs: int, rank: bool = False) -> dict | None:
+    """One population: false claims (fixed, sequential), marked models owned, share of useless keys and the
+    bound's realised tail (``rank``: the exact rank bound, tail 1 / (refs + 1), instead of Student-t)."""
     ab = beta_params(mean, sd)
     if ab is None:
         return None
     a, b = ab
     counts = rng.binomial(n, rng.beta(a, b, (nulls, refs)))
-    bounds = np.array([min(1.0, prediction_upper_bound([int(c) for c in row], n, TAIL)) for row in counts])
-    level = alpha - TAIL
+    tail = 1.0 / (refs + 1) if rank else TAIL
+    if rank:
+        bounds = np.array([rank_bound([int(c) for c in row], n, tail) for row in counts])
+    else:
+        bounds = np.array([min(1.0, prediction_upper_bound([int(c) for c in row], n, TAIL)) for row in counts])
+    level = alpha - tail
     need = thresholds(n, bounds, level)
-    suspects = rng.binomial(n, rng.beta(a, b, nulls))
+    q = rng.beta(a, b, nulls)
+    suspects = rng.binomial(n, q)
     hits = rng.random((nulls, n)) < rng.beta(a, b, nulls)[:, None]
     out = {"mean": mean, "sd": sd, "fixed": float((suspects >= need).mean()),
            "sequential": float(sequential_owned(hits, bounds, level).mean()),
-           "useless": float((need > n).mean()), "median_null": float(np.median(bounds))}
+           "useless": float((need > n).mean()), "median_null": float(np.median(bounds)),
+           "tail": float((q > bounds).mean()), "nominal_tail": tail}
     for rate in (0.95, 0.99):
         out[f"owned_{rate}"] = float((rng.binomial(n, rate, nulls) >= need).mean())
     return out
@@ -114,6 +124,8 @@ def main() -> None:
     parser.add_argument("--nulls", type=int, default=10_000, help="simulated independent suspects per row")
     parser.add_argument("--alpha", type=float, default=0.01)
     parser.add_argument("--references", type=int, default=DEFAULT_REFERENCES)
+    parser.add_argument("--rank-references", type=int, default=199, help="references of the exact rank bound's "
+                        "table (0: skip it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--key-size", type=int, default=100)
     args = parser.parse_args()
@@ -132,19 +144,26 @@ def main() -> None:
         hits = rng.random((args.nulls, n)) < p0
         seq = float(sequential_owned(hits, np.full(args.nulls, p0), alpha).mean())
         print(f"| sequential continuing one log, 10..100 | {p0} exact (p1 {default_p1(p0):g}) | {seq:.4f} |")
-    print(f"\ncalibrated nulls: {args.references} references from the population, tail {TAIL}, tested at "
-          f"alpha - tail = {alpha - TAIL:g}\n")
-    print("| population mean | sd | false claims fixed | sequential | marked 0.95 owned | marked 0.99 owned | "
-          "keys that cannot prove (inconclusive) | median null |\n|---|---|---|---|---|---|---|---|")
-    for mean in (0.1, 0.3, 0.5, 0.7, 0.9):
-        for sd in (0.05, 0.1, 0.2):
-            row = calibrated_row(rng, mean, sd, n, alpha, args.nulls, args.references)
-            if row is None:
-                print(f"| {mean} | {sd} | no Beta population has this mean and sd | | | | | |")
-                continue
-            flag = " **over alpha**" if row["fixed"] > alpha + 3 * se or row["sequential"] > alpha + 3 * se else ""
-            print(f"| {mean} | {sd} | {row['fixed']:.4f}{flag} | {row['sequential']:.4f} | {row['owned_0.95']:.3f} | "
-                  f"{row['owned_0.99']:.3f} | {row['useless']:.3f} | {row['median_null']:.3f} |")
+    tables = [(f"calibrated nulls: {args.references} references from the population, Student-t bound at tail "
+               f"{TAIL:g}, tested at alpha - tail = {alpha - TAIL:g}", args.references, False)]
+    if args.rank_references:
+        tables.append((f"exact rank bound on {args.rank_references} references (tail {1 / (args.rank_references + 1):.4g})"
+                       f", tested at alpha - tail = {alpha - 1 / (args.rank_references + 1):.4g}",
+                       args.rank_references, True))
+    for title, refs, rank in tables:
+        print(f"\n{title}\n")
+        print("| population mean | sd | false claims fixed | sequential | realised tail (nominal) | marked 0.95 owned | "
+              "marked 0.99 owned | keys that cannot prove (inconclusive) | median null |\n|---|---|---|---|---|---|---|---|---|")
+        for mean in (0.1, 0.3, 0.5, 0.7, 0.9):
+            for sd in (0.05, 0.1, 0.2):
+                row = calibrated_row(rng, mean, sd, n, alpha, args.nulls, refs, rank)
+                if row is None:
+                    print(f"| {mean} | {sd} | no Beta population has this mean and sd | | | | | | |")
+                    continue
+                flag = " **over alpha**" if row["fixed"] > alpha + 3 * se or row["sequential"] > alpha + 3 * se else ""
+                print(f"| {mean} | {sd} | {row['fixed']:.4f}{flag} | {row['sequential']:.4f} | {row['tail']:.4f} "
+                      f"({row['nominal_tail']:.4g}) | {row['owned_0.95']:.3f} | {row['owned_0.99']:.3f} | "
+                      f"{row['useless']:.3f} | {row['median_null']:.3f} |")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

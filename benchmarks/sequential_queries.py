@@ -6,7 +6,9 @@ correctly with probability 0.95 (an owned, lightly attacked model); sequential v
 as the test martingale crosses 1/alpha. Independent suspects (match probability = the null) give
 the false-claim rate, next to what re-testing the fixed-sample p-value after every batch would give.
 
-Run: ``.venv/bin/python benchmarks/sequential_queries.py`` (under a minute on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/sequential_queries.py`` (under a minute on 2 CPU cores). The new-label
+key under key selection (issue 22.4: 50 key samples, null bounded on other owners' new-label models at
+tail 0.001): ``--nulls 0.362,0.475 --key-size 50 --match 1 --tail 0.001``.
 """
 
 from __future__ import annotations
@@ -34,13 +36,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20_000, help="simulated suspects per row")
     parser.add_argument("--null-runs", type=int, default=200_000, help="simulated independent suspects per row")
     parser.add_argument("--alpha", type=float, default=0.01)
+    parser.add_argument("--nulls", default="0.1,0.5", help="comma-separated null match probabilities p0")
+    parser.add_argument("--key-size", type=int, default=100)
+    parser.add_argument("--match", type=float, default=0.95, help="owned suspects' match probability")
+    parser.add_argument("--tail", type=float, default=0.0, help="the key's bound tail: the test runs at alpha - tail "
+                        "(0.001 for a calibrated or new-label key bounded on other owners' models)")
     args = parser.parse_args()
-    key_size, match, alpha, start = 100, 0.95, args.alpha, time.perf_counter()
+    key_size, match, start = args.key_size, args.match, time.perf_counter()
+    alpha = args.alpha - args.tail
     print(f"key length {key_size}; owned suspects match each label with probability {match}; alpha {alpha}, "
           f"beta 0.05; {args.runs:,} owned / {args.null_runs:,} independent simulated suspects per row\n")
     print(f"{'null p0':>7} {'p1':>5} {'batch':>5} | {'owned':>7} {'mean q':>6} {'median':>6} {'p95':>4} "
           f"{'max':>4} | {'false claims':>12} {'a+3 s.e.':>9} | {'naive re-test':>13} | fixed: need")
-    for p0 in (0.1, 0.5):
+    for p0 in (float(v) for v in args.nulls.split(",")):
         for batch in (1, 10):
             gen = torch.Generator().manual_seed(int(p0 * 100) + batch)
             outcome, queries = simulate_sequential(match, key_size, p0, alpha=alpha, batch_size=batch,

@@ -17,6 +17,21 @@ torch.set_num_threads(1)
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def reference_cache(tmp_path_factory):
+    """Default reference populations go to a folder of this session (or $MODELPROOF_TEST_CACHE, kept between
+    runs), never the user's cache."""
+    import os
+
+    before = os.environ.get("MODELPROOF_CACHE")
+    os.environ["MODELPROOF_CACHE"] = os.environ.get("MODELPROOF_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
+    yield os.environ["MODELPROOF_CACHE"]
+    if before is None:
+        os.environ.pop("MODELPROOF_CACHE", None)
+    else:
+        os.environ["MODELPROOF_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def digits() -> Splits:
     """Digits at their native 8x8, split owner/attacker/test with seed 0."""

@@ -18,10 +18,10 @@ from modelproof.models import (
     describe,
 )
 
-EXPECTED = ("mlp", "cnn", "irnn", "lenet1", "lenet3", "lenet5", "vgg11", "vgg13", "vgg16", "vgg19",
+EXPECTED = ("mlp", "cnn", "cnn-bn", "irnn", "lenet1", "lenet3", "lenet5", "vgg11", "vgg13", "vgg16", "vgg19",
             "resnet18", "resnet34", "resnet101", "resnet152", "resnet20", "preact-resnet18", "preact-resnet34",
             "wrn-22-4", "mobilenetv2", "googlenet", "dpn26")
-SMALL = ("mlp", "cnn", "irnn", "lenet1", "lenet3")
+SMALL = ("mlp", "cnn", "cnn-bn", "irnn", "lenet1", "lenet3")
 NUM_CLASSES = 7
 
 

@@ -28,8 +28,14 @@ from modelproof.suspects.local import TorchSuspect
 from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import EPS_GRID, FrontierStitching, build_key
 from cli_secrets import passphrase, secret
+from modelproof.references.calibration import selectors
+from modelproof.references.mix import KINDS
 
 runner = CliRunner()
+
+
+def key_selectors(path):
+    return selectors(load_key(path))
 
 
 def run(*args):
@@ -71,7 +77,8 @@ def test_protect_calibrates_by_default(model_file, tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["calibrated"] is True and out["self_check"] == "passed" and out["reference_seconds"] >= 0
-    assert [ref["kind"] for ref in out["references"]] == (["mlp", "cnn", "lenet5", "lenet1"] * 2)[:7] + ["random-forest"]
+    assert [ref["kind"] for ref in out["references"]] == [kind.name for kind in KINDS] * 2  # 12 kinds, 24 models
+    assert out["selection_references"] == 24 and len(key_selectors(tmp_path / "z" / "key.mpkey")) == 24
     key = load_key(tmp_path / "z" / "key.mpkey")
     record = key.params["calibration"]
     assert key.null_match_prob == record["bound"] != record["previous_null_match_prob"] == out["null_before"]

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "experiment": (("experiment",), "Every protection against every attack: a cached grid, a payoff table "
                                     "and an HTML report."),
     "keys": (("keys",), "Inspect ownership keys; commit to them; make signing keys."),
+    "references": (("references",), "Build and extend reference populations (independent models that keys are "
+                                    "selected against and calibrated on)."),
     "protect": (("protect", "protect_blind", "protect_frontier", "protect_ipguard", "protect_trigger"),
                 "Protect a model with a watermark or fingerprint."),
 }

@@ -42,9 +42,17 @@ _COMMON = (
     ("reference", list[str] | None, None, typer.Option("--reference", "-r", help="A model trained independently "
                                                        "of ours (file or URL) to calibrate the key's null against "
                                                        "(repeat; replaces the references modelproof trains).")),
-    ("references", int, DEFAULT_REFERENCES, typer.Option("--references", help="How many reference models "
-                                                         "modelproof trains on the owner's data to calibrate the "
-                                                         "key's null (the last is a random forest).")),
+    ("references", int, DEFAULT_REFERENCES, typer.Option("--references", help="How many calibration references "
+                                                         "of the default population bound the key's null.")),
+    ("references_dir", Path | None, None, typer.Option("--references-dir", help="A reference population folder "
+                                                       "(`modelproof references build`); default: the cache of the "
+                                                       "owner's data ($MODELPROOF_CACHE, else ~/.cache/modelproof), "
+                                                       "trained on first use.")),
+    ("oversample", int | None, None, typer.Option("--oversample", help="Key candidates drawn per key input before "
+                                                  "selection keeps those no selection reference answers (default: "
+                                                  "the method's measured factor).")),
+    ("no_selection", bool, False, typer.Option("--no-selection", help="Draw the key without selection references "
+                                               "(every candidate kept).")),
     ("no_calibration", bool, False, typer.Option("--no-calibration", help="Skip calibration: the key is marked "
                                                  "uncalibrated (frontier stitching and fingerprints then never "
                                                  "verify as owned).")),
@@ -117,7 +125,8 @@ def run_protect(protection: Protection, *, model: Path | None, arch: str | None,
     passphrase = read_passphrase(passphrase, options["passphrase_file"])
     references = ReferenceOptions(references=options["reference"], count=options["references"],
                                   calibrate=not options["no_calibration"], alpha=options["verify_alpha"],
-                                  allow_weak=options["allow_weak"])
+                                  allow_weak=options["allow_weak"], references_dir=options["references_dir"],
+                                  select=not options["no_selection"], oversample=options["oversample"])
     if options["secret"] is not None:
         protection.set_secret(options["secret"])
     signing_key = PROTECT_SIGNING_KEY.get()

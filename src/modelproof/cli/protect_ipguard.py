@@ -43,8 +43,8 @@ def _run(protection: Protection, model: Path, dataset: str, data_dir: Path | Non
 @compute_options(accelerators=True)
 @protect_options
 def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
-                k: Annotated[float, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "
-                                                 "uniqueness).")] = 3.0,
+                k: Annotated[float | None, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "
+                                                        "uniqueness; default 3, 1 under key selection).")] = None,
                 init: InitOpt = "TL", points: PointsOpt = 100, lr: LrOpt = None, max_iter: MaxIterOpt = 1000,
                 per_point: Annotated[bool, typer.Option("--per-point", help="Optimise one point at a time "
                                                         "(slow; for timing) instead of all in one batch.")] = False,

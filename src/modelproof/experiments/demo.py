@@ -2,7 +2,9 @@
 
 The story: the owner trains a model on the owner split of digits (16x16, so that Zhang et al.'s
 round blocks fit), saves it as a safe model file and exports it to ONNX. Then every registered
-protection that declares ``demo_params`` protects it; each protected model is verified (it
+protection that declares ``demo_params`` protects it as ``modelproof protect`` does (its key chosen
+against the selection references of the default reference population, cached after the first run,
+and calibrated on the calibration references); each protected model is verified (it
 should be "owned") and so are the negatives, models the protected one has nothing to do with:
 the same architecture trained on the same data with other seeds, and a random forest (all
 should be "not owned"). One compact table summarises accuracy before/after, key accuracy, the
@@ -23,8 +25,8 @@ from ..util.errors import ModelproofError
 from ..keys.container import save_key
 from ..models.modelfile import export_onnx, load_model, save_model, weights_digest
 from ..protections.base import PROTECTIONS, discover_protections, make_protection
-from ..references.population import train_references
-from ..references.finalize import finalize_key
+from ..references.build import ensure_population
+from ..references.protect import ReferenceOptions, protect_model
 from ..suspects.local import TorchSuspect, train_random_forest
 from ..models.training import TrainConfig, evaluate, train_new
 from ..verification.verifier import verify
@@ -59,11 +61,12 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines + ([""] + reasons if reasons else []))
 
 
-def _row(name: str, model, splits, negatives: list, references: list, out: Path, seed: int) -> dict:
+def _row(name: str, model, splits, negatives: list, population: Path, out: Path, seed: int, arch: str) -> dict:
     start = time.perf_counter()
     protection = make_protection(name, **PROTECTIONS[name].demo_params)
-    result = protection.protect(model, splits.owner, seed=seed, test=splits.test)
-    key = finalize_key(result, protection, splits.owner, source_digest=weights_digest(model), trained=references).key
+    outcome = protect_model(protection, model, splits, seed=seed, options=ReferenceOptions(references_dir=population),
+                            owner_arch=arch, dataset="digits")
+    result, key = outcome.result, outcome.final.key
     protected = TorchSuspect(result.model)
     verdict = verify(key, protected)
     sequential = verify(key, protected, mode="sequential")
@@ -120,13 +123,17 @@ def _run(out: Path, *, seed: int, arch: str, size: int, quiet: bool, log: Callab
     negatives.append(train_random_forest(splits.owner, seed=seed))
     log(f"negatives: {arch} trained with seeds {', '.join(str(seed + s) for s in NEGATIVE_SEEDS)} "
         "and a random forest (20 trees), none of them derived from the protected model")
-    references, ref_seconds = train_references(splits.owner, owner_arch=arch, seed=seed, quiet=quiet)
-    log(f"calibration: {len(references)} reference models ({', '.join(r.name for r in references)}) trained in "
-        f"{ref_seconds:.1f} s; every key's null is bounded against them, and every key must prove its own model")
+    population, ref_seconds = ensure_population(splits, dataset="digits", owner_arch=arch, quiet=quiet)
+    roles = {role: len(population.entries(role, arch)) for role in ("selection", "calibration")}
+    log(f"references: {len(population.members)} independent models of {len({m['kind'] for m in population.members})} "
+        f"kinds in {population.root} ({'trained now in %.1f s' % ref_seconds if ref_seconds else 'cached'}): "
+        f"every key is chosen against the {roles['selection']} selection models, its null bounded on the "
+        f"{roles['calibration']} calibration models, and it must prove its own model")
+    result["reference_seconds"] = ref_seconds
     rows = []
     for name in demo_protections():
         try:
-            rows.append(_row(name, model, splits, negatives, references, out, seed))
+            rows.append(_row(name, model, splits, negatives, population.root, out, seed, arch))
         except ModelproofError as exc:
             rows.append({"method": name, "error": str(exc)})
         log(f"  {name}: " + ("refused, its key cannot prove its own model (see the table)" if "error" in rows[-1]

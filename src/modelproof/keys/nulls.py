@@ -118,6 +118,10 @@ def is_calibrated(key: OwnershipKey) -> bool:
 
 
 def tail_of(key: OwnershipKey) -> float:
-    """The probability mass the calibrated bound leaves above it (0 for keys not calibrated this way)."""
-    cal = key.params.get("calibration")
-    return float(cal.get("tail", 0.0)) if isinstance(cal, dict) else 0.0
+    """The probability mass the key's bounds leave above them (0 for keys bounded no such way): the
+    calibration's tail plus, for a new-label key bounded on other owners' models, that bound's tail."""
+    tail = 0.0
+    for field_ in ("calibration", "foreign_owners"):
+        entry = key.params.get(field_)
+        tail += float(entry.get("tail", 0.0)) if isinstance(entry, dict) else 0.0
+    return tail

@@ -40,6 +40,8 @@ _SPECS: dict[str, ArchSpec] = {
                     {"hidden": 512, "dropout": 0.2}, small.MIN_SIDE["mlp"]),
     "cnn": ArchSpec(small.CNN, "Keras mnist_cnn: conv 32 and 64 (3x3), max pool, dense 128, dropout",
                     {"hidden": 128, "conv_dropout": 0.25, "dense_dropout": 0.5}, small.MIN_SIDE["cnn"]),
+    "cnn-bn": ArchSpec(small.CNNBN, "small CNN with BatchNorm: conv 16 and 32 maps (3x3, padded), BatchNorm, "
+                       "max pool", {"width": 16}, small.MIN_SIDE["cnn-bn"]),
     "irnn": ArchSpec(small.IRNN, "IRNN (Le et al. 2015): 100-unit ReLU RNN over pixel rows, identity "
                      "recurrent init", {"hidden": 100}, small.MIN_SIDE["irnn"]),
     "lenet1": ArchSpec(small.LeNet1, "LeNet-1: conv 4 and 12 maps (5x5), tanh, average pooling",

@@ -1,4 +1,5 @@
-"""Small classifiers for digit-sized images: the Keras MNIST examples (MLP, CNN, IRNN) and LeNet-1/3/5.
+"""Small classifiers for digit-sized images: the Keras MNIST examples (MLP, CNN, IRNN), a CNN with
+BatchNorm (a reference kind) and LeNet-1/3/5.
 
 The MLP, CNN and IRNN are the three networks of the frontier-stitching paper (Le Merrer et al.),
 which used the ``mnist_mlp``, ``mnist_cnn`` and ``mnist_irnn`` examples from the Keras website.
@@ -17,7 +18,7 @@ from .base import ZooModel
 from .layers import flat_size, require_min_side
 
 # Smallest height/width each architecture accepts (see the class docstrings for the arithmetic).
-MIN_SIDE = {"mlp": 1, "cnn": 6, "irnn": 1, "lenet1": 4, "lenet3": 4, "lenet5": 12}
+MIN_SIDE = {"mlp": 1, "cnn": 6, "cnn-bn": 4, "irnn": 1, "lenet1": 4, "lenet3": 4, "lenet5": 12}
 
 # LeNet-1/3 use unpadded ("valid") 5x5 convolutions, as LeCun et al., when the image is at least
 # this large (16 -> 12 -> 6 -> 2 -> 1); smaller images (e.g. 8x8 digits) get "same" padding instead.
@@ -79,6 +80,25 @@ class CNN(ZooModel):
         n_flat = flat_size(trunk, self.input_shape)
         self.features = nn.Sequential(*trunk, nn.Linear(n_flat, hidden), nn.ReLU(), nn.Dropout(dense_dropout))
         self.head = nn.Linear(hidden, num_classes)
+
+
+class CNNBN(ZooModel):
+    """A small CNN with BatchNorm: [conv3x3 (padding 1) -> BatchNorm -> ReLU -> maxpool 2] with 16 and 32
+    maps -> flatten -> head. Unlike the Keras CNN it normalises its activations, which makes it answer
+    off-distribution inputs differently (a reference kind of its own). The minimum side is 4."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, *, width: int = 16) -> None:
+        super().__init__(input_shape, num_classes, mean, std)
+        require_min_side("cnn-bn", self.input_shape, MIN_SIDE["cnn-bn"])
+        _check_width("cnn-bn", "width", width)
+        layers: list[nn.Module] = []
+        in_maps = self.input_shape[0]
+        for out_maps in (width, 2 * width):
+            layers += [nn.Conv2d(in_maps, out_maps, 3, padding=1), nn.BatchNorm2d(out_maps), nn.ReLU(), nn.MaxPool2d(2)]
+            in_maps = out_maps
+        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.head = nn.Linear(flat_size(self.features, self.input_shape), num_classes)
 
 
 class RowRNN(nn.Module):

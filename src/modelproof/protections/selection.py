@@ -9,16 +9,40 @@ models selected which key, and calibration refuses them (``modelproof.references
 :class:`Selection` is what the pipeline hands to ``Protection.protect``: the judges (each a Suspect
 answering labels, with its weight digest and, when it is a local torch model, the module for
 gradient-based methods) and the oversampling factor (None: the method's measured default).
+
+:meth:`Selection.choose` is the loop every protection shares: draw ``oversample`` times the key
+inputs still needed, keep the candidates the protected model answers with the key label and no
+judge does, and draw again while too few survive (each draw at least a quarter of ``oversample``
+x the key, at most :data:`MAX_ROUNDS` x ``oversample`` x the key candidates in all, repeated inputs
+dropped); then a ConfigError says how many survived and what would help. The key records
+:meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
+
+Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
+model) must agree: a fingerprint then keeps only points they still answer with the owner's label,
+so that the key survives what a thief would do first. Watermarks choose their key before the
+model learns it, so there is nothing for a surrogate of the unmarked model to agree with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+import copy
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..data.splits import Dataset
+from ..models.training import TrainConfig, fit
+from ..suspects.local import TorchSuspect
 from ..util.errors import ConfigError
+
+MAX_ROUNDS = 4  # selection gives up after MAX_ROUNDS x oversample x the key candidates
+
+# What one draw returns: per-candidate tensors (first dimension = candidates) with at least
+# "inputs" and "labels" (the key labels), optionally "own" (bool: the protected model answers the
+# key label; absent means it does) and anything else to carry along for the kept ones.
+Draw = Callable[[int, int], dict]
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,8 @@ class Selection:
 
     judges: tuple[Judge, ...]
     oversample: int | None = None
+    # Copies of the owner's model that must AGREE with a fingerprint key label (see make_surrogates).
+    surrogates: tuple[Judge, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.judges:
@@ -62,7 +88,95 @@ class Selection:
         """A boolean mask: True where no judge answers the input with its label."""
         return self.answers(inputs, labels) == 0
 
-    def record(self, rule: str, tried: int, kept: int) -> dict:
-        """What a key records of its selection: the rule, candidates tried and kept, the judges' digests."""
+    def factor(self, default: int) -> int:
+        """The oversampling factor: the one given, else the method's measured ``default``."""
+        return int(self.oversample) if self.oversample is not None else int(default)
+
+    def record(self, rule: str, tried: int, kept: int, **extra: object) -> dict:
+        """What a key records of its selection: the rule, candidates tried and kept, the judges' digests
+        (and ``extra`` entries such as the oversampling factor)."""
         return {"rule": rule, "tried": int(tried), "kept": int(kept),
-                "references": [j.digest for j in self.judges if j.digest is not None]}
+                "references": [j.digest for j in self.judges if j.digest is not None], **extra}
+
+    def agreed(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """A boolean mask: True where every surrogate answers the input with its label (True without any)."""
+        ok = torch.ones(inputs.shape[0], dtype=torch.bool)
+        for surrogate in self.surrogates:
+            ok &= surrogate.predict(inputs) == torch.as_tensor(labels).long().cpu()
+        return ok
+
+    def choose(self, method: str, need: int, draw: Draw, *, default_oversample: int, rule: str,
+               hint: str = "", max_rounds: int = MAX_ROUNDS, use_surrogates: bool = False,
+               prefer: str | None = None) -> tuple[dict, dict]:
+        """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
+
+        Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
+        value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record).
+        A draw may return fewer candidates than asked (the data ran out); one that returns none ends
+        the search. Raises ConfigError when fewer than ``need`` survive ``max_rounds`` x the
+        oversampling factor x ``need`` candidates.
+        """
+        factor = self.factor(default_oversample)
+        kept: list[dict] = []
+        seen: set[bytes] = set()
+        have = tried = rounds = 0
+        while have < need and tried < max_rounds * factor * need:
+            rounds += 1
+            got = draw(rounds - 1, max(factor * (need - have), -(-factor * need // 4)))
+            count = int(got["inputs"].shape[0])
+            if count == 0:
+                break
+            tried += count
+            ok = self.unanswered(got["inputs"], got["labels"]) & fresh(got["inputs"], seen)
+            if "own" in got:
+                ok &= torch.as_tensor(got["own"]).bool().cpu()
+            if use_surrogates and self.surrogates:
+                ok &= self.agreed(got["inputs"], got["labels"])
+            kept.append({name: value[ok] for name, value in got.items()})
+            have += int(ok.sum())
+            seen.update(row.numpy().tobytes() for row in got["inputs"][ok].flatten(1))
+        if have < need:
+            raise ConfigError(
+                f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
+                f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
+                f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))
+        chosen = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
+        if prefer is not None:  # the survivors with the largest `prefer` first, ties in draw order
+            order = torch.sort(chosen[prefer], descending=True, stable=True).indices
+            chosen = {name: value[order] for name, value in chosen.items()}
+        chosen = {name: value[:need] for name, value in chosen.items()}
+        extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
+        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, **extra)
+
+
+def fresh(inputs: torch.Tensor, seen: set[bytes]) -> torch.Tensor:
+    """A boolean mask: True for the first occurrence of each input not already in ``seen`` (raw bytes),
+    so that no key holds one input twice (repeats would count as independent trials)."""
+    mask, here = torch.zeros(inputs.shape[0], dtype=torch.bool), set()
+    for n, row in enumerate(inputs.detach().cpu().contiguous().flatten(1)):
+        raw = row.numpy().tobytes()
+        if raw not in seen and raw not in here:
+            mask[n] = True
+            here.add(raw)
+    return mask
+
+
+def make_surrogates(model: nn.Module, data: Dataset, *, seed: int = 0, epochs: int = 2, lr: float = 1e-3,
+                    prune: float = 0.3) -> tuple[Judge, ...]:
+    """Two copies of the owner's ``model`` standing for what a thief might do to it: one fine-tuned on
+    ``data`` (all layers, ``epochs`` at ``lr``), one with the ``prune`` share of each weight matrix of
+    smallest magnitude set to zero. A fingerprint chosen with them as :attr:`Selection.surrogates`
+    keeps only points both still answer with the owner's label. ``model`` is not changed."""
+    if not 0.0 <= prune < 1.0:
+        raise ConfigError(f"prune must be a share in [0, 1), got {prune!r}")
+    tuned = copy.deepcopy(model)
+    fit(tuned, data, TrainConfig(epochs=epochs, lr=lr), seed=seed)
+    tuned.eval()
+    pruned = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for param in pruned.parameters():
+            if param.dim() > 1 and param.numel() > 1:
+                cut = param.abs().flatten().kthvalue(max(1, int(prune * param.numel()))).values
+                param[param.abs() <= cut] = 0.0
+    return (Judge("surrogate: fine-tuned", None, TorchSuspect(tuned), tuned),
+            Judge(f"surrogate: {prune:.0%} pruned", None, TorchSuspect(pruned), pruned))

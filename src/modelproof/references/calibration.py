@@ -17,12 +17,18 @@ is then tested against p0 = that bound at level ``alpha - tail``; the false-clai
 for fixed-sample and sequential verification alike (both are valid for every q <= p0). ``tail`` is
 recorded in the key (``params["calibration"]["tail"]``) and ``verify`` subtracts it from alpha.
 
-Why logits, Student-t, eight references and a tail of 0.001: ``benchmarks/false_claims.py``
-(Beta populations with means 0.1-0.9 and standard deviations 0.05-0.2, 20,000 suspects per row)
-keeps every row at or below alpha = 0.01 with these defaults; the hardest is the extreme
-Beta(0.125, 1.125) (mean 0.1, sd 0.2: most models near 0, one in fourteen above 0.5), at 0.008. With
-six references and a tail of 0.005 that row reached 0.019, and the normal bound on raw rates failed
-more rows. The price is power: a wide spread between references pushes p0 towards 1 and the key
+Why logits, Student-t, 24 references and a tail of 1e-4: ``benchmarks/false_claims.py`` (Beta
+populations with means 0.1-0.9 and standard deviations 0.05-0.2, 20,000 suspects per row) keeps
+every row at or below alpha = 0.01 with these defaults and shows each row's realised tail
+(P(q > p0)) beside the nominal one. With eight references and a tail of 0.001 the realised tail
+reached 0.011-0.014 on the skewed populations, which only a null near 1 hid (issue 22); with six
+references and a tail of 0.005 the extreme Beta(0.125, 1.125) row claimed 0.019.
+
+The exact option: with at least ``RANK_MIN_REFERENCES`` references, ``method="rank"`` takes the
+largest reference rate as p0 (more generally the ceil((1 - tail)(R + 1))-th smallest): a new model
+exchangeable with the references exceeds it with probability at most ``tail = 1 / (R + 1)`` whatever
+the population's shape. ``method="auto"`` (the default) uses it once that tail is at most
+``RANK_AUTO_TAIL`` (199 references or more), so that alpha = 0.01 keeps a level of 0.005 to test at. The price is power: a wide spread between references pushes p0 towards 1 and the key
 then cannot prove anything, which the protection's self-check reports instead of writing a weak
 key. At least ``MIN_REFERENCES`` references are needed (fewer degrees of freedom make the t quantile
 too wide to be useful).
@@ -33,7 +39,9 @@ C-class model can answer) keeps it: calibration is then recorded as a check, and
 only through the bound above for the other methods.
 
 References that are not independent are refused: the protected model itself or the model it was
-made from (same weight digest), and any reference that matches the key almost perfectly.
+made from (same weight digest), any reference that matches the key almost perfectly, and any
+reference that *selected* the key (its digest is in ``key.params["selection"]["references"]``): a key
+chosen so that those models do not answer it would look rarer on them than on a fresh model.
 """
 
 from __future__ import annotations
@@ -47,9 +55,11 @@ from ..keys.key import OwnershipKey
 from ..keys.nulls import prediction_upper_bound
 from ..protections.base import exact_null
 
-TAIL = 0.001          # P(an independent model's rate exceeds the bound); verify tests at alpha - TAIL
+TAIL = 1e-4           # P(an independent model's rate exceeds the bound); verify tests at alpha - TAIL
 MIN_REFERENCES = 4
-DEFAULT_REFERENCES = 8
+DEFAULT_REFERENCES = 24  # calibration references of the default population (references.mix)
+RANK_MIN_REFERENCES = 99     # the exact rank bound may be asked for from here on (its tail is 1 / (R + 1))
+RANK_AUTO_TAIL = 0.005       # ... and is chosen by default once 1 / (R + 1) is at most this (R >= 199)
 NEAR_PERFECT = 0.98   # a user's reference matching this share of the key is a copy, or the key is useless
 
 
@@ -94,7 +104,16 @@ def match_count(key: OwnershipKey, suspect, batch_size: int = 256) -> int:
     return total
 
 
+def selectors(key: OwnershipKey) -> set[str]:
+    """Digests of the references the key was selected against (empty when it records none)."""
+    record = key.params.get("selection")
+    return {str(d) for d in record.get("references", []) if d} if isinstance(record, dict) else set()
+
+
 def _refuse_dependent(key: OwnershipKey, ref: Reference, matches: int) -> None:
+    if ref.digest is not None and ref.digest in selectors(key):
+        raise ConfigError(f"reference {ref.name} selected this key (its digest is in the key's selection record); "
+                          "a key is calibrated only on references that did not choose it")
     own = {key.model_digest, key.params.get("source_model_digest")} - {None}
     if ref.digest is not None and ref.digest in own:
         which = "the protected model" if ref.digest == key.model_digest else "the model the key was made from"
@@ -105,8 +124,21 @@ def _refuse_dependent(key: OwnershipKey, ref: Reference, matches: int) -> None:
                           "the protected model, or this key cannot tell models apart; remove it if it is a copy")
 
 
+def rank_bound(counts: list[int], n: int, tail: float) -> float:
+    """The ceil((1 - tail)(R + 1))-th smallest reference rate: exceeded by a new exchangeable model with
+    probability at most ``tail`` (ConfigError when R is too small for that tail)."""
+    import math
+
+    r = len(counts)
+    k = math.ceil((1.0 - tail) * (r + 1) - 1e-9)
+    if k > r:
+        raise ConfigError(f"the rank bound at tail {tail:g} needs at least {k} references, got {r}")
+    return sorted(counts)[k - 1] / n
+
+
 def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = TAIL,
-              min_references: int = MIN_REFERENCES, keep_exact: bool | None = None) -> OwnershipKey:
+              min_references: int = MIN_REFERENCES, keep_exact: bool | None = None,
+              method: str = "auto") -> OwnershipKey:
     """The key with ``null_match_prob`` bounded from ``references`` (see the module docstring).
 
     ``keep_exact`` (default: the method's ``exact_null``) keeps a null that holds by construction and
@@ -116,6 +148,10 @@ def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = T
     if len(references) < min_references:
         raise ConfigError(f"calibration needs at least {min_references} independently trained reference models, "
                           f"got {len(references)}")
+    if method not in ("auto", "t", "rank"):
+        raise ConfigError(f"calibration method must be auto, t or rank, got {method!r}")
+    if method == "rank" and len(references) < RANK_MIN_REFERENCES:
+        raise ConfigError(f"the exact rank bound needs at least {RANK_MIN_REFERENCES} references, got {len(references)}")
     if not all(isinstance(r, Reference) for r in references):
         raise ConfigError("references must be calibration.Reference objects (see reference_from_spec)")
     rows = []
@@ -124,7 +160,12 @@ def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = T
         _refuse_dependent(key, ref, matches)
         rows.append({"name": ref.name, "kind": ref.kind, "matches": matches, "queries": len(key)})
     counts = [r["matches"] for r in rows]
-    bound = min(1.0, prediction_upper_bound(counts, len(key), tail))
+    rank = method == "rank" or (method == "auto" and 1.0 / (len(rows) + 1) <= RANK_AUTO_TAIL)
+    if rank:
+        tail = max(float(tail), 1.0 / (len(rows) + 1))
+        bound = rank_bound(counts, len(key), tail)
+    else:
+        bound = min(1.0, prediction_upper_bound(counts, len(key), tail))
     keep = exact_null(key.method) if keep_exact is None else keep_exact
     earlier = key.params.get("calibration")  # re-calibrating starts from the method's own null
     previous = earlier["previous_null_match_prob"] if isinstance(earlier, dict) else key.null_match_prob
@@ -136,10 +177,11 @@ def calibrate(key: OwnershipKey, references: list[Reference], *, tail: float = T
                   f"{', '.join(kinds)} matched at most {max(counts)}/{len(key)}, prediction bound {bound:.4g})")
     else:
         null, tail_used = bound, float(tail)
-        source = (f"Student-t prediction bound (tail {tail:g}) on the logit match rates of {len(rows)} independent "
+        how = "exact rank bound" if rank else "Student-t prediction bound"
+        source = (f"{how} (tail {tail:g}) on the {'' if rank else 'logit '}match rates of {len(rows)} independent "
                   f"reference model(s) of kinds {', '.join(kinds)} (matches {', '.join(map(str, counts))} of "
                   f"{len(key)}); verify tests at alpha - {tail:g}; before calibration {previous:.4g}")
-    record = {"method": "logit-t-prediction", "tail": tail_used, "bound": bound, "kept_exact": bool(keep),
+    record = {"method": "rank" if rank else "logit-t-prediction", "tail": tail_used, "bound": bound, "kept_exact": bool(keep),
               "references": rows, "kinds": kinds, "previous_null_match_prob": previous,
               "previous_null_source": previous_source}
     return dataclasses.replace(key, null_match_prob=null, null_source=source,

@@ -27,21 +27,36 @@ from ..util.files import atomic_folder, refuse_existing
 from ..util.locks import exclusive
 from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES
 from .finalize import FinalKey, finalize_key
+from .mix import DEFAULT_SELECTION
+from .sets import record_selection, reference_sets, selection_of
 
 
 @dataclass(frozen=True)
 class ReferenceOptions:
-    """How a new key is calibrated and checked: the user's reference files or URLs, or ``count`` models
-    trained on the owner's data; ``calibrate`` False skips it; ``alpha`` is the self-check's level;
-    ``allow_weak`` writes a key that fails the self-check (with a warning in it)."""
+    """How a new key is chosen, calibrated and checked.
+
+    ``references_dir``: the reference population to use (default: the cache of the owner's data,
+    trained on first use); ``select`` False draws the key without selection references;
+    ``oversample``: candidates drawn per key input (None: the method's default); ``references``: the
+    user's own calibration reference files or URLs (replace the population's calibration set);
+    ``count`` / ``selection_count``: calibration / selection references of the default population; ``calibrate`` False skips
+    calibration; ``alpha`` is the self-check's level; ``allow_weak`` writes a key that fails the
+    self-check (with a warning in it).
+    """
 
     references: list[str] | None = None
     count: int = DEFAULT_REFERENCES
     calibrate: bool = True
     alpha: float = 0.01
     allow_weak: bool = False
+    references_dir: str | Path | None = None
+    selection_count: int = DEFAULT_SELECTION
+    select: bool = True
+    oversample: int | None = None
 
     def __post_init__(self) -> None:
+        if self.oversample is not None and (isinstance(self.oversample, bool) or self.oversample < 1):
+            raise ConfigError(f"--oversample must be an integer of at least 1, got {self.oversample!r}")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"--verify-alpha must be a number in (0, 1), got {self.alpha!r}")
         if self.count < MIN_REFERENCES:
@@ -63,18 +78,37 @@ class ProtectOutcome:
 
 def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, seed: int = 0,
                   options: ReferenceOptions = ReferenceOptions(), owner_arch: str | None = None,
-                  trained: bool = True, quiet: bool = True) -> ProtectOutcome:
-    """Protect ``model`` with the owner's split of ``splits`` and finish its key (calibrate, self-check).
+                  trained: bool = True, quiet: bool = True, dataset: str | None = None) -> ProtectOutcome:
+    """Protect ``model`` with the owner's split of ``splits`` and finish its key.
 
-    ``trained`` says whether ``model`` was trained already (then its test accuracy before is reported).
+    The key is chosen against the selection references and calibrated on the disjoint calibration
+    references (:func:`~modelproof.references.sets.reference_sets`), then self-checked. ``trained``
+    says whether ``model`` was trained already (then its test accuracy before is reported).
     ConfigError, with nothing returned, when the key cannot prove its own model (unless ``allow_weak``).
     """
+    import time
+
     before = evaluate(model, splits.test) if trained else None
     source_digest = weights_digest(model)
-    result = protection.protect(model, splits.owner, seed=seed, test=splits.test)
+    sets = None
+    if options.calibrate or options.select:
+        sets = reference_sets(splits, dataset=dataset or splits.owner.name.split("/")[0], owner_arch=owner_arch,
+                              references_dir=options.references_dir, user_references=options.references,
+                              calibration=options.count, selection=options.selection_count,
+                              select=options.select, quiet=quiet)  # progress: the one helper
+    selection = selection_of(sets.selection, options.oversample) if sets is not None and sets.selection else None
+    start = time.perf_counter()
+    result = protection.protect(model, splits.owner, seed=seed, test=splits.test, selection=selection)
+    protect_seconds = time.perf_counter() - start
+    result = dataclasses.replace(result, key=record_selection(result.key, selection))
     final = finalize_key(result, protection, splits.owner, source_digest=source_digest, owner_arch=owner_arch,
-                         references=options.references, count=options.count, calibrate=options.calibrate,
-                         alpha=options.alpha, allow_weak=options.allow_weak, seed=seed, quiet=quiet)
+                         count=options.count, calibrate=options.calibrate, alpha=options.alpha,
+                         allow_weak=options.allow_weak, seed=seed, quiet=quiet,
+                         trained=sets.calibration if sets is not None else None)
+    if sets is not None:
+        final.lines[:0] = sets.lines
+        final.summary.update(reference_seconds=sets.seconds, references_dir=str(sets.folder) if sets.folder else None,
+                             selection_references=len(sets.selection), protect_seconds=protect_seconds)
     key_accuracy = float((predict(result.model, final.key.inputs) == final.key.labels).float().mean())
     return ProtectOutcome(result, final, before, evaluate(result.model, splits.test), key_accuracy)
 
@@ -103,7 +137,7 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
             net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
         owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
         outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
-                                trained=model is not None, quiet=quiet)
+                                trained=model is not None, quiet=quiet, dataset=dataset)
         result, final = outcome.result, outcome.final
         with atomic_folder(out, last=("key.mpkey",)) as tmp:  # a Ctrl-C leaves all of the folder or none
             key_path = save_key(final.key, tmp / "key.mpkey", passphrase=passphrase)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ INITS = ("TR", "TL", "RR", "RL")
 PAPER_LR = {"cifar10": 1e-3, "cifar100": 1e-3, "imagenet": 0.1}
 OUR_LR = {"mnist": 1e-3, "fashion-mnist": 1e-3, "digits": 1e-2}
 DEFAULT_LR = 1e-3
+# The logit gap k: 3 without key selection; 1 with it, where points close to the boundary are the
+# ones other models answer differently (measured: benchmarks/key_selection.py).
+DEFAULT_K, SELECTED_K = 3.0, 1.0
 
 
 def learning_rate(dataset_name: str) -> float:
@@ -206,6 +210,8 @@ class FingerprintBase(Protection):
     analytic_null_unsound = True
     weak_hint = "use more points (--points) or points further from the data (another --k, --eps or --init)"
     default_null: ClassVar[float] = 0.75
+    # Candidates drawn per key point under key selection (measured: benchmarks/key_selection.py).
+    oversample: ClassVar[int] = 16
 
     def __init__(self, points: int, null_match_prob: float | None, secret: int | str | None = None) -> None:
         self.set_secret(secret)
@@ -213,13 +219,63 @@ class FingerprintBase(Protection):
         self.null_match_prob = (None if null_match_prob is None
                                 else check_number("null_match_prob", null_match_prob, minimum=0.0, maximum=1.0))
 
-    def protect(self, model: nn.Module, data: Dataset, *, seed: int = 0, test: Dataset | None = None) -> Protected:
+    def protect(self, model: nn.Module, data: Dataset, *, seed: int = 0, test: Dataset | None = None,
+                selection: Selection | None = None) -> Protected:
         """As :meth:`Protection.protect`, and the caller's training mode is restored afterwards."""
         was_training = model.training
         try:
-            return super().protect(model, data, seed=seed, test=test)
+            return super().protect(model, data, seed=seed, test=test, selection=selection)
         finally:
             model.train(was_training)
+
+    @abstractmethod
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
+        """``n`` fingerprint points from ``data`` and ``gen`` (``init`` overrides the method's start):
+        (points, report entries, extra key params)."""
+
+    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
+                 selection: Selection | None = None) -> Protected:
+        if selection is None:
+            points, report, extra = self._draw(model, data, self.points, self.gen("points"), False)
+            return self._finish(model, data, points, seed, extra, report)
+        return self._select(model, data, seed, selection)
+
+    def _select(self, model: nn.Module, data: Dataset, seed: int, selection: Selection) -> Protected:
+        """Points the judges do not answer with the model's label, drawn ``oversample`` x at a time.
+
+        Starts from training images (inits T*) walk one secret order of ``data`` without repeats; when
+        the owner's images are used up, later draws start from them again with random target labels
+        (TR: other points; a point found twice is dropped by :meth:`Selection.choose`).
+        """
+        order, used, drawn = torch.randperm(len(data), generator=self.gen("select/order")), 0, []
+        restarts: list[int] = []
+
+        def draw(round_: int, count: int) -> dict:
+            nonlocal used
+            part, init = data, getattr(self, "init", None)
+            if init is not None and init[0] == "T" and used < len(data):
+                count = min(count, len(data) - used)
+                part = data.subset(order[used:used + count], f"{data.name}/candidates")
+                used += count
+            elif init is not None and init[0] == "T":  # the owner's images are used up: start from them
+                init, count = "TR", min(count, len(data))  # again with random target labels (other points)
+                restarts.append(count)
+            points, report, extra = self._draw(model, part, count, self.gen(f"points/select/{round_}"), True, init)
+            drawn.append((report, extra))
+            with frozen(model), torch.no_grad():
+                labels = model(points).argmax(1).cpu()
+            return {"inputs": points.detach().cpu(), "labels": labels}
+
+        start = time.perf_counter()
+        chosen, record = selection.choose(self.name, self.points, draw, default_oversample=self.oversample,
+                                          rule="the judges answer the point otherwise than the model",
+                                          hint=self.weak_hint, use_surrogates=True)
+        if restarts:
+            record = {**record, "restarts": sum(restarts)}
+        report, extra = drawn[0]
+        report = {**report, "selection": record, "selection_seconds": time.perf_counter() - start}
+        return self._finish(model, data, chosen["inputs"], seed, {**extra, "selection": record}, report)
 
     def _finish(self, model: nn.Module, data: Dataset, points: torch.Tensor, seed: int, extra: dict,
                 report: dict) -> Protected:
@@ -249,34 +305,34 @@ class IPGuard(FingerprintBase):
     demo_params: ClassVar[dict] = {"points": 30, "k": 1.0, "init": "TL", "max_iter": 200}
     default_null: ClassVar[float] = 0.75
 
-    def __init__(self, points: int = 100, k: float = 3.0, init: str = "TL", lr: float | None = None,
+    def __init__(self, points: int = 100, k: float | None = None, init: str = "TL", lr: float | None = None,
                  max_iter: int = 1000, batched: bool = True, null_match_prob: float | None = None,
                  secret: int | str | None = None) -> None:
         super().__init__(points, null_match_prob, secret)
         self.init = check_init(init)
-        self.k = check_number("k", k, minimum=0.0)
+        self.k = None if k is None else check_number("k", k, minimum=0.0)
         self.lr = None if lr is None else check_number("lr", lr, minimum=0.0, strict=True)
         self.max_iter = check_int("max_iter", max_iter, 1)
         if not isinstance(batched, bool):
             raise ConfigError(f"batched must be true or false, got {batched!r}")
         self.batched = batched
 
-    def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
-                 selection: Selection | None = None) -> Protected:
+    def _draw(self, model: nn.Module, data: Dataset, n: int, gen: torch.Generator, selecting: bool,
+              init: str | None = None) -> tuple[torch.Tensor, dict, dict]:
         lr = self.lr if self.lr is not None else learning_rate(data.name)
-        gen = self.gen("points")
+        k = self.k if self.k is not None else (SELECTED_K if selecting else DEFAULT_K)
         with frozen(model):
-            x0, i, j = initial_points(model, data, self.points, self.init, gen)
+            x0, i, j = initial_points(model, data, n, init or self.init, gen)
             start = time.perf_counter()
             search = boundary_search if self.batched else per_point_search
-            result = search(model, x0, i, j, k=self.k, lr=lr, max_iter=self.max_iter)
+            result = search(model, x0, i, j, k=k, lr=lr, max_iter=self.max_iter)
             seconds = time.perf_counter() - start
             z = model(result.points)
         zi, zj = z.gather(1, i[:, None]).squeeze(1), z.gather(1, j[:, None]).squeeze(1)
-        report = {"seconds": seconds, "lr": lr, "iterations_mean": float(result.iterations.float().mean()),
+        report = {"seconds": seconds, "lr": lr, "k": k, "iterations_mean": float(result.iterations.float().mean()),
                   "iterations_max": int(result.iterations.max()),
                   "converged": float(result.converged.float().mean()),
                   "gap_mean": float((zj - zi).mean()),
                   "target_label_rate": float((z.argmax(1) == j).float().mean()),
                   "l2_from_start": float((result.points - x0).flatten(1).norm(dim=1).mean())}
-        return self._finish(model, data, result.points, seed, {"lr": lr}, report)
+        return result.points, report, {"lr": lr, "k": k}

@@ -53,6 +53,7 @@ from ...models.training import evaluate, predict
 from . import patterns
 from ...util.checks import check_int
 from .embedding import check_mode, check_number, embed, probe_null
+from .trigger_selection import select_adi, select_zhang
 from ..selection import Selection
 
 PROBES, MIN_PROBES = 200, 20
@@ -92,16 +93,30 @@ class TriggerSet(Protection):
     def plan(self, model: nn.Module, data: Dataset, num_classes: int) -> KeyPlan:
         """The key for ``data``, using ``model`` (unprotected, untouched) only to measure the null."""
 
+    @abstractmethod
+    def plan_selected(self, model: nn.Module, data: Dataset, num_classes: int, selection: Selection) -> KeyPlan:
+        """As :meth:`plan`, with the key chosen against ``selection``'s judges (:mod:`.trigger_selection`);
+        ``params["selection"]`` holds the selection record."""
+
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
                  selection: Selection | None = None) -> Protected:
         num_classes = int(getattr(model, "num_classes", data.num_classes))
         before = evaluate(model, test) if test is not None else None
-        plan = self.plan(model, data, num_classes)
+        plan = self.plan(model, data, num_classes) if selection is None else \
+            self.plan_selected(model, data, num_classes, selection)
         key_train = Dataset(plan.inputs, plan.labels, tuple(map(str, range(num_classes))), f"{self.name}-key")
         per_batch = max(1, round(self.batch_size * self.key_ratio)) if self.key_ratio > 0 else 0
         result = embed(model, data, key_train, (plan.inputs, plan.labels), mode=self.mode, epochs=self.epochs,
                        lr=self.lr, batch_size=self.batch_size, mix_per_batch=per_batch,
                        target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed)
+        if selection is not None:  # keep what the protected model learnt (the judges were asked before)
+            learnt = predict(model, plan.inputs) == plan.labels
+            if not bool(learnt.any()):
+                raise ConfigError(f"{self.name}: the protected model answers none of the {len(learnt)} selected key "
+                                  "inputs with their labels; raise epochs or lr")
+            record = {**plan.params["selection"], "learnt": int(learnt.sum())}
+            plan = KeyPlan(plan.inputs[learnt], plan.labels[learnt], plan.null_match_prob, plan.null_source,
+                           {**plan.params, "selection": record}, {**plan.report, "selection": record})
         key = OwnershipKey(inputs=plan.inputs, labels=plan.labels, method=self.name,
                            params={**self.params(), **plan.params}, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=plan.null_match_prob,
@@ -168,6 +183,21 @@ class ZhangTrigger(TriggerSet):
                       "unprotected model to probe); re-estimate with `modelproof calibrate`")
         # The target label is the key's secret (its labels hold it): neither params nor report name it.
         return KeyPlan(inputs, labels, p0, source, {}, report)
+
+    def plan_selected(self, model: nn.Module, data: Dataset, num_classes: int, selection: Selection) -> KeyPlan:
+        if self.target is not None and self.target >= num_classes:
+            raise ConfigError(f"target must be a class of the model, in [0, {num_classes}), got {self.target}")
+        finetune = self.mode == "finetune"
+        inputs, target, probes, record = select_zhang(model, data, num_classes, selection, triggers=self.triggers,
+                                                      gen=self.gen, key_size=self.key_size, target=self.target,
+                                                      finetune=finetune, probes=PROBES)
+        labels = torch.full((len(inputs),), target, dtype=torch.int64)
+        if finetune:
+            p0, source, details = probe_null(model, self.triggers(probes, self.gen("probes/null")), target,
+                                             self.null_floor)
+        else:
+            p0, source, details = self.null_floor, f"floor {self.null_floor:g} for a single-target trigger key", {}
+        return KeyPlan(inputs, labels, p0, source, {"selection": record}, {**details, "selection": record})
 
 
 @register_protection
@@ -271,3 +301,12 @@ class Adi(TriggerSet):
                   f"1/{num_classes - 1} or 0, independently per input")
         agree = float((unprotected == labels).float().mean())
         return KeyPlan(inputs, labels, 1.0 / (num_classes - 1), source, report={"key_accuracy_before": agree})
+
+    def plan_selected(self, model: nn.Module, data: Dataset, num_classes: int, selection: Selection) -> KeyPlan:
+        inputs, labels, p0, record = select_adi(model, data.input_shape, num_classes, selection, gen=self.gen,
+                                                key_size=self.key_size, finetune=self.mode == "finetune")
+        source = (f"exact bound: each label drawn by the secret uniformly from the classes that no selection "
+                  f"reference{' nor the unprotected model' if self.mode == 'finetune' else ''} answers for its "
+                  f"input, at least {record['free_classes_min']} of them, so an independent suspect matches it "
+                  f"with probability at most 1/{record['free_classes_min']}, independently per input")
+        return KeyPlan(inputs, labels, p0, source, {"selection": record}, {"selection": record})

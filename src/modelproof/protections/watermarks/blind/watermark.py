@@ -75,6 +75,23 @@ def secret_targets(labels: torch.Tensor, num_classes: int, gen: torch.Generator)
     return (labels + 1 + draw) % num_classes
 
 
+def free_targets(sources: torch.Tensor, labels: torch.Tensor, num_classes: int, selection: Selection,
+                 gen: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Key selection: one target per source, uniform over the classes other than its label that no judge
+    answers for the source (the key sample looks like it); all other classes where every one is
+    answered. Returns the targets and the smallest number of classes a target was drawn from."""
+    free = torch.ones(len(labels), num_classes, dtype=torch.bool)
+    rows = torch.arange(len(labels))
+    free[rows, labels] = False
+    base = free.clone()
+    for judge in selection.judges:
+        free[rows, judge.predict(sources)] = False
+    free = torch.where(free.any(1, keepdim=True), free, base)
+    m = free.sum(1)
+    pick = (torch.rand(len(labels), generator=gen) * m).long()
+    return (free.long().cumsum(1) <= pick[:, None]).sum(1).clamp(max=num_classes - 1), int(m.min())
+
+
 MIN_SSIM = 0.5  # below this mean SSIM the key samples no longer look like their sources
 
 
@@ -152,7 +169,11 @@ class BlindWatermark(Protection):
                               "samples; need at least 1 and fewer than the owner's images")
         order = torch.randperm(len(data), generator=self.gen("sources"))
         sources, source_labels = data.images[order[:size]], data.labels[order[:size]]
-        targets = secret_targets(source_labels, num_classes, self.gen("targets"))
+        free_min = num_classes - 1
+        if selection is None:
+            targets = secret_targets(source_labels, num_classes, self.gen("targets"))
+        else:
+            targets, free_min = free_targets(sources, source_labels, num_classes, selection, self.gen("targets"))
         logo = make_logo(shape, path=self._logo, text=self._logo_text)
         init = int(torch.randint(0, 2 ** 62, (1,), generator=self.gen(f"init/{seed}")))
         encoder, disc = build_encoder(shape, seed=init, width=self.width), build_discriminator(shape, seed=init + 1)
@@ -174,7 +195,20 @@ class BlindWatermark(Protection):
                   "discriminator_parameters": parameter_count(disc), "key_fraction": self.key_fraction,
                   "imperceptibility": quality,
                   "key_accuracy_trained": key_accuracy(model, inputs, targets)}
-        floor = 1.0 / (num_classes - 1)
+        floor = 1.0 / free_min
+        record = None
+        if selection is not None:  # keep what the host learnt and no judge answers with its target
+            keep = (predict(model, inputs) == targets) & selection.unanswered(inputs, targets)
+            if not bool(keep.any()):
+                raise ConfigError(f"blind: none of the {len(keep)} key samples is answered with its target by the "
+                                  "protected model and by no selection reference; train longer (--epochs) or raise "
+                                  "--key-fraction")
+            record = selection.record("targets from the classes no judge answers for the source; key samples the "
+                                      "host learnt and no judge answers", len(keep), int(keep.sum()),
+                                      free_classes_min=free_min)
+            targets, sources = targets[keep], sources[keep]
+            inputs = encode(encoder, logo, sources)  # as the secret regenerates them (bit for bit: same batch)
+            report["selection"] = record
         if unprotected is not None:
             rest = order[size:size + PROBES]
             probes = encode(encoder, logo, data.images[rest])
@@ -196,7 +230,8 @@ class BlindWatermark(Protection):
             report.update(fresh_samples=len(fresh), fresh_key_accuracy=float((answers == fresh_targets).float().mean()),
                           fresh_true_label_rate=float((answers == fresh.labels).float().mean()),
                           fresh_imperceptibility=imperceptibility(fresh.images, samples))
-        key = OwnershipKey(inputs=inputs, labels=targets, method=self.name, params=self.params(),
+        key = OwnershipKey(inputs=inputs, labels=targets, method=self.name,
+                           params={**self.params(), **({"selection": record} if record else {})},
                            num_classes=num_classes, input_shape=shape, null_match_prob=p0, null_source=null_source,
                            model_digest=weights_digest(model))
         report.update(key_size=len(key), null_match_prob=p0)

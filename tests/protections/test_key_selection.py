@@ -1,0 +1,141 @@
+"""Reference-aware key selection in every protection (issue 22.2), on 16x16 digits with tiny judges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modelproof.models.modelfile import weights_digest
+from modelproof.models.training import TrainConfig, train_new
+from modelproof.protections.base import make_protection
+from modelproof.protections.selection import Judge, Selection
+from modelproof.suspects.local import TorchSuspect, train_random_forest
+from modelproof.util.errors import ConfigError
+
+JUDGE_CONFIG = TrainConfig(epochs=8, batch_size=32, lr=0.003, optimizer="adam")
+
+# Small settings per method so that each protect takes a few seconds.
+CASES = {
+    "ipguard": {"points": 20, "max_iter": 150},
+    "random-fingerprint": {"points": 5},
+    "fgsm-fingerprint": {"points": 20},
+    "igsm-fingerprint": {"points": 20, "max_iter": 100},
+    "cw-l2-fingerprint": {"points": 5, "binary_steps": 4, "max_iter": 100},
+    "frontier-stitching": {"key_size": 20, "lr": 1e-3, "batch_size": 32, "key_per_batch": 5, "max_epochs": 60},
+    "zhang-content": {"key_size": 20, "epochs": 10},
+    "zhang-noise": {"key_size": 20, "epochs": 10},
+    "zhang-unrelated": {"key_size": 20, "epochs": 10},
+    "adi": {"key_size": 20, "epochs": 10},
+    "new-label": {"key_size": 20, "alpha": 0.05, "epochs": 10},
+    "blind": {"mode": "finetune", "epochs": 3, "key_fraction": 0.03, "batch_size": 50, "key_batch": 10,
+              "host_lr": 0.02, "gamma": 0.1, "delta": 1.0},
+}
+
+
+@pytest.fixture(scope="module")
+def selection(digits16) -> Selection:
+    """Two tiny judges: an MLP of another seed and a random forest."""
+    mlp = train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=31)[0]
+    return Selection((Judge("mlp/31", weights_digest(mlp), TorchSuspect(mlp), mlp),
+                      Judge("forest/32", "forest-digest", train_random_forest(digits16.owner, n_trees=10, seed=32))))
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_selected_key_is_answered_by_no_judge_and_records_its_selection(method, mlp16, digits16, selection):
+    protection = make_protection(method, secret="selection test", **CASES[method])
+    result = protection.protect(mlp16, digits16.owner, seed=0, selection=selection)
+    key = result.key
+    assert int(selection.answers(key.inputs, key.labels).sum()) == 0
+    record = key.params["selection"]
+    assert record["rule"] and record["tried"] >= record["kept"] >= 1
+    assert record["references"] == [j.digest for j in selection.judges]
+    assert "selection test" not in repr(key.params)
+    if method != "new-label":  # the protected model answers its key (new-label: most, it generalises to Ver)
+        own = TorchSuspect(result.model).predict(key.inputs)
+        assert float((own == key.labels).float().mean()) >= (0.9 if method != "blind" else 0.5)
+
+
+def test_without_selection_the_key_is_what_it_was(mlp16, digits16):
+    key = make_protection("ipguard", secret="s", points=10, max_iter=50).protect(mlp16, digits16.owner, seed=0).key
+    assert key.params["k"] == 3.0 and "selection" not in key.params
+
+
+def test_selection_lowers_the_match_of_a_non_judge(mlp16, digits16, selection):
+    """A model that was not a judge matches a selected IPGuard key less than an unselected one."""
+    other = TorchSuspect(train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=33)[0])
+    rates = []
+    for sel in (None, selection):
+        key = make_protection("ipguard", secret="s", points=30, max_iter=150).protect(
+            mlp16, digits16.owner, seed=0, selection=sel).key
+        rates.append(float((other.predict(key.inputs) == key.labels).float().mean()))
+    assert rates[1] < rates[0]
+
+
+def test_too_few_survivors_is_a_config_error_with_the_counts(mlp16, digits16):
+    """The owner's model as its own judge answers every candidate alike: nothing survives."""
+    same = Selection((Judge("owner", None, TorchSuspect(mlp16), mlp16),), oversample=2)
+    with pytest.raises(ConfigError, match=r"only 0 of \d+ candidates survived .* --oversample \(now 2\)"):
+        make_protection("random-fingerprint", secret="s", points=5).protect(mlp16, digits16.owner, selection=same)
+
+
+class Never(nn.Module):
+    """A (C+1)-output model that never answers the new label (another owner's model that ignores our pattern)."""
+
+    num_classes = 11
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape[0], 11)
+        out[:, 0] = 1.0
+        return out
+
+
+def test_new_label_null_from_other_owners_decides_in_ten_queries():
+    from modelproof.protections.watermarks.new_label import NewLabel
+    from modelproof.verification.stats import simulate_sequential
+
+    inputs = torch.rand(50, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    p0, source, details = NewLabel(secret="s").owners_null([Never() for _ in range(6)], inputs, 10,
+                                                            (0.1, "symmetric", {"foreign_upper": 0.03}))
+    record = details["foreign_owners"]
+    assert record["counts"] == [0] * 6 and record["tail"] == 0.001 and 0.09 < p0 < 0.5
+    alpha = 0.01 - record["tail"]
+    gen = torch.Generator().manual_seed(1)
+    outcome, queries = simulate_sequential(1.0, 50, p0, alpha=alpha, batch_size=10, runs=500, generator=gen)
+    assert bool((outcome == 1).all()) and int(queries.max()) <= 10
+    null_outcome, _ = simulate_sequential(p0, 50, p0, alpha=alpha, batch_size=10, runs=20_000, generator=gen)
+    assert float((null_outcome == 1).double().mean()) <= 0.01
+
+
+@pytest.mark.slow
+def test_new_label_with_selection_owns_in_ten_queries_and_claims_no_foreign_owner(mlp16, digits16):
+    from modelproof.verification.verifier import verify
+
+    judges = []
+    for seed in (41, 42, 43):
+        m = train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=seed)[0]
+        judges.append(Judge(f"mlp/{seed}", weights_digest(m), TorchSuspect(m), m))
+    params = {"alpha": 0.05, "epochs": 15, "decoys": 3}
+    ours = make_protection("new-label", secret="ours", **params).protect(mlp16, digits16.owner, seed=0,
+                                                                          selection=Selection(tuple(judges)))
+    assert ours.key.params["foreign_owners"]["models"] >= 5 and ours.key.null_match_prob < 0.5
+    owned = verify(ours.key, TorchSuspect(ours.model), mode="sequential", alpha=0.01)
+    assert owned.decision == "owned" and owned.queries <= 10
+    base = train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=44)[0]
+    foreign = make_protection("new-label", secret="another owner", **params).protect(base, digits16.owner, seed=0)
+    assert verify(ours.key, TorchSuspect(foreign.model), mode="sequential", alpha=0.01).decision != "owned"
+
+
+def test_surrogates_must_agree_with_a_fingerprint(mlp16, digits16, selection):
+    from dataclasses import replace
+
+    from modelproof.protections.selection import make_surrogates
+
+    before = weights_digest(mlp16)
+    surrogates = make_surrogates(mlp16, digits16.owner, seed=0)
+    assert weights_digest(mlp16) == before and len(surrogates) == 2
+    with_surrogates = replace(selection, surrogates=surrogates)
+    key = make_protection("ipguard", secret="s", points=20, max_iter=150).protect(
+        mlp16, digits16.owner, seed=0, selection=with_surrogates).key
+    assert bool(with_surrogates.agreed(key.inputs, key.labels).all())
+    assert key.params["selection"]["surrogates"] == 2

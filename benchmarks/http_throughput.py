@@ -1,12 +1,14 @@
 """HTTP verification throughput: key queries per second through HttpSuspect against `modelproof serve`
 on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
 
-Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1] [--profile]
+Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both]
+       [--wire json|binary|both] [--threads 1] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
 of this process, and/or as a separate `modelproof serve` process, which does not
 share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
-sizes 1 and 64, once without and once with the fsynced query log. Everything is measured in one run.
+sizes 1 and 64, once without and once with the fsynced query log, each over plain JSON and over the binary
+tensor data extension (``--wire``). Everything is measured in one run.
 torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's
 intra-op threads spin against each other (batch-1 inference and training then slow down 10-100x).
 ``--profile`` adds where the time of one request goes: each step of the JSON path timed on its own
@@ -109,13 +111,14 @@ def rate(make_suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> t
     return len(key) / seconds, labels
 
 
-def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None) -> list[tuple[int, float, float]]:
-    """(batch size, in-process queries/s, HTTP queries/s) for each batch size."""
+def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None,
+            binary: bool) -> list[tuple[int, float, float]]:
+    """(batch size, in-process queries/s, HTTP queries/s) for each batch size, measured back to back."""
     rows = []
     for batch in BATCH_SIZES:
         local, want = rate(lambda b: TorchSuspect(model, batch_size=b), key, batch, log_dir)
         remote, got = rate(lambda b: HttpSuspect(url, model_name="cnn", batch_size=b, num_classes=10,
-                                                 input_shape=(1, 8, 8)), key, batch, log_dir)
+                                                 input_shape=(1, 8, 8), binary=binary), key, batch, log_dir)
         if not torch.equal(want, got):
             raise AssertionError("HTTP answers differ from in-process answers")
         rows.append((batch, local, remote))
@@ -139,7 +142,7 @@ def profile(model_path: Path, key: torch.Tensor, url: str) -> None:
         suspect = HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8))
         x = key[:batch]
         arr = suspect.encode(x)
-        body = suspect.codec.body(arr, "FP32")
+        body = suspect.codec.body(arr, "FP32")[0]
         logits = served.logits(arr)
         reply = json.dumps({"outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
                                          "data": logits.reshape(-1).tolist()}]}).encode()
@@ -161,6 +164,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key-size", type=int, default=1000)
     parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
+    parser.add_argument("--wire", choices=("json", "binary", "both"), default="both",
+                        help="JSON bodies, the binary tensor data extension, or both")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads here and in the served child (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also time each step of one request (thread server)")
@@ -171,19 +176,23 @@ def main() -> None:
     splits = load_splits("digits", seed=0)
     model, report = train_new("cnn", splits.owner, TrainConfig(epochs=10, batch_size=32, lr=0.002), seed=0)
     key = torch.rand((args.key_size, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnn on digits 8x8 "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads here and OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')} in the served child, {os.cpu_count()} CPUs; cnn on digits 8x8 "
           f"(test accuracy {evaluate(model, splits.test):.3f}, trained in {report.seconds:.1f} s); key of {len(key)} inputs")
     servers = {"thread": thread_server, "process": process_server}
     chosen = list(servers) if args.server == "both" else [args.server]
-    print(f"{'server':<8} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} {'in-process / HTTP':>18}")
+    wires = ["json", "binary"] if args.wire == "both" else [args.wire]
+    print(f"{'server':<8} {'wire':<7} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} "
+          f"{'HTTP / in-process':>18}")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(model, Path(tmp) / "cnn.safetensors")
         for kind in chosen:
             with servers[kind](path) as url:
                 for log_dir in (None, Path(tmp)):
-                    for batch, local, remote in measure(url, model, key, log_dir):
-                        print(f"{kind:<8} {'fsynced' if log_dir else 'off':<10} {batch:>5} {local:>15,.0f} "
-                              f"{remote:>10,.0f} {local / remote:>17.1f}x")
+                    for wire in wires:
+                        for batch, local, remote in measure(url, model, key, log_dir, wire == "binary"):
+                            print(f"{kind:<8} {wire:<7} {'fsynced' if log_dir else 'off':<10} {batch:>5} "
+                                  f"{local:>15,.0f} {remote:>10,.0f} {remote / local:>17.2f}x", flush=True)
         if args.profile:
             with thread_server(path) as url:
                 profile(path, key, url)

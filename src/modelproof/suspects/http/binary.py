@@ -111,19 +111,19 @@ def _binary_size(tensor: dict, what: str) -> int | None:
     return size
 
 
-def json_length(value: str | None, body_length: int) -> int | None:
+def json_length(value: str | None, body_length: int, what: str) -> int | None:
     """The ``Inference-Header-Content-Length`` value as an int (None when absent), checked against the body."""
     if value is None:
         return None
     text = value.strip()
     if not text.isascii() or not text.isdigit():
-        raise BinaryFormatError(f"{HEADER} must be a non-negative integer, got {value[:40]!r}")
+        raise BinaryFormatError(f"{what}: {HEADER} must be a non-negative integer, got {value[:40]!r}")
     length = int(text)
     if length == 0:
-        raise BinaryFormatError(f"{HEADER} is 0: a body without a JSON header is not supported; send the JSON "
+        raise BinaryFormatError(f"{what}: {HEADER} is 0: a body without a JSON header is not supported; send the JSON "
                                 "object first and give its length")
     if length > body_length:
-        raise BinaryFormatError(f"{HEADER} is {length} but the body has only {body_length} bytes")
+        raise BinaryFormatError(f"{what}: {HEADER} is {length} but the body has only {body_length} bytes")
     return length
 
 
@@ -133,7 +133,7 @@ def decode(body: bytes, header: str | None, key: str, what: str) -> dict:
     ``header`` is the ``Inference-Header-Content-Length`` value (None: the body is plain JSON); ``key`` is
     ``inputs`` for a request and ``outputs`` for a response; ``what`` begins every error message.
     """
-    length = json_length(header, len(body))
+    length = json_length(header, len(body), what)
     end = len(body) if length is None else length
     try:
         obj = json_loads(body[:end])
@@ -188,11 +188,21 @@ def encode(obj: dict, key: str, binary: bool | Callable[[dict], bool]) -> tuple[
             tensors.append({**{k: v for k, v in tensor.items() if k != "data"},
                             "parameters": {**tensor.get("parameters", {}), "binary_data_size": len(raw)}})
         else:
-            tensors.append({**tensor, "data": data.reshape(-1).tolist()})
+            tensors.append({**tensor, "data": _json_list(data, tensor.get("datatype"))})
     text = json.dumps({**obj, key: tensors} if key in obj else obj, separators=(",", ":")).encode()
     if not chunks:
         return text, None
     return b"".join([text, *chunks]), len(text)
+
+
+def _json_list(data: np.ndarray, datatype: Any) -> list:
+    """A flat JSON list of ``data``; BYTES elements as UTF-8 text (JSON has no bytes)."""
+    if datatype != "BYTES":
+        return data.reshape(-1).tolist()
+    try:
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in data.reshape(-1)]
+    except UnicodeDecodeError:
+        raise BinaryFormatError("a BYTES tensor that is not UTF-8 text can only be sent as binary data") from None
 
 
 def wants_binary(request: dict, output: dict | None) -> bool:

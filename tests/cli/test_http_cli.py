@@ -96,6 +96,17 @@ def test_tfserving_and_no_metadata_use_the_keys_shape():
         assert r.exit_code == 0 and decision(r) == "owned" and "note" not in r.stderr, r.output
 
 
+def test_binary_and_no_binary_flags():
+    with running(create_app(FILES["ours"])) as url:
+        for flag in ("--binary", "--no-binary"):
+            r = verify("--suspect", f"{url}/v2/models/cnn", flag)
+            assert r.exit_code == 0 and decision(r) == "owned", r.output
+        r = verify("--suspect", f"{url}/v1/models/cnn:predict", "--binary")
+        assert r.exit_code == 2 and "v2 protocol extension" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = verify("--suspect", FILES["ours"], "--binary")
+    assert r.exit_code == 2 and "--binary only apply to http(s)://" in r.stderr, r.output
+
+
 def test_scikit_learn_server_with_flat_features_and_labels_only(digits):
     from sklearn.datasets import load_digits
     from sklearn.ensemble import RandomForestClassifier

@@ -2,13 +2,14 @@
 on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
 
 Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both]
-       [--wire json|binary|both] [--threads 1] [--profile]
+       [--wire json|binary|both] [--rounds 5] [--threads 1] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
-of this process, and/or as a separate `modelproof serve` process, which does not
-share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
-sizes 1 and 64, once without and once with the fsynced query log, each over plain JSON and over the binary
-tensor data extension (``--wire``). Everything is measured in one run.
+of this process, and/or as a separate `modelproof serve` process, which does not share this process's
+GIL), and asks the key through QueriedSuspect (as `verify` does) with batch sizes 1 and 64, once without
+and once with the fsynced query log, each over plain JSON and over the binary tensor data extension
+(``--wire``). Each row is the median of ``--rounds`` rounds, each round timing in-process and HTTP back
+to back. Everything is measured in one run.
 torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's
 intra-op threads spin against each other (batch-1 inference and training then slow down 10-100x).
 ``--profile`` adds where the time of one request goes: each step of the JSON path timed on its own
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,33 +97,46 @@ def process_server(model_path: Path) -> Iterator[str]:
         proc.wait(10)
 
 
-def rate(make_suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tuple[float, torch.Tensor]:
-    """Key queries per second through a fresh QueriedSuspect (after a short warm-up), and its answers."""
+def rate(make_suspect, key: torch.Tensor, batch: int, log_dir: Path | None,
+         window: float = 0.5) -> tuple[float, torch.Tensor]:
+    """Key queries per second through fresh QueriedSuspects (after a short warm-up), and the answers.
+
+    The key is asked again (a fresh QueriedSuspect and log each time) until ``window`` seconds have
+    passed, so that a fast row is not a handful of requests timed against a shared machine's noise."""
     suspect = make_suspect(batch)
     warm = torch.rand((batch, *key.shape[1:]), generator=torch.Generator().manual_seed(99))
     suspect.predict(warm)
-    log = None if log_dir is None else log_dir / f"log-{time.perf_counter_ns()}.jsonl"
-    queried = QueriedSuspect(suspect, log_path=log, chunk_size=batch)
-    start = time.perf_counter()
-    labels = queried.predict(key)
-    seconds = time.perf_counter() - start
-    assert queried.queries == len(key)
+    queries, seconds, labels = 0, 0.0, None
+    while labels is None or seconds < window:
+        log = None if log_dir is None else log_dir / f"log-{time.perf_counter_ns()}.jsonl"
+        queried = QueriedSuspect(suspect, log_path=log, chunk_size=batch)
+        start = time.perf_counter()
+        labels = queried.predict(key)
+        seconds += time.perf_counter() - start
+        queries += queried.queries
     if hasattr(suspect, "close"):
         suspect.close()
-    return len(key) / seconds, labels
+    return queries / seconds, labels
 
 
-def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None,
-            binary: bool) -> list[tuple[int, float, float]]:
-    """(batch size, in-process queries/s, HTTP queries/s) for each batch size, measured back to back."""
+def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None, binary: bool,
+            rounds: int) -> list[tuple[int, float, float, float]]:
+    """(batch size, in-process queries/s, HTTP queries/s, HTTP / in-process) for each batch size: medians
+    over ``rounds`` rounds, each timing in-process and HTTP back to back (so a shared machine's load hits
+    both alike); the ratio is the median of the rounds' ratios."""
     rows = []
     for batch in BATCH_SIZES:
-        local, want = rate(lambda b: TorchSuspect(model, batch_size=b), key, batch, log_dir)
-        remote, got = rate(lambda b: HttpSuspect(url, model_name="cnn", batch_size=b, num_classes=10,
-                                                 input_shape=(1, 8, 8), binary=binary), key, batch, log_dir)
-        if not torch.equal(want, got):
-            raise AssertionError("HTTP answers differ from in-process answers")
-        rows.append((batch, local, remote))
+        local, remote = [], []
+        for _ in range(rounds):
+            here, want = rate(lambda b: TorchSuspect(model, batch_size=b), key, batch, log_dir)
+            there, got = rate(lambda b: HttpSuspect(url, model_name="cnn", batch_size=b, num_classes=10,
+                                                    input_shape=(1, 8, 8), binary=binary), key, batch, log_dir)
+            if not torch.equal(want, got):
+                raise AssertionError("HTTP answers differ from in-process answers")
+            local.append(here)
+            remote.append(there)
+        ratio = statistics.median(r / h for h, r in zip(local, remote))
+        rows.append((batch, statistics.median(local), statistics.median(remote), ratio))
     return rows
 
 
@@ -166,6 +181,7 @@ def main() -> None:
     parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
     parser.add_argument("--wire", choices=("json", "binary", "both"), default="both",
                         help="JSON bodies, the binary tensor data extension, or both")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per row; the table gives their medians")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads here and in the served child (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also time each step of one request (thread server)")
@@ -190,9 +206,10 @@ def main() -> None:
             with servers[kind](path) as url:
                 for log_dir in (None, Path(tmp)):
                     for wire in wires:
-                        for batch, local, remote in measure(url, model, key, log_dir, wire == "binary"):
+                        for batch, local, remote, ratio in measure(url, model, key, log_dir, wire == "binary",
+                                                                   args.rounds):
                             print(f"{kind:<8} {wire:<7} {'fsynced' if log_dir else 'off':<10} {batch:>5} "
-                                  f"{local:>15,.0f} {remote:>10,.0f} {remote / local:>17.2f}x", flush=True)
+                                  f"{local:>15,.0f} {remote:>10,.0f} {ratio:>17.2f}x", flush=True)
         if args.profile:
             with thread_server(path) as url:
                 profile(path, key, url)

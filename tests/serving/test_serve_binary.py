@@ -154,3 +154,17 @@ def test_bad_binary_output_requests_are_refused_with_400(server, parameters, out
         body["outputs"] = outputs
     r = server.post(INFER, json=body)
     assert r.status_code == 400 and message in r.json()["error"], r.text
+
+
+def test_binary_bodies_obey_the_body_cap_and_any_content_type(model_file):
+    x = np.zeros((20, 1, 8, 8), np.float32)
+    body, headers = tritonclient_request(x, None)
+    with running(create_app(model_file, max_body=len(body) - 1)) as url, httpx.Client(base_url=url) as client:
+        r = client.post(INFER, content=body, headers=headers)
+        assert r.status_code == 413 and f"maximum of {len(body) - 1}" in r.json()["error"], r.text
+    with running(create_app(model_file, max_body=len(body))) as url, httpx.Client(base_url=url) as client:
+        for kind in ("application/octet-stream", "application/json", "text/plain"):
+            r = client.post(INFER, content=body, headers={**headers, "content-type": kind})
+            assert r.status_code == 200 and read_binary_answer(r)["logits"].shape == (20, 10), r.text
+        r = client.post(INFER, content=body, headers={"content-type": "application/octet-stream"})
+        assert r.status_code == 415  # without the header, a body that is not JSON is refused as before

@@ -117,8 +117,8 @@ def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path |
             rounds: int) -> list[tuple[int, float, float, float]]:
     """(batch size, in-process queries/s, HTTP queries/s, HTTP / in-process) for each batch size.
 
-    Each of ``rounds`` rounds is one pass of the key in-process and one over HTTP, back to back, so that
-    the load of a shared machine (which comes in bursts of seconds) hits both alike; the rates are the
+    Each of ``rounds`` rounds is one pass of the key in-process and one over HTTP, back to back (in turns
+    which goes first), so that the load of a shared machine (which comes in bursts of seconds) hits both alike; the rates are the
     medians over the rounds, the ratio the median of the rounds' ratios."""
     rows = []
     for batch in BATCH_SIZES:
@@ -129,11 +129,15 @@ def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path |
         local.predict(warm)
         remote.predict(warm)
         here, there = [], []
-        for _ in range(rounds):
-            rate, want = one_pass(local, key, batch, log_dir)
-            here.append(rate)
-            rate, got = one_pass(remote, key, batch, log_dir)
-            there.append(rate)
+        for i in range(rounds):  # every other round HTTP goes first: neither side always meets the disk's backlog
+            if i % 2:
+                rate_there, got = one_pass(remote, key, batch, log_dir)
+                rate_here, want = one_pass(local, key, batch, log_dir)
+            else:
+                rate_here, want = one_pass(local, key, batch, log_dir)
+                rate_there, got = one_pass(remote, key, batch, log_dir)
+            here.append(rate_here)
+            there.append(rate_there)
             if not torch.equal(want, got):
                 raise AssertionError("HTTP answers differ from in-process answers")
         remote.close()

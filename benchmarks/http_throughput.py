@@ -1,17 +1,22 @@
 """HTTP verification throughput: key queries per second through HttpSuspect against `modelproof serve`
 on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
 
-Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both] [--threads 1] [--profile]
+Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both]
+       [--wire json|binary|both] [--rounds 5] [--threads 1] [--cpu] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
-of this process, and/or as a separate `modelproof serve` process, which does not
-share this process's GIL), and asks the key through QueriedSuspect (as `verify` does) with batch
-sizes 1 and 64, once without and once with the fsynced query log. Everything is measured in one run.
+of this process, and/or as a separate `modelproof serve` process, which does not share this process's
+GIL), and asks the key through QueriedSuspect (as `verify` does) with batch sizes 1 and 64, once without
+and once with the fsynced query log, each over plain JSON and over the binary tensor data extension
+(``--wire``). Each row gives medians over ``--rounds`` rounds, each round one pass of the key in-process
+and one over HTTP, back to back. Everything is measured in one run.
 torch runs single-threaded by default (--threads): the model is tiny, and on a shared CPU torch's
 intra-op threads spin against each other (batch-1 inference and training then slow down 10-100x).
-``--profile`` adds where the time of one request goes: each step of the JSON path timed on its own
-(client encoding, server decoding, the model, server encoding, client decoding) against the measured
-time per request; the rest is HTTP and the ASGI stack (httpx, uvicorn, FastAPI).
+``--cpu`` adds the CPU time per request of the client and of the `modelproof serve` child (Linux),
+which a shared machine's load disturbs far less than the wall clock. ``--profile`` adds where the time
+of one request goes: each step of the JSON path timed on its own (client encoding, server decoding, the
+model, server encoding, client decoding) against the measured time per request; the rest is HTTP and
+the ASGI stack (httpx, uvicorn, FastAPI).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +49,7 @@ from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, evaluate, train_new
 
 BATCH_SIZES = (1, 64)
+CHILDREN: dict[str, int] = {}  # base URL -> pid of the `modelproof serve` child answering there
 
 
 @contextmanager
@@ -87,39 +94,90 @@ def process_server(model_path: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("modelproof serve did not start")
             time.sleep(0.1)
+        CHILDREN[url] = proc.pid
         yield url
     finally:
+        CHILDREN.pop(url, None)
         proc.terminate()
         proc.wait(10)
 
 
-def rate(make_suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tuple[float, torch.Tensor]:
-    """Key queries per second through a fresh QueriedSuspect (after a short warm-up), and its answers."""
-    suspect = make_suspect(batch)
-    warm = torch.rand((batch, *key.shape[1:]), generator=torch.Generator().manual_seed(99))
-    suspect.predict(warm)
+def one_pass(suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tuple[float, torch.Tensor]:
+    """Key queries per second of one pass of the key through a fresh QueriedSuspect (and log), and its answers."""
     log = None if log_dir is None else log_dir / f"log-{time.perf_counter_ns()}.jsonl"
     queried = QueriedSuspect(suspect, log_path=log, chunk_size=batch)
     start = time.perf_counter()
     labels = queried.predict(key)
     seconds = time.perf_counter() - start
     assert queried.queries == len(key)
-    if hasattr(suspect, "close"):
-        suspect.close()
     return len(key) / seconds, labels
 
 
-def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None) -> list[tuple[int, float, float]]:
-    """(batch size, in-process queries/s, HTTP queries/s) for each batch size."""
+def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None, binary: bool,
+            rounds: int) -> list[tuple[int, float, float, float]]:
+    """(batch size, in-process queries/s, HTTP queries/s, HTTP / in-process) for each batch size.
+
+    Each of ``rounds`` rounds is one pass of the key in-process and one over HTTP, back to back (in turns
+    which goes first), so that the load of a shared machine (which comes in bursts of seconds) hits both alike; the rates are the
+    medians over the rounds, the ratio the median of the rounds' ratios."""
     rows = []
     for batch in BATCH_SIZES:
-        local, want = rate(lambda b: TorchSuspect(model, batch_size=b), key, batch, log_dir)
-        remote, got = rate(lambda b: HttpSuspect(url, model_name="cnn", batch_size=b, num_classes=10,
-                                                 input_shape=(1, 8, 8)), key, batch, log_dir)
-        if not torch.equal(want, got):
-            raise AssertionError("HTTP answers differ from in-process answers")
-        rows.append((batch, local, remote))
+        local = TorchSuspect(model, batch_size=batch)
+        remote = HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8),
+                             binary=binary)
+        warm = torch.rand((batch, *key.shape[1:]), generator=torch.Generator().manual_seed(99))
+        local.predict(warm)
+        remote.predict(warm)
+        here, there = [], []
+        for i in range(rounds):  # every other round HTTP goes first: neither side always meets the disk's backlog
+            if i % 2:
+                rate_there, got = one_pass(remote, key, batch, log_dir)
+                rate_here, want = one_pass(local, key, batch, log_dir)
+            else:
+                rate_here, want = one_pass(local, key, batch, log_dir)
+                rate_there, got = one_pass(remote, key, batch, log_dir)
+            here.append(rate_here)
+            there.append(rate_there)
+            if not torch.equal(want, got):
+                raise AssertionError("HTTP answers differ from in-process answers")
+        remote.close()
+        ratio = statistics.median(r / h for h, r in zip(here, there))
+        rows.append((batch, statistics.median(here), statistics.median(there), ratio))
     return rows
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_costs(url: str, model: torch.nn.Module, key: torch.Tensor, wires: list[str]) -> None:
+    """CPU milliseconds per batch: in-process, and the HTTP client's and the `serve` child's per request.
+
+    CPU time is what a shared machine's load disturbs least; in-process / (client + server) is the ratio
+    the wall clock would show on idle cores if nothing overlapped (the client waits for each answer)."""
+    print(f"\n{'wire':<7} {'batch':>5} {'in-process ms':>14} {'client ms':>10} {'server ms':>10} "
+          f"{'in-process / (client + server)':>31}   (CPU ms per batch of queries, no query log)")
+    for wire in wires:
+        for batch in BATCH_SIZES:
+            x, repeat = key[:batch], 400 if batch == 1 else 200
+            local = TorchSuspect(model, batch_size=batch)
+            local.predict(x)
+            start = time.process_time()
+            for _ in range(repeat):
+                local.predict(x)
+            here = (time.process_time() - start) / repeat
+            with HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8),
+                             binary=wire == "binary") as suspect:
+                suspect.predict(x)
+                start, served = time.process_time(), _cpu_seconds(CHILDREN[url])
+                for _ in range(repeat):
+                    suspect.predict(x)
+                client = (time.process_time() - start) / repeat
+                server = (_cpu_seconds(CHILDREN[url]) - served) / repeat
+            print(f"{wire:<7} {batch:>5} {1000 * here:>14.2f} {1000 * client:>10.2f} {1000 * server:>10.2f} "
+                  f"{here / (client + server):>30.2f}x")
 
 
 def _seconds(fn, repeat: int) -> float:
@@ -139,7 +197,7 @@ def profile(model_path: Path, key: torch.Tensor, url: str) -> None:
         suspect = HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8))
         x = key[:batch]
         arr = suspect.encode(x)
-        body = suspect.codec.body(arr, "FP32")
+        body = suspect.codec.body(arr, "FP32")[0]
         logits = served.logits(arr)
         reply = json.dumps({"outputs": [{"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
                                          "data": logits.reshape(-1).tolist()}]}).encode()
@@ -161,9 +219,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--key-size", type=int, default=1000)
     parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
+    parser.add_argument("--wire", choices=("json", "binary", "both"), default="both",
+                        help="JSON bodies, the binary tensor data extension, or both")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per row; the table gives their medians")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads here and in the served child (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also time each step of one request (thread server)")
+    parser.add_argument("--cpu", action="store_true", help="also CPU time per request, client and server (process server)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,19 +233,26 @@ def main() -> None:
     splits = load_splits("digits", seed=0)
     model, report = train_new("cnn", splits.owner, TrainConfig(epochs=10, batch_size=32, lr=0.002), seed=0)
     key = torch.rand((args.key_size, 1, 8, 8), generator=torch.Generator().manual_seed(0))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; cnn on digits 8x8 "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads here and OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')} in the served child, {os.cpu_count()} CPUs; cnn on digits 8x8 "
           f"(test accuracy {evaluate(model, splits.test):.3f}, trained in {report.seconds:.1f} s); key of {len(key)} inputs")
     servers = {"thread": thread_server, "process": process_server}
     chosen = list(servers) if args.server == "both" else [args.server]
-    print(f"{'server':<8} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} {'in-process / HTTP':>18}")
+    wires = ["json", "binary"] if args.wire == "both" else [args.wire]
+    print(f"{'server':<8} {'wire':<7} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} "
+          f"{'HTTP / in-process':>18}")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(model, Path(tmp) / "cnn.safetensors")
         for kind in chosen:
             with servers[kind](path) as url:
                 for log_dir in (None, Path(tmp)):
-                    for batch, local, remote in measure(url, model, key, log_dir):
-                        print(f"{kind:<8} {'fsynced' if log_dir else 'off':<10} {batch:>5} {local:>15,.0f} "
-                              f"{remote:>10,.0f} {local / remote:>17.1f}x")
+                    for wire in wires:
+                        for batch, local, remote, ratio in measure(url, model, key, log_dir, wire == "binary",
+                                                                   args.rounds):
+                            print(f"{kind:<8} {wire:<7} {'fsynced' if log_dir else 'off':<10} {batch:>5} "
+                                  f"{local:>15,.0f} {remote:>10,.0f} {ratio:>17.2f}x", flush=True)
+                if args.cpu and kind == "process":
+                    cpu_costs(url, model, key, wires)
         if args.profile:
             with thread_server(path) as url:
                 profile(path, key, url)

@@ -49,6 +49,8 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "rate": (float | None, "Most HTTP requests per second (default: no limit)."),
     "retries": (int | None, "Retries of a request that can succeed on retry (default 3)."),
     "http_batch_size": (int | None, "Inputs per HTTP request (default 64)."),
+    "binary": (bool | None, "Send and receive tensors as raw bytes (the v2 binary tensor data extension); "
+               "default: when the server lists binary_tensor_data in its metadata, else JSON."),
 }
 _LISTS = ("header", "header_env", "parameter")
 _TABLES = {"headers": "header", "header_env": "header_env", "parameters": "parameter"}
@@ -69,6 +71,8 @@ class SuspectOptions:
 
 def _option(name: str, kind: Any, help_text: str) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
+    if kind == (bool | None):
+        flag += "/--no-" + name.replace("_", "-")
     info = typer.Option(flag, help=help_text, rich_help_panel=PANEL)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind, info])
 

@@ -2,8 +2,8 @@
 bodies too) and parsed off the event loop (in a thread, or for a body over 1 MiB in a worker process,
 since Python's JSON parser holds the GIL); and what it writes to its access log (no query strings).
 
-A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, 413 over the
-cap, 415 not JSON) and ``{"error": message}``.
+A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, or a malformed
+binary tensor body, 413 over the cap, 415 not JSON) and ``{"error": message}``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from ..suspects.http import binary
 from ..util.jsonsafe import TooDeep
 from ..util.jsonsafe import loads as json_loads
 from ..util.jsonsafe import loads_arrays
@@ -57,10 +58,8 @@ def _parse(raw: bytes | bytearray) -> dict:
     return body
 
 
-async def read_json(request: Request, cap: int) -> dict:
-    """The request's JSON object: the cap enforced while reading (chunked bodies too), parsed off the event loop."""
-    if not _is_json(request.headers.get("content-type")):
-        raise Reject(415, f"request content-type must be application/json, got {request.headers['content-type']!r}")
+async def _read(request: Request, cap: int) -> bytearray:
+    """The body, the cap enforced while reading (chunked bodies too)."""
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > cap:
         raise Reject(413, f"request body of {size} bytes is over this server's maximum of {cap}")
@@ -69,6 +68,31 @@ async def read_json(request: Request, cap: int) -> dict:
         if len(raw) + len(chunk) > cap:
             raise Reject(413, f"request body is over this server's maximum of {cap} bytes")
         raw += chunk
+    return raw
+
+
+def _decode_binary(raw: bytearray, header: str) -> dict:
+    try:
+        return binary.decode(raw, header, "inputs", "request")
+    except binary.BinaryFormatError as exc:
+        raise Reject(400, str(exc)) from None
+
+
+async def read_infer(request: Request, cap: int) -> dict:
+    """A v2 infer request: JSON (:func:`read_json`), or, with an ``Inference-Header-Content-Length`` header
+    (the binary tensor data extension; any content type, as Triton's clients send none or octet-stream),
+    the JSON header with each binary input decoded into its ``data``; sizes checked strictly, off the loop."""
+    header = request.headers.get(binary.HEADER)
+    if header is None:
+        return await read_json(request, cap)
+    return await run_in_threadpool(_decode_binary, await _read(request, cap), header)
+
+
+async def read_json(request: Request, cap: int) -> dict:
+    """The request's JSON object: the cap enforced while reading (chunked bodies too), parsed off the event loop."""
+    if not _is_json(request.headers.get("content-type")):
+        raise Reject(415, f"request content-type must be application/json, got {request.headers['content-type']!r}")
+    raw = await _read(request, cap)
     if len(raw) <= PROCESS_BYTES:
         return await run_in_threadpool(_parse, raw)
     try:  # Python's JSON parser holds the GIL: a big body is parsed in another process, not just another thread
@@ -103,4 +127,4 @@ class DropQueryStrings(logging.Filter):
 
 
 
-__all__ = ["BYTES_PER_VALUE", "DropQueryStrings", "Reject", "body_cap", "read_json"]
+__all__ = ["BYTES_PER_VALUE", "DropQueryStrings", "Reject", "body_cap", "read_infer", "read_json"]

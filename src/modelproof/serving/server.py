@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..suspects.http import binary
 from ..util.errors import ConfigError, ModelFileError
-from .bodies import DropQueryStrings, Reject, body_cap, read_json
+from .bodies import DropQueryStrings, Reject, body_cap, read_infer, read_json
 
 MAX_BATCH = 1024
 OUTPUTS = ("logits", "label")
@@ -137,6 +138,12 @@ def _labels_only(body: dict) -> bool:
     return flag
 
 
+def _reply(reply: dict, binary_outputs: set[str]) -> Response:
+    """The infer answer: JSON, or with the outputs named in ``binary_outputs`` as raw bytes after the JSON."""
+    content, length = binary.encode(reply, "outputs", lambda o: o["name"] in binary_outputs)
+    return Response(content, headers=binary.headers(length))
+
+
 async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
     logits = await run_in_threadpool(served.logits, images)
     if not np.isfinite(logits).all():
@@ -192,7 +199,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
 
     @app.get("/v2")
     async def server_metadata() -> dict:
-        return {"name": "modelproof", "version": __version__, "extensions": []}
+        return {"name": "modelproof", "version": __version__, "extensions": [binary.EXTENSION]}
 
     @app.get("/v2/models/{model}")
     async def model_metadata(model: str) -> dict:
@@ -203,9 +210,9 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         return {"name": model_named(model).name, "ready": True}
 
     @app.post("/v2/models/{model}/infer")
-    async def infer(model: str, request: Request) -> dict:
+    async def infer(model: str, request: Request) -> Response:
         m = model_named(model)
-        body = await read_json(request, cap)
+        body = await read_infer(request, cap)
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise Reject(400, "'inputs' must be a list holding exactly one input object")
@@ -228,19 +235,23 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
             wanted = [o["name"] for o in req] or wanted
             if m.labels_only and "logits" in wanted:
                 raise Reject(400, "this server answers labels only")
+        listed = {o["name"]: o for o in body.get("outputs") or []}
+        try:
+            as_binary = {out for out in wanted if binary.wants_binary(body, listed.get(out))}
+        except binary.BinaryFormatError as exc:
+            raise Reject(400, str(exc)) from None
         logits = await _run(m, await run_in_threadpool(_as_images, inp["data"], shape, m, max_batch))
         outs = []
         for out in wanted:
             if out == "logits":
-                outs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape),
-                             "data": logits.reshape(-1).tolist()})
+                outs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape), "data": logits})
             else:
                 outs.append({"name": "label", "datatype": "INT64", "shape": [len(logits), 1] if m.labels_only
-                             else [len(logits)], "data": logits.argmax(axis=1).tolist()})
+                             else [len(logits)], "data": logits.argmax(axis=1).astype(np.int64)})
         reply: dict[str, Any] = {"model_name": m.name, "model_version": "1", "outputs": outs}
         if "id" in body:
             reply["id"] = body["id"]
-        return reply
+        return _reply(reply, as_binary)
 
     @app.get("/v1/models/{model}")
     async def tf_status(model: str) -> dict:

@@ -18,6 +18,7 @@ import torch
 
 from ...util.errors import ConfigError, SuspectError
 from ...util.jsonsafe import loads as json_loads
+from .binary import advertised
 from .codecs import PROTOCOLS, ModelInfo, guess_protocol, make_codec
 from ...util.redact import public_url, redact, url_secrets
 from .transport import HttpStatusError, Transport, snippet
@@ -43,6 +44,8 @@ class HttpSuspect:
     else ``default_num_classes`` / ``default_input_shape`` are used and ``notes`` says so.
     ``model_identity`` (protocol, model name and version; no host or port) is what a query log is bound to.
     ``parameters`` is sent as the v2 request's ``parameters`` (e.g. ``{"labels_only": True}``).
+    ``binary``: send and ask for tensors as raw bytes (the v2 binary tensor data extension); None: when the
+    server metadata (``GET /v2``) lists ``binary_tensor_data`` in its extensions, else JSON.
     """
 
     def __init__(self, url: str, *, protocol: str | None = None, model_name: str | None = None,
@@ -52,7 +55,7 @@ class HttpSuspect:
                  backoff: float = 0.5, rate_limit: float | None = None, num_classes: int | None = None,
                  input_shape: tuple[int, int, int] | None = None, headers: dict[str, str] | None = None,
                  parameters: dict[str, Any] | None = None, default_num_classes: int | None = None,
-                 default_input_shape: tuple[int, int, int] | None = None) -> None:
+                 default_input_shape: tuple[int, int, int] | None = None, binary: bool | None = None) -> None:
         try:
             parsed = httpx.URL(url)
         except Exception as exc:
@@ -68,6 +71,8 @@ class HttpSuspect:
         for value, allowed, what in ((protocol, PROTOCOLS, "protocol"), (layout, LAYOUTS, "layout"), (dtype, DTYPES, "dtype")):
             if value not in allowed:
                 raise ConfigError(f"{what} must be one of {', '.join(allowed)}, got {value!r}")
+        if binary and protocol != "v2":
+            raise ConfigError(f"binary tensors (--binary) are a v2 protocol extension; the protocol is {protocol!r}")
         if batch_size < 1 or not scale > 0:
             raise ConfigError(f"need batch_size >= 1 and scale > 0; got {batch_size}, {scale}")
         if (mean is None) != (std is None) or (std is not None and any(s <= 0 for s in std)):
@@ -87,6 +92,7 @@ class HttpSuspect:
         self.model_identity = f"{protocol} model {info.name or self.model_name!r} version {info.version or 'unknown'}"
         self.input_shape = self._input_shape(input_shape, default_input_shape, info.input_dims)
         self.num_classes = self._num_classes(num_classes, default_num_classes, info.num_classes)
+        self.binary = self._binary() if binary is None else bool(binary)
         channels = self.input_shape[0]
         self._mean = None if mean is None else np.asarray(mean, np.float32).reshape(-1, 1, 1)
         self._std = None if std is None else np.asarray(std, np.float32).reshape(-1, 1, 1)
@@ -115,6 +121,16 @@ class HttpSuspect:
             if need:
                 self.notes.append(f"{self.identity}: no model metadata ({str(exc)[:120]})")
             return empty
+
+    def _binary(self) -> bool:
+        """Whether a v2 server advertises the binary tensor data extension (asked once, never retried)."""
+        if self.protocol != "v2":
+            return False
+        try:
+            resp = self.transport.request("GET", self.codec.server_metadata_url, retries=0, max_bytes=METADATA_CAP)
+            return advertised(json_loads(resp.content))
+        except (SuspectError, ValueError, UnicodeDecodeError):
+            return False
 
     def _input_shape(self, given: Any, default: Any, dims: tuple[int, ...] | None) -> tuple[int, int, int]:
         flat = self.layout.startswith("flat")
@@ -182,9 +198,11 @@ class HttpSuspect:
         parts = []
         for start in range(0, len(images), self.batch_size):
             arr = self.encode(images[start:start + self.batch_size])
-            sent = f"sent {self.dtype} inputs of shape {list(arr.shape)}, layout {self.layout}"
+            sent = f"sent {self.dtype} inputs of shape {list(arr.shape)}, layout {self.layout}" + (
+                ", binary" if self.binary else "")
+            body, headers = self.codec.body(arr, self.dtype, self.binary)
             try:
-                resp = self.transport.request("POST", self.endpoint, self.codec.body(arr, self.dtype), sent=sent,
+                resp = self.transport.request("POST", self.endpoint, body, sent=sent, headers=headers,
                                               max_bytes=answer_cap(len(arr), self.num_classes))
             except HttpStatusError as exc:
                 raise self._shape_hint(exc) from None
@@ -219,7 +237,7 @@ class HttpSuspect:
 
     def _json(self, resp: httpx.Response) -> Any:
         try:
-            return json_loads(resp.content)
+            return self.codec.read(resp.content, resp.headers, self.identity)
         except (ValueError, UnicodeDecodeError):
             raise SuspectError(f"{self.identity} answered a body that is not JSON: {snippet(resp.content)}") from None
 

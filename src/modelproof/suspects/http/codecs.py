@@ -17,7 +17,9 @@ import httpx
 import numpy as np
 
 from ...util.errors import ConfigError, SuspectError
+from ...util.jsonsafe import loads as json_loads
 from ...util.redact import public_url
+from . import binary as binary_format
 from .transport import snippet
 
 PROTOCOLS = ("v2", "tfserving")
@@ -66,6 +68,7 @@ class _Codec:
                                   "model's endpoint")
             base, model_path, self.version = url.path.rstrip("/"), f"{self.prefix}/{model_name}", None
         self.root = url.copy_with(path=base + model_path)
+        self.server_metadata_url = str(url.copy_with(path=base + "/v2", query=None))
         self.model_name, self.input_name, self.output_name = model_name, input_name, output_name
         self.parameters = dict(parameters or {})
 
@@ -83,13 +86,30 @@ class V2Codec(_Codec):
     def metadata_url(self) -> str:
         return str(self.root)
 
-    def body(self, arr: np.ndarray, datatype: str) -> bytes:
-        """The infer request for ``arr`` (sent flat, row-major, with its shape)."""
+    def body(self, arr: np.ndarray, datatype: str, binary: bool = False) -> tuple[bytes, dict[str, str]]:
+        """The infer request for ``arr`` (flat, row-major, with its shape) and its headers.
+
+        ``binary``: the input as raw bytes after the JSON, and the outputs asked for as binary data (the
+        binary tensor data extension, :mod:`modelproof.suspects.http.binary`); else all JSON.
+        """
         body: dict[str, Any] = {"inputs": [{"name": self.input_name, "shape": list(arr.shape), "datatype": datatype,
-                                            "data": arr.reshape(-1).tolist()}]}
-        if self.parameters:
-            body["parameters"] = self.parameters
-        return json.dumps(body).encode()
+                                            "data": arr}]}
+        parameters = dict(self.parameters)
+        if binary and self.output_name:
+            body["outputs"] = [{"name": self.output_name, "parameters": {"binary_data": True}}]
+        elif binary:
+            parameters["binary_data_output"] = True
+        if parameters:
+            body["parameters"] = parameters
+        content, length = binary_format.encode(body, "inputs", binary)
+        return content, binary_format.headers(length)
+
+    def read(self, content: bytes, headers: httpx.Headers, where: str) -> Any:
+        """The infer response as a JSON object, binary outputs decoded into their ``data`` arrays."""
+        header = headers.get(binary_format.HEADER)
+        if header is None:
+            return json_loads(content)
+        return binary_format.decode(content, header, "outputs", f"{where} answered")
 
     def answer(self, payload: Any, where: str) -> np.ndarray:
         """The chosen output of an infer response, reshaped to its declared shape."""
@@ -143,9 +163,15 @@ class TFServingCodec(_Codec):
     def metadata_url(self) -> str:
         return str(self.root.copy_with(path=self.root.path + "/metadata"))
 
-    def body(self, arr: np.ndarray, datatype: str) -> bytes:
-        """The predict request: one instance per input (row format)."""
-        return json.dumps({"instances": arr.tolist()}).encode()
+    def body(self, arr: np.ndarray, datatype: str, binary: bool = False) -> tuple[bytes, dict[str, str]]:
+        """The predict request: one instance per input (row format); TF-Serving has no binary form."""
+        if binary:
+            raise ConfigError("the binary tensor data extension is the v2 protocol's; TF-Serving has none")
+        return json.dumps({"instances": arr.tolist()}).encode(), {"content-type": "application/json"}
+
+    def read(self, content: bytes, headers: httpx.Headers, where: str) -> Any:
+        """The predict response as JSON."""
+        return json_loads(content)
 
     def answer(self, payload: Any, where: str) -> np.ndarray:
         """``predictions`` (or columnar ``outputs``), a named output chosen when there are several."""

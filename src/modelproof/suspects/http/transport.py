@@ -97,11 +97,12 @@ class Transport:
             time.sleep(self._next_request - now)
         self._next_request = max(now, self._next_request) + 1.0 / self.rate_limit
 
-    def _send(self, method: str, url: str, body: bytes | None, max_bytes: int) -> httpx.Response:
+    def _send(self, method: str, url: str, body: bytes | None, max_bytes: int,
+              headers: dict[str, str] | None = None) -> httpx.Response:
         """One attempt: the whole answer within ``timeout`` seconds (a deadline, not a gap between bytes) and
         ``max_bytes`` bytes (decoded), else httpx.ReadTimeout / SuspectError while reading."""
         deadline = time.monotonic() + self.timeout
-        headers = {"content-type": "application/json"} if body is not None else None
+        headers = {"content-type": "application/json", **(headers or {})} if body is not None else headers
         with self.client.stream(method, url, content=body, headers=headers) as resp:
             chunks, size = [], 0
             for chunk in resp.iter_bytes():
@@ -117,10 +118,12 @@ class Transport:
             return httpx.Response(resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request)
 
     def request(self, method: str, url: str, body: bytes | None = None, *, sent: str = "",
-                retries: int | None = None, max_bytes: int = MAX_ANSWER_BYTES) -> httpx.Response:
+                retries: int | None = None, max_bytes: int = MAX_ANSWER_BYTES,
+                headers: dict[str, str] | None = None) -> httpx.Response:
         """One request, retried where that can help; ``sent`` (what was sent) is added to error messages.
 
         ``timeout`` bounds each attempt as a whole; an answer over ``max_bytes`` is refused while reading.
+        A body is sent as JSON unless ``headers`` say otherwise (e.g. the binary tensor extension's).
         """
         retries = self.retries if retries is None else retries
         tail = f" ({sent})" if sent else ""
@@ -132,7 +135,7 @@ class Transport:
             wait = 0.0
             self._throttle()
             try:
-                resp = self._send(method, url, body, max_bytes)
+                resp = self._send(method, url, body, max_bytes, headers)
             except httpx.TimeoutException:
                 last = f"no whole answer within the --timeout of {self.timeout:g} s"
                 continue

@@ -160,8 +160,10 @@ def load_model(path: str | Path) -> nn.Module:
 
     record, state = read_model_file(path)
     loader = kind_loader(record.arch)
+    from .devices import default_device, model_device
+
     if loader is not None:  # e.g. a stolen model behind its key-query detector (attacks.evasion)
-        return loader(record, state, path)
+        return loader(record, state, path).to(default_device())  # every part of it on the one device
     try:
         model = build_from_record(asdict(record))
     except ConfigError as exc:
@@ -171,14 +173,12 @@ def load_model(path: str | Path) -> nn.Module:
         model.load_state_dict(state, strict=True)
         if resized:
             with torch.no_grad():
-                model.eval()(torch.zeros(1, *record.input_shape))
+                model.eval()(torch.zeros(1, *record.input_shape, device=model_device(model)))
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit architecture {record.arch!r}: {str(exc)[:300]}") from None
     if resized:
         record = dataclasses.replace(record, extra={**record.extra, "structurally_pruned": True})
     model.record = record  # type: ignore[attr-defined]
-    from .devices import default_device
-
     return model.eval().to(default_device())
 
 

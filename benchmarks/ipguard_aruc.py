@@ -34,6 +34,7 @@ from modelproof.experiments.metrics import aruc, separation_gap
 from modelproof.models.modelfile import load_model, save_model
 from modelproof.protections.base import make_protection
 from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.models.devices import configure
 
 INITS = ("TR", "TL", "RR", "RL")
 GRIDS: dict[str, tuple[str, str, tuple[float, ...]]] = {  # method -> (protection, parameter, values)
@@ -167,8 +168,9 @@ def main() -> None:
     parser.add_argument("--prune-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
     start = time.perf_counter()
 
     def log(text: str) -> None:

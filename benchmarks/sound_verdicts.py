@@ -30,6 +30,7 @@ from modelproof.references.finalize import finalize_key
 from modelproof.suspects.local import TorchSuspect
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.verification.verifier import verify
+from modelproof.models.devices import configure
 
 from heldout import heldout_suspects
 
@@ -58,8 +59,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--heldout", type=int, default=None, help="held-out independent suspects (default 30 on "
                         "the digits, 15 on MNIST)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure(args.device, 1)  # models are built and loaded on the device
     arch, size, config = SETTINGS[args.dataset]
     cache = args.cache / args.dataset
     cache.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..protections.adversarial import check_eps, check_norm, fgsm
 from ..data.splits import Dataset, concat
+from ..models.devices import model_device
 from ..util.errors import ConfigError
 from .base import Attack, AttackLog, Param, check_positive
 from .tuning import train_layers

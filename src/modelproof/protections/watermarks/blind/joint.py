@@ -105,7 +105,8 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
     if len(sources) < 1 or len(images) < 1:
         raise ConfigError("joint training needs at least one key source and one owner image")
     gen = torch.Generator().manual_seed(seed)
-    device = model_device(host)  # the three networks live there; batches are moved to it
+    device = model_device(host)  # the encoder and discriminator join the host there; batches are moved to it
+    encoder.to(device), disc.to(device)
     logo = logo.to(device)
     n, m = min(config.batch_size, len(images)), min(config.key_batch, len(sources))
     steps = max(1, len(images) // n)

@@ -51,7 +51,6 @@ from torch import nn
 
 from ....util.checks import check_int
 from ....data.splits import Dataset
-from ....models.devices import model_device
 from ....util.errors import ConfigError
 from ....keys.key import OwnershipKey
 from ....models.modelfile import weights_digest
@@ -157,7 +156,6 @@ class BlindWatermark(Protection):
         logo = make_logo(shape, path=self._logo, text=self._logo_text)
         init = int(torch.randint(0, 2 ** 62, (1,), generator=self.gen(f"init/{seed}")))
         encoder, disc = build_encoder(shape, seed=init, width=self.width), build_discriminator(shape, seed=init + 1)
-        encoder.to(model_device(model)), disc.to(model_device(model))  # built (seeded) on the CPU, trained beside the host
         unprotected = copy.deepcopy(model) if self.mode == "finetune" else None
 
         def after_epoch(epoch: int) -> dict:

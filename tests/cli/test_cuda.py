@@ -73,6 +73,8 @@ def test_train_and_evaluate(model_file):
     r = run("evaluate", "--model", model_file, "--device", DEVICE, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["test_accuracy"] > 0.5
+    if DEVICE == "cuda":  # float32 throughout: no TF32 near a key's decision boundary
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
 
 
 @pytest.mark.parametrize("method", ["ipguard", "blind", "frontier-stitching", "zhang-content", "zhang-noise",

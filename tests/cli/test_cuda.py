@@ -47,7 +47,8 @@ def run(*args):
 
 def finished(r) -> bool:
     """A result, or a one-line refusal: never a traceback."""
-    refused = r.exit_code == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    refused = r.exit_code == 2 and len(errors) == 1 and "Traceback" not in r.output
     return (r.exit_code == 0 or refused) and (r.exception is None or isinstance(r.exception, SystemExit))
 
 

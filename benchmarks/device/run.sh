@@ -106,8 +106,8 @@ for s in $STEPS; do
       step train 150 "${MP[@]}" train --arch resnet20 --dataset cifar10 --data-dir "$DATA/cifar10" --epochs "$EPOCHS" \
         --batch-size 128 --device "$DEVICE" --out "$OUT/resnet20.safetensors" --json ;;
     ipguard)  # the traceback, end to end through the CLI with the reference population
-      step ipguard 150 "${MP[@]}" protect ipguard --model "$OUT/resnet20.safetensors" --data-dir "$DATA/cifar10" \
-        --points 100 --k 10 --secret device-run --device "$DEVICE" --out "$OUT/ipguard" --json ;;
+      MODELPROOF_SECRET=device-run step ipguard 150 "${MP[@]}" protect ipguard --model "$OUT/resnet20.safetensors" \
+        --data-dir "$DATA/cifar10" --points 100 --k 10 --device "$DEVICE" --out "$OUT/ipguard" --json ;;
     ipguard-speed)  # Table 8: 100 points on ResNet-20, batched and per point, and the baselines
       step ipguard-speed 120 "$PYTHON" benchmarks/ipguard_speed.py --cifar "$DATA/cifar10" --device "$DEVICE" --threads 4 ;;
     aruc)  # Table 4 at CIFAR-10 scale (the subset): IPGuard and its baselines, positives and negatives

@@ -46,10 +46,16 @@ def run(*args):
 
 
 def finished(r) -> bool:
-    """A result, or a one-line refusal: never a traceback."""
+    """A result, or a one-line refusal (``error: ...`` on stderr, or ``{"error": ...}`` under --json): never a traceback."""
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    refused = r.exit_code == 2 and len(errors) == 1 and "Traceback" not in r.output
-    return (r.exit_code == 0 or refused) and (r.exception is None or isinstance(r.exception, SystemExit))
+    if r.exit_code == 2 and not errors:
+        try:
+            errors = [json.loads(r.stdout)["error"]]
+        except (ValueError, KeyError, TypeError):
+            pass
+    refused = r.exit_code == 2 and len(errors) == 1
+    crashed = "Traceback" in r.output or not (r.exception is None or isinstance(r.exception, SystemExit))
+    return (r.exit_code == 0 or refused) and not crashed
 
 
 @pytest.fixture(autouse=True)
@@ -120,8 +126,9 @@ def test_ipguard_baselines(model_file, method):
 
 def test_protect_ipguard_cli_with_references(model_file, tmp_path):
     """The issue's traceback: ``protect ipguard --device cuda``."""
-    r = run("protect", "ipguard", "--model", model_file, "--points", "30", "--k", "1", "--max-iter", "200",
-            "--references", "4", "--secret", "s", "--out", tmp_path, "--device", DEVICE, "--json")
+    r = runner.invoke(app, [str(a) for a in ("protect", "ipguard", "--model", model_file, "--points", "30", "--k", "1",
+                                             "--max-iter", "200", "--references", "4", "--out", tmp_path,
+                                             "--device", DEVICE, "--json")], env={"MODELPROOF_SECRET": "s"})
     assert finished(r), r.output  # a key, or the self-check's one-line refusal of a weak one
     if r.exit_code == 0:
         r = run("calibrate", "--key", tmp_path / "key.mpkey", "--reference", tmp_path / "model.safetensors",

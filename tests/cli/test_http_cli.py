@@ -74,7 +74,8 @@ def test_our_server_in_its_modes_owned_and_not_owned():
         r = verify("--suspect", f"{url}/v2/models/cnn", "--layout", "NHWC", "--dtype", "UINT8", "--scale", "255")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
         r = verify("--suspect", f"{url}/v2/models/cnn")  # the metadata says NHWC: a one-line usage error
-        assert r.exit_code == 2 and "check --layout" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        error = json.loads(r.stdout)["error"]  # under --json the error is JSON on stdout
+        assert r.exit_code == 2 and "check --layout" in error and len(r.stdout.strip().splitlines()) == 1
         config = FILES["dir"] / "suspect.toml"
         config.write_text('layout = "NHWC"\ndtype = "UINT8"\nscale = 255\ninput_shape = [1, 8, 8]\n'
                           '[parameters]\nlabels_only = true\n')

@@ -28,6 +28,7 @@ from modelproof.attacks import Plausibility, make_attack, run_attack
 from modelproof.attacks.filters import FILTER_SWEEP, count_params
 from modelproof.data.splits import load_dataset, load_splits
 from modelproof.models.training import TrainConfig, train_new
+from modelproof.models.devices import configure, model_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,12 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 def throughput(model: torch.nn.Module, images: torch.Tensor, repeats: int = 5) -> float:
     """Best-of-``repeats`` images per second of ``model`` on one batch, eval mode, no gradients."""
     model.eval()
-    best = float("inf")
+    best, images = float("inf"), images.to(model_device(model))
     with torch.no_grad():
         model(images[:10])
         for _ in range(repeats):
             t = time.perf_counter()
             model(images)
+            if images.is_cuda:
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t)
     return len(images) / best
 
@@ -69,8 +72,9 @@ def main() -> None:
     parser.add_argument("--attacker-images", type=int, default=6000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
     start = time.perf_counter()
     splits = load_splits("mnist", args.mnist, seed=args.seed)
     perm = torch.randperm(len(splits.attacker), generator=torch.Generator().manual_seed(args.seed))

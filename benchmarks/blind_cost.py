@@ -26,6 +26,7 @@ from modelproof.models.training import TrainConfig, fit
 from modelproof.protections.watermarks.blind.joint import JointConfig, train_jointly
 from modelproof.protections.watermarks.blind.logo import make_logo
 from modelproof.protections.watermarks.blind.networks import build_discriminator, build_encoder, parameter_count
+from modelproof.models.devices import configure
 
 HOSTS = {"lenet1": "mnist", "lenet3": "mnist", "lenet5": "mnist", "resnet18": "cifar10", "googlenet": "cifar10"}
 
@@ -56,10 +57,11 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--archs", nargs="+", default=list(HOSTS), choices=list(HOSTS))
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error(f"--steps must be at least 1, got {args.steps}")
-    torch.set_num_threads(1)
+    configure(args.device, 1)  # models are built and loaded on the device
     print(json.dumps({"threads": torch.get_num_threads(), "steps": args.steps}), flush=True)
     for arch in args.archs:
         ds = HOSTS[arch]

@@ -46,6 +46,7 @@ from modelproof.protections.watermarks import patterns
 from modelproof.protections.watermarks.blind import BlindWatermark
 from modelproof.protections.watermarks.blind.imperceptibility import grid_png
 from modelproof.protections.watermarks.blind.joint import LossWeights
+from modelproof.models.devices import configure
 
 ARCHS = ("lenet1", "lenet3", "lenet5")
 SECRET = "blind-mnist"
@@ -191,8 +192,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="smoke test: keep only this many images per split")
     ap.add_argument("--finetune-only", type=int, default=0, metavar="F",
                     help="only the finetune-mode run: mark a clean LeNet-5 in F epochs")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    configure(args.device, 1)  # models are built and loaded on the device
     print("torch threads: 1", flush=True)
     start = time.perf_counter()
     splits = load_splits("mnist", args.mnist, seed=0)

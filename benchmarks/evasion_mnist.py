@@ -36,6 +36,7 @@ from modelproof.experiments.evasion import evasion_matrix, quick_params
 from modelproof.models.modelfile import load_model, save_model
 from modelproof.protections.base import make_protection
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
+from modelproof.models.devices import configure
 
 TAUS = (0.0, 0.1, 0.3, 0.5, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)
 LI_METHODS = ("zhang-content", "zhang-noise", "zhang-unrelated", "adi", "new-label", "frontier-stitching")
@@ -136,8 +137,9 @@ def main() -> None:
                         help="matrix: keep each method's own null (default: calibrate every key on the default "
                              "reference population and self-check it, as `modelproof protect` does)")
     parser.add_argument("--out", default="/tmp/evasion_mnist.json")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure(args.device, 1)  # models are built and loaded on the device
     print(json.dumps({"threads": torch.get_num_threads(), **vars(args)}), flush=True)
     results: list = []
     for ds in args.datasets:

@@ -56,6 +56,7 @@ from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.references.calibration import Reference, calibrate
 from modelproof.verification.verifier import verify
+from modelproof.models.devices import configure
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)
 SECRET = "forgery-mnist"
@@ -185,10 +186,11 @@ def main() -> None:
                         help="override a protection parameter (a number or text), e.g. frontier-stitching:lr=1e-3")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
     if args.protection_seeds < 1:
         parser.error(f"--protection-seeds must be at least 1, got {args.protection_seeds}")
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
     start = time.perf_counter()
     splits = load_splits(args.dataset, None if args.dataset == "digits" else args.data_dir, size=args.size, seed=0)
     owner, attacker = subset(splits.owner, args.owner_images), subset(splits.attacker, args.attacker_images)

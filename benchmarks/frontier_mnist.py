@@ -34,6 +34,7 @@ from modelproof.models.modelfile import weights_digest
 from modelproof.verification.stats import binomial_p_value, decision_threshold
 from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, NULL_SOURCE, FrontierStitching, build_key
+from modelproof.models.devices import configure
 
 ALPHA = 0.05
 FP_EPS = (0.025, 0.1, 0.25, 0.5)
@@ -240,7 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--embed-batch", type=int, default=64, help="training images per embedding step")
     ap.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache")
     ap.add_argument("--quick", action="store_true", help="2 markings, 2 unmarked models, 1 epoch, CNN and MLP")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = ap.parse_args(argv)
+    configure(args.device, args.threads or torch.get_num_threads())  # models are built and loaded on the device
     if args.quick:
         args.markings, args.unmarked, args.epochs = 2, 2, 1
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]

@@ -34,6 +34,7 @@ from modelproof.experiments.metrics import aruc, separation_gap
 from modelproof.models.modelfile import load_model, save_model
 from modelproof.protections.base import make_protection
 from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.models.devices import configure
 
 INITS = ("TR", "TL", "RR", "RL")
 GRIDS: dict[str, tuple[str, str, tuple[float, ...]]] = {  # method -> (protection, parameter, values)
@@ -63,19 +64,20 @@ def population(name: str, splits: Splits, cache: Path, log: Callable[[str], None
                             prune_epochs=args.prune_epochs, log=log)
     log(f"{len(pos)} positive suspects ({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
-    neg = negative_suspects(splits, arch=args.arch, seeds=range(1, 11), other_archs={"mlp": [1, 2, 3, 4],
-                            "lenet3": [1, 2, 3]}, forest_seeds=range(5), config=config,
-                            cache=cache / "negative", log=log)
+    others = {a: list(range(1, int(n) + 1)) for a, n in (part.split(":") for part in args.other_archs.split(",") if part)}
+    neg = negative_suspects(splits, arch=args.arch, seeds=range(1, args.seeds + 1), other_archs=others,
+                            forest_seeds=range(args.forests), config=config, cache=cache / "negative", log=log)
     log(f"{len(neg)} negative suspects ({time.perf_counter() - t:.0f} s)")
     return target, pos, neg
 
 
-def settings(methods: list[str]) -> list[tuple[str, str, dict]]:
+def settings(methods: list[str], inits_allowed: tuple[str, ...] = INITS) -> list[tuple[str, str, dict]]:
     """(method, label, protection parameters) for every point of the grids of ``methods``."""
     out = []
     for method in methods:
         _, param, values = GRIDS[method]
         inits = ("",) if method == "Random" else (CW_INITS if method == "CW-L2" else INITS)
+        inits = tuple(i for i in inits if not i or i in inits_allowed) or inits
         for init in inits:
             for value in values:
                 params = {param: value, "init": init} if param else {}
@@ -85,11 +87,11 @@ def settings(methods: list[str]) -> list[tuple[str, str, dict]]:
 
 
 def evaluate_grid(target: torch.nn.Module, splits: Splits, suspects: list[LabelledSuspect], cache: Path,
-                  log: Callable[[str], None], methods: list[str]) -> dict[str, dict]:
+                  log: Callable[[str], None], methods: list[str], inits: tuple[str, ...] = INITS) -> dict[str, dict]:
     """Matching rates of every suspect for every setting (cached in ``cache/rates.json``)."""
     store = cache / "rates.json"
     done: dict[str, dict] = json.loads(store.read_text()) if store.is_file() else {}
-    for method, label, params in settings(methods):
+    for method, label, params in settings(methods, inits):
         if label in done:
             continue
         protection = make_protection(GRIDS[method][0], points=100, **params)
@@ -167,29 +169,47 @@ def main() -> None:
     parser.add_argument("--prune-epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--methods", nargs="+", default=list(GRIDS), choices=list(GRIDS))
+    parser.add_argument("--seeds", type=int, default=10, help="negatives: the target's architecture from seeds 1..N")
+    parser.add_argument("--other-archs", default="mlp:4,lenet3:3",
+                        help="negatives: ARCH:N,... other architectures, N seeds each (e.g. vgg11:2,resnet18:2,"
+                             "mobilenetv2:2,wrn-22-4:2 on CIFAR-10)")
+    parser.add_argument("--forests", type=int, default=5, help="negatives: random forests of 20 trees")
+    parser.add_argument("--inits", nargs="+", default=list(INITS), choices=list(INITS),
+                        help="IPGuard's initialisations to try (each method's grid runs once per init)")
+    parser.add_argument("--values", nargs="+", type=float, default=None,
+                        help="sweep these values (eps, or k) instead of each method's own grid")
+    parser.add_argument("--json", default=None, help="also write the ARUC table and timings as JSON to this file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
+    if args.values:
+        GRIDS.update({m: (p, param, tuple(args.values)) for m, (p, param, _) in GRIDS.items() if param})
     start = time.perf_counter()
 
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - start:7.0f} s] {text}", flush=True)
 
-    summary = {}
+    summary, timings = {}, {}
     for name in args.datasets:
         full = load_splits(name, Path(args.data) / name, seed=0)
-        splits = Splits(full.owner.subset(range(args.owner)), full.attacker.subset(range(args.attacker)),
-                        full.test.subset(range(args.test)))
+        splits = Splits(*(part.subset(range(min(n, len(part)))) for part, n in
+                          ((full.owner, args.owner), (full.attacker, args.attacker), (full.test, args.test))))
         cache = Path(args.cache) / (name if args.arch == "lenet5" else f"{name}-{args.arch}")
         log(f"{name}: owner {len(splits.owner)}, attacker {len(splits.attacker)}, test {len(splits.test)} images")
         target, pos, neg = population(name, splits, cache, log, args)
-        done = evaluate_grid(target, splits, pos + neg, cache, log, args.methods)
+        done = evaluate_grid(target, splits, pos + neg, cache, log, args.methods, tuple(args.inits))
         summary[name] = report(name, pos + neg, done, cache, args.methods)
         log(f"{name} done")
+        timings[name] = {"seconds": time.perf_counter() - start, "positives": len(pos), "negatives": len(neg),
+                         "target_accuracy": evaluate(target, splits.test), "device": args.device,
+                         "threads": torch.get_num_threads()}
     print("\nARUC (Table 4)\n" + f"{'method':<9}" + "".join(f"{n:>15}" for n in summary))
     for m in args.methods:
         print(f"{m:<9}" + "".join(f"{summary[n][m]:15.3f}" for n in summary))
     print("paper (CIFAR-10 / CIFAR-100): Random 0.35/0.52, FGSM 0.63/0.58, IGSM 0.59/0.65, CW-L2 0.95/1.00, "
           "IPGuard 0.94/1.00")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"aruc": summary, "runs": timings, "args": vars(args)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from modelproof.protections.fingerprints.ipguard import (
 )
 from modelproof.models import build_model
 from modelproof.models.training import TrainConfig, evaluate, fit
+from modelproof.models.devices import configure, model_device
 
 PAPER = {"IPGuard": 37.8, "CW-L2": 20006.3, "FGSM": 4.9, "Random": 0.0}
 
@@ -54,7 +55,7 @@ def cw_step_seconds(model: torch.nn.Module, x0: torch.Tensor, j: torch.Tensor, k
     w0 = torch.atanh((x0 * 2 - 1) * 0.999999)
     modifier = torch.zeros_like(w0, requires_grad=True)
     opt = torch.optim.Adam([modifier], lr=lr)
-    const = torch.full((len(x0),), 1e-3)
+    const = torch.full((len(x0),), 1e-3, device=x0.device)
     start = time.perf_counter()
     for _ in range(steps):
         x = (torch.tanh(modifier + w0) + 1) / 2
@@ -62,7 +63,14 @@ def cw_step_seconds(model: torch.nn.Module, x0: torch.Tensor, j: torch.Tensor, k
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync()
     return (time.perf_counter() - start) / steps
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that wall times measure it (nothing on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -76,8 +84,9 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=10)
     parser.add_argument("--cw-steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     train, test = cifar(args.cifar, args.train_images)
     model = build_model("resnet20", 10, (3, 32, 32), seed=0)
@@ -91,7 +100,8 @@ def main() -> None:
     lr, n = learning_rate("cifar10"), args.points
     rows = []
     with frozen(model):
-        x0, i, j = initial_points(model, train, n, args.init, torch.Generator().manual_seed(0))
+        x0, i, j = (t.to(model_device(model)) for t in initial_points(model, train, n, args.init,
+                                                                       torch.Generator().manual_seed(0)))
         t = time.perf_counter()
         batched = boundary_search(model, x0, i, j, k=args.k, lr=lr)
         t_batched = time.perf_counter() - t
@@ -111,6 +121,7 @@ def main() -> None:
                  ("IPGuard per point (by Adam steps)", by_steps, PAPER["IPGuard"])]
         t = time.perf_counter()
         targeted_fgsm(model, x0, j, 0.03)
+        sync()
         rows.append(("FGSM (measured)", time.perf_counter() - t, PAPER["FGSM"]))
         t = time.perf_counter()
         torch.rand((n, 3, 32, 32), generator=torch.Generator().manual_seed(0))
@@ -118,7 +129,7 @@ def main() -> None:
         cw = cw_step_seconds(model, x0, j, args.k, lr, args.cw_steps)
         rows += [("CW-L2 9 x 1,000 steps (step time x 9,000)", cw * 9000, PAPER["CW-L2"]),
                  ("CW-L2 9 x 10,000 steps (authors' default)", cw * 90000, PAPER["CW-L2"])]
-    print(f"\n{n} points, ResNet-20, 32x32x3, this CPU ({args.threads} thread(s)); per-point subset took the same "
+    print(f"\n{n} points, ResNet-20, 32x32x3, device {args.device} ({args.threads} thread(s)); per-point subset took the same "
           f"steps as in the batch: {same}")
     print(f"{'method':<44} {'seconds':>10} {'paper (GPU)':>12}")
     for name, sec, paper in rows:

@@ -33,6 +33,7 @@ import torch
 
 from modelproof.attacks import make_attack, run_attack
 from modelproof.data.splits import load_splits
+from modelproof.models.devices import configure
 from modelproof.models.modelfile import load_model, save_model
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.protections.base import PROTECTIONS, discover_protections, make_protection
@@ -86,8 +87,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None)
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    configure(args.device, 1)  # one torch thread; models are built and loaded on the device
     arch = args.owner or ("mlp" if args.dataset == "digits" else "lenet5")
     size, config = OWNERS[(args.dataset, arch)]
     cache = args.cache / args.dataset

@@ -16,12 +16,16 @@ import torch
 from modelproof.data.splits import load_splits
 from modelproof.experiments.demo import DEMO_CONFIG, run_demo
 from modelproof.models.training import TrainConfig, evaluate, train_new
+from modelproof.models.devices import configure
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mnist", default="../shared/data/mnist")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = parser.parse_args()
+    configure(args.device, args.threads or torch.get_num_threads())  # models are built and loaded on the device
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -37,6 +37,7 @@ from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
 from modelproof.verification.verifier import verify
 from modelproof.protections.watermarks import patterns
+from modelproof.models.devices import configure
 
 CONFIG = TrainConfig(epochs=2, batch_size=128, lr=0.002)
 SECRET = "trigger-mnist"
@@ -140,8 +141,9 @@ def main() -> None:
                         "(default: fashion-mnist beside the MNIST folder; photo crops if absent)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for LeNet-5)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    configure(args.device, args.threads)  # models are built and loaded on the device
     fashion = Path(args.fashion) if args.fashion else Path(args.mnist).parent / "fashion-mnist"
     fashion = fashion if (fashion / "train-images-idx3-ubyte.gz").is_file() else None
     start = time.perf_counter()

@@ -72,14 +72,28 @@ def test_training_ipguard_and_verify_on_cuda(digits):
         devices.configure("cpu", 1)
 
 
-def test_commands_not_yet_device_clean_refuse_a_gpu_in_one_line(tmp_path, monkeypatch):
-    from modelproof.models.modelfile import save_model
-    from modelproof.models import build_model
+def _commands(group, prefix=()):
+    """(path, click command) of every leaf command under ``group``."""
+    import click
 
-    save_model(build_model("mlp", 10, (1, 8, 8)), tmp_path / "m.safetensors", dataset="digits")
-    real = devices.resolve_device
-    monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device("cuda") if name == "cuda" else real(name))
-    r = runner.invoke(app, ["attack", "ftll", "--model", str(tmp_path / "m.safetensors"), "--out",
-                            str(tmp_path / "o.safetensors"), "--device", "cuda"])
-    assert r.exit_code == 2 and "runs on the CPU only for now" in r.stderr, r.output
-    assert devices.default_device() == torch.device("cpu")
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        if hasattr(cmd, "list_commands"):
+            yield from _commands(cmd, (*prefix, name))
+        else:
+            yield (*prefix, name), cmd
+
+
+def test_every_heavy_command_takes_device_and_threads():
+    """Every command family that runs a model takes --device and --threads (none refuses a GPU any more)."""
+    from typer.main import get_command
+
+    options = {" ".join(path): {o for p in cmd.params for o in getattr(p, "opts", [])}
+               for path, cmd in _commands(get_command(app))}
+    heavy = [c for c in options if c.split()[0] in ("protect", "attack", "train", "evaluate", "verify", "calibrate",
+                                                    "demo", "serve") or c == "experiment run"]
+    assert {"protect ipguard", "protect blind", "attack ftll", "attack pirate", "attack forge-boundary", "verify",
+            "calibrate", "experiment run", "serve", "train"} <= set(heavy)
+    missing = [c for c in heavy if not {"--device", "--threads"} <= options[c] and c != "attack list"]
+    assert not missing, missing

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..data.splits import Dataset
 from ..util.errors import ConfigError
+from ..models.devices import model_device
 from ..models.modelfile import weights_digest
 
 KINDS = ("int", "float", "bool", "str", "rate", "floats")
@@ -231,7 +232,7 @@ def _check_result(name: str, out: object, data: Dataset, num_classes: int) -> No
         raise RuntimeError(f"attack {name!r} returned {type(out).__name__}, not a torch.nn.Module")
     out.eval()
     with torch.no_grad():
-        scores = out(data.images[:2])
+        scores = out(data.images[:2].to(model_device(out)))
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (min(2, len(data)), num_classes):
         raise RuntimeError(f"attack {name!r} returned a model answering shape "
                            f"{tuple(getattr(scores, 'shape', ()))}, expected (N, {num_classes})")

@@ -34,6 +34,7 @@ from ..util.errors import ConfigError
 from ..models import ARCHITECTURES, build_model
 from ..protections.watermarks.patterns import photo_patches
 from ..util.progress import phase, report
+from ..models.devices import model_device
 from ..models.training import logits
 from .base import Attack, AttackLog, Param, check_choice, check_positive
 
@@ -174,17 +175,18 @@ class Extraction(Attack):
         if self.answers == "probabilities":
             answers = torch.softmax(torch.log(answers.clamp_min(1e-12)) / t, dim=1)
         steps = math.ceil(len(images) / self.batch_size)
+        device = model_device(student)  # answers come back on the CPU; batches go to the student
         student.train()
         phase("training the student", self.epochs * steps)
         for _ in range(self.epochs):
             perm = torch.randperm(len(images), generator=gen)
             for s in range(steps):
                 idx = perm[s * self.batch_size:(s + 1) * self.batch_size]
-                out = student(images[idx])
+                out, target = student(images[idx].to(device)), answers[idx].to(device)
                 if self.answers == "labels":
-                    loss = F.cross_entropy(out, answers[idx])
+                    loss = F.cross_entropy(out, target)
                 else:
-                    loss = F.kl_div(F.log_softmax(out / t, dim=1), answers[idx], reduction="batchmean") * t * t
+                    loss = F.kl_div(F.log_softmax(out / t, dim=1), target, reduction="batchmean") * t * t
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

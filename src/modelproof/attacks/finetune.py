@@ -20,6 +20,7 @@ queries): the piracy paper's §II.C attacker, who has unlabelled data only.
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import torch
@@ -57,7 +58,9 @@ class _LastLayerFamily(Attack):
         if self.reinit:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                head.reset_parameters()
+                fresh = copy.deepcopy(head).cpu()  # drawn by the CPU generator: the same weights on every device
+                fresh.reset_parameters()
+            head.load_state_dict(fresh.state_dict())
         trainable = None if self.train_all else list(head.parameters())
         train_layers(model, train_data, trainable=trainable, epochs=self.epochs, lr=self.lr,
                      batch_size=self.batch_size, seed=seed, freeze_statistics=not self.train_all)

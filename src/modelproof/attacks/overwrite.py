@@ -23,6 +23,7 @@ from torch import nn
 
 from ..protections.adversarial import check_eps, check_norm, fgsm
 from ..data.splits import Dataset, concat
+from ..models.devices import model_device
 from ..util.errors import ConfigError
 from .base import Attack, AttackLog, Param, check_positive
 from .tuning import train_layers
@@ -72,7 +73,7 @@ class AdversarialFineTune(Attack):
     def _run(self, model: nn.Module, data: Dataset, seed: int, log: AttackLog) -> nn.Module:
         adv, _ = make_adversaries(model, data, self.n, self.eps, seed, self.norm)
         with torch.no_grad():
-            fooled = float((model(adv.images).argmax(1) != adv.labels).float().mean())
+            fooled = float((model(adv.images.to(model_device(model))).argmax(1).cpu() != adv.labels).float().mean())
         train = concat([adv, data], name=f"{data.name}/fgsm+clean") if self.clean else adv
         train_layers(model, train, trainable=None, epochs=self.epochs, lr=self.lr,
                      batch_size=self.batch_size, seed=seed)

@@ -76,6 +76,6 @@ class Quantisation(Attack):
             return model
         n_conv = fake_quantise(model, (nn.Conv2d,))
         n_linear = len(prunable_layers(model, include=(nn.Linear,)))
-        out = dynamic_int8(model)
+        out = dynamic_int8(model.cpu())  # torch's dynamic int8 kernels exist on the CPU only
         log.details.update(int8_conv_layers=n_conv, dynamic_int8_linear_layers=n_linear)
         return out

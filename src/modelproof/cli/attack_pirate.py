@@ -19,7 +19,7 @@ from ..attacks.evasion.pirate import surrogate_split
 from ..attacks.saving import save_attacked
 from ..data.splits import load_splits
 from ..models.modelfile import load_model
-from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SizeOpt, emit, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SizeOpt, compute_options, emit, user_errors
 
 TauOpt = Annotated[float | None, typer.Option("--tau", help="Margin over alpha_y (default 2 on MNIST, 0.65 on Fashion-MNIST, else 2).")]
 FractionOpt = Annotated[float, typer.Option("--surrogate-fraction", help="Share of the test split the attacker holds.")]
@@ -28,6 +28,7 @@ WidthOpt = Annotated[float, typer.Option("--width", help="DCGAN channel multipli
 
 
 @user_errors
+@compute_options
 def pirate_command(model: Annotated[Path, typer.Option("--model", "-m", help="The stolen model file.")],
                    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the pirated model (.safetensors).")],
                    dataset: DatasetOpt = "digits", data_dir: DataDirOpt = None, size: SizeOpt = None,

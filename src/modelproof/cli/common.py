@@ -265,27 +265,20 @@ def dataset_from_model(fn: F) -> F:
     return with_options(wrapper, fn, [force] if "model" in sig.parameters else [])
 
 
-def compute_options(fn: F | None = None, *, accelerators: bool = False) -> Any:
+def compute_options(fn: F) -> F:
     """Give command ``fn`` ``--threads`` and ``--device`` (see :mod:`modelproof.models.devices`), applied before it runs.
 
-    ``accelerators=True`` for the commands whose every tensor is made on the model's device (train,
-    evaluate, verify, calibrate, IPGuard); the others refuse a GPU device in one line.
+    Every command runs on any device: models are placed on the chosen one, library code moves data to
+    its model's device in batches and returns keys, answers and results on the CPU.
     """
-    if fn is None:
-        return functools.partial(compute_options, accelerators=accelerators)
     extra = [inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ThreadsOpt),
              inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default="cpu", annotation=DeviceOpt)]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from ..models.devices import configure
-        from ..util.errors import ConfigError
 
-        device = configure(kwargs.pop("device", "cpu"), kwargs.pop("threads", None))
-        if device.type != "cpu" and not accelerators:
-            configure("cpu", None)
-            raise ConfigError(f"{_command_path()} runs on the CPU only for now; --device {device.type} is for "
-                              "train, evaluate, verify, calibrate and protect ipguard")
+        configure(kwargs.pop("device", "cpu"), kwargs.pop("threads", None))
         return fn(*args, **kwargs)
 
     return with_options(wrapper, fn, extra)

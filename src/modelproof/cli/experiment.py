@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOpt, QuietOpt, emit, user_errors
+from .common import JsonOpt, QuietOpt, compute_options, emit, user_errors
 
 ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (in-process or --workers processes) or ray.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="local executor: number of worker processes.")]
@@ -23,6 +23,7 @@ CpusOpt = Annotated[int | None, typer.Option("--num-cpus", help="ray executor: C
 
 
 @user_errors
+@compute_options
 def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML config.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the cache, results and report.")],
         executor: ExecutorOpt = "local", workers: WorkersOpt = 1, address: AddressOpt = None, num_cpus: CpusOpt = None,

@@ -19,7 +19,7 @@ import torch
 import typer
 
 from ..util.errors import ConfigError
-from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, cite, emit, short_help, user_errors
+from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, cite, compute_options, emit, short_help, user_errors
 
 
 def load_intercepted(path: Path, count: int | None = None) -> torch.Tensor:
@@ -49,6 +49,7 @@ def _forge_command(name: str):
     cls = FORGERIES[name]
 
     @user_errors
+    @compute_options
     def command(out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the forged key (.mpkey).")],
                 model: Annotated[Path | None, typer.Option("--model", "-m", help="A copy of the model "
                                                            "(.safetensors).")] = None,

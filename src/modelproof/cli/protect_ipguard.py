@@ -40,7 +40,7 @@ def _run(protection: Protection, model: Path, dataset: str, data_dir: Path | Non
 
 @user_errors
 @dataset_from_model
-@compute_options(accelerators=True)
+@compute_options
 @protect_options
 def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
                 k: Annotated[float | None, typer.Option("--k", help="Logit gap beyond the boundary (robustness vs "

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from ..util.errors import ConfigError
-from .common import user_errors
+from .common import compute_options, user_errors
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @user_errors(progress=False)
+@compute_options
 def serve_cmd(model: Annotated[Path, typer.Argument(help="A modelproof .safetensors model file or an .onnx file.")],
               host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
               port: Annotated[int, typer.Option(help="TCP port.")] = 8080,

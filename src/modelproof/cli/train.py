@@ -19,7 +19,7 @@ ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="A modelproof .saf
 
 @user_errors
 @dataset_from_model
-@compute_options(accelerators=True)
+@compute_options
 def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture from the zoo (list: `modelproof models`).")] = "cnn",
           out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")] = Path("model.safetensors"),
           dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None,
@@ -51,7 +51,7 @@ def train(arch: Annotated[str, typer.Option("--arch", "-a", help="Architecture f
 
 @user_errors
 @dataset_from_model
-@compute_options(accelerators=True)
+@compute_options
 def evaluate_cmd(model: ModelOpt, dataset: DatasetOpt = None, data_dir: DataDirOpt = None,
                  size: SizeOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """Test accuracy of a model file on a dataset's test split."""

@@ -20,7 +20,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing out
 
 @user_errors
 @with_suspect_options
-@compute_options(accelerators=True)
+@compute_options
 def verify_cmd(key: KeyOpt,
                suspect: Annotated[str, typer.Option("--suspect", "-s", help="A .safetensors model file, an .onnx file "
                                                     "or an http(s):// Open Inference Protocol endpoint.")],
@@ -91,7 +91,7 @@ def verify_cmd(key: KeyOpt,
 
 @user_errors
 @with_suspect_options
-@compute_options(accelerators=True)
+@compute_options
 def calibrate_cmd(key: KeyOpt,
                   reference: Annotated[list[str], typer.Option("--reference", "-r", help="A model trained "
                                                                "independently of ours (file or URL; repeat the "

@@ -35,7 +35,7 @@ def _resolve_cached(jobs: list[Job], root: str, notify: Notify) -> dict[str, dic
     return done
 
 
-def run_local(jobs: list[Job], root: str, *, workers: int = 1, threads: int = 1,
+def run_local(jobs: list[Job], root: str, *, workers: int = 1, threads: int = 1, device: str = "cpu",
               notify: Notify = lambda *a: None) -> dict[str, dict]:
     """Run ``jobs`` (listed dependencies first) in this process or a pool of ``workers`` processes."""
     results = _resolve_cached(jobs, root, notify)
@@ -43,7 +43,7 @@ def run_local(jobs: list[Job], root: str, *, workers: int = 1, threads: int = 1,
     if workers <= 1:
         for job in pending:
             notify("start", job, None)
-            results[job.id] = run_job(job, root, {d: results[d] for d in job.deps}, threads)
+            results[job.id] = run_job(job, root, {d: results[d] for d in job.deps}, threads, device)
             notify("end", job, results[job.id])
         return results
     context = multiprocessing.get_context("spawn")
@@ -54,7 +54,7 @@ def run_local(jobs: list[Job], root: str, *, workers: int = 1, threads: int = 1,
             for job in ready[:max(0, workers - len(running))]:
                 pending.remove(job)
                 notify("start", job, None)
-                running[pool.submit(run_job, job, root, {d: results[d] for d in job.deps}, threads)] = job
+                running[pool.submit(run_job, job, root, {d: results[d] for d in job.deps}, threads, device)] = job
             if not running:
                 raise RuntimeError("experiment plan has a dependency that is never run")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -73,12 +73,12 @@ def _ray_module():
     return ray
 
 
-def _ray_task(job: Job, root: str, threads: int, *dep_results: dict) -> dict:
-    return run_job(job, root, dict(zip(job.deps, dep_results)), threads)
+def _ray_task(job: Job, root: str, threads: int, device: str, *dep_results: dict) -> dict:
+    return run_job(job, root, dict(zip(job.deps, dep_results)), threads, device)
 
 
 def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: int = 1, num_cpus: int | None = None,
-            notify: Notify = lambda *a: None) -> dict[str, dict]:
+            device: str = "cpu", notify: Notify = lambda *a: None) -> dict[str, dict]:
     """Run ``jobs`` as Ray tasks on the cluster at ``address`` (or the running / a new local instance
     of ``num_cpus`` CPUs)."""
     ray = _ray_module()
@@ -92,7 +92,7 @@ def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: 
         if job.id in results:
             continue
         args = [results[d] if d in results else refs[d] for d in job.deps]
-        refs[job.id] = remote.remote(job, root, threads, *args)
+        refs[job.id] = remote.remote(job, root, threads, device, *args)
         owners[refs[job.id]] = job
         notify("start", job, None)
     waiting = list(owners)
@@ -106,8 +106,9 @@ def run_ray(jobs: list[Job], root: str, *, address: str | None = None, threads: 
 
 
 def execute(jobs: list[Job], root: str, *, executor: str = "local", workers: int = 1, address: str | None = None,
-            threads: int = 1, num_cpus: int | None = None, notify: Notify = lambda *a: None) -> dict[str, dict]:
-    """Run the plan's ``jobs`` with the named executor; returns each job's result by id."""
+            threads: int = 1, num_cpus: int | None = None, device: str = "cpu",
+            notify: Notify = lambda *a: None) -> dict[str, dict]:
+    """Run the plan's ``jobs`` with the named executor on ``device`` (cpu, cuda, mps); returns each job's result by id."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -115,7 +116,7 @@ def execute(jobs: list[Job], root: str, *, executor: str = "local", workers: int
     if executor == "ray":
         if workers != 1:
             raise ConfigError("--workers is for the local executor; Ray uses the cluster's CPUs")
-        return run_ray(jobs, root, address=address, threads=threads, num_cpus=num_cpus, notify=notify)
+        return run_ray(jobs, root, address=address, threads=threads, num_cpus=num_cpus, device=device, notify=notify)
     if address is not None or num_cpus is not None:
         raise ConfigError("--address and --num-cpus are for --executor ray")
-    return run_local(jobs, root, workers=workers, threads=threads, notify=notify)
+    return run_local(jobs, root, workers=workers, threads=threads, device=device, notify=notify)

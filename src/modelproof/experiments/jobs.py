@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..models.devices import configure
 from .cache import Store, canonical
 
 INTERCEPTED = 10  # owner key inputs an intercepting counterfeiter sees (Li et al. §6.4: "a handful")
@@ -271,8 +272,8 @@ def _cell(store: Store, job: Job) -> dict:
 RUNNERS = {"host": _host, "negative": _negative, "protect": _protect, "negverify": _negverify, "cell": _cell}
 
 
-def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1) -> dict:
-    """Run ``job`` (or read its cached result) with the cache at ``root``; never raises.
+def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device: str = "cpu") -> dict:
+    """Run ``job`` (or read its cached result) with the cache at ``root`` on ``device``; never raises.
 
     ``deps`` maps each dependency's hash to its result; a failed dependency fails the job.
     The result carries ``status`` ("done", "cached" or "failed") and ``seconds``.
@@ -285,7 +286,7 @@ def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1) -> dic
         if deps.get(dep, {}).get("status") not in ("done", "cached"):
             return {"status": "failed", "error": f"needs a failed {deps.get(dep, {}).get('kind', 'job')}: "
                                                  f"{deps.get(dep, {}).get('error', 'not run')}", "kind": job.kind}
-    torch.set_num_threads(threads)
+    configure(device, threads)  # models built and loaded by the job go to ``device``
     start = time.perf_counter()
     try:
         result = RUNNERS[job.kind](store, job)

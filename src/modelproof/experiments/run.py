@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..models.devices import default_device
 from ..util.files import atomic_write_bytes
 from .config import ExperimentConfig
 from .plan import Cell, plan, select
@@ -138,7 +139,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
                              f"running {counts['running']} failed {counts['failed']}")
 
         results = execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
-                          threads=config.threads, num_cpus=num_cpus, notify=notify)
+                          threads=config.threads, num_cpus=num_cpus, device=default_device().type, notify=notify)
     rows = _rows(config, cells, results)
     failures = [{"job": j.title, "kind": j.kind, "hash": j.id, "error": results[j.id].get("error", "")}
                 for j in jobs if results[j.id].get("status") == "failed"]

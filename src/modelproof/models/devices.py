@@ -49,12 +49,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure(device: str = "cpu", threads: int | None = None) -> torch.device:
-    """Set torch's intra-op threads (``default_threads()`` when None) and the default device; returns it."""
+    """Set torch's intra-op threads (``default_threads()`` when None) and the default device; returns it.
+
+    On CUDA it also turns TF32 off (torch lets convolutions use it by default): no mixed or reduced
+    precision anywhere, so a verdict cannot depend on the device.
+    """
     threads = default_threads() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer, got {threads!r}")
     torch.set_num_threads(threads)
     chosen = resolve_device(device)
+    if chosen.type == "cuda":  # float32 throughout: TF32 rounding could move a point across a key's boundary
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     _DEFAULT.set(chosen)
     return chosen
 

@@ -160,8 +160,10 @@ def load_model(path: str | Path) -> nn.Module:
 
     record, state = read_model_file(path)
     loader = kind_loader(record.arch)
+    from .devices import default_device, model_device
+
     if loader is not None:  # e.g. a stolen model behind its key-query detector (attacks.evasion)
-        return loader(record, state, path)
+        return loader(record, state, path).to(default_device())  # every part of it on the one device
     try:
         model = build_from_record(asdict(record))
     except ConfigError as exc:
@@ -171,14 +173,12 @@ def load_model(path: str | Path) -> nn.Module:
         model.load_state_dict(state, strict=True)
         if resized:
             with torch.no_grad():
-                model.eval()(torch.zeros(1, *record.input_shape))
+                model.eval()(torch.zeros(1, *record.input_shape, device=model_device(model)))
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not fit architecture {record.arch!r}: {str(exc)[:300]}") from None
     if resized:
         record = dataclasses.replace(record, extra={**record.extra, "structurally_pruned": True})
     model.record = record  # type: ignore[attr-defined]
-    from .devices import default_device
-
     return model.eval().to(default_device())
 
 
@@ -240,7 +240,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
         raise ModelFileError(f"export needs the input shape (C, H, W), got {shape}")
     path = Path(path)
     model = model.eval()
-    example = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0))
+    from .devices import model_device
+
+    example = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)).to(model_device(model))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -268,8 +270,10 @@ def check_onnx_parity(model: nn.Module, onnx_path: str | Path, input_shape: tupl
     x = torch.rand((batch, *input_shape), generator=torch.Generator().manual_seed(1))
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    from .devices import model_device
+
     with torch.no_grad():
-        want = model.eval()(x)
+        want = model.eval()(x.to(model_device(model))).cpu()
     diff = float((got - want).abs().max())
     if diff > atol:
         raise ModelFileError(f"ONNX export differs from torch by {diff:.3g} (> {atol}) on {onnx_path}")

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.devices import model_device
 from ..util.errors import ConfigError
 
 NORMS = ("linf", "l2", "l1")
@@ -41,13 +42,13 @@ def input_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """
     was_training = model.training
     model.eval()
-    grads = []
+    grads, device = [], model_device(model)  # computed on the model's device, returned where the images are
     try:
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(x), labels[i:i + batch_size], reduction="sum")
+            x = images[i:i + batch_size].detach().to(device).clone().requires_grad_(True)
+            loss = F.cross_entropy(model(x), labels[i:i + batch_size].to(device), reduction="sum")
             (g,) = torch.autograd.grad(loss, x)
-            grads.append(g.detach())
+            grads.append(g.detach().to(images.device))
     finally:
         model.train(was_training)
     return torch.cat(grads) if grads else torch.zeros_like(images)

@@ -42,9 +42,7 @@ class TorchSuspect:
         """The module's raw outputs (on CPU) for ``images``."""
         from ..models.training import logits
 
-        param = next(self.model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        return logits(self.model, images.to(device), self.batch_size).float().cpu()
+        return logits(self.model, images, self.batch_size).float().cpu()  # moved to the model's device per batch
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Argmax labels of the module's outputs."""

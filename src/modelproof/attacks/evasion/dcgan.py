@@ -126,6 +126,8 @@ def train_dcgan(heatmaps: torch.Tensor, gen: torch.Generator, *, epochs: int = 2
     _init(discriminator, gen)
     for module in (generator.l1, discriminator.adv_layer[0]):
         init_linear(module, gen)
+    device = heatmaps.device  # initialised on the CPU from ``gen``, trained where the heatmaps are
+    generator.to(device), discriminator.to(device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     real_all = heatmaps * 2.0 - 1.0
@@ -138,9 +140,9 @@ def train_dcgan(heatmaps: torch.Tensor, gen: torch.Generator, *, epochs: int = 2
             real = real_all[order[start:start + batch_size]]
             if len(real) < 2:  # a trailing single image: BatchNorm cannot train on it
                 continue
-            valid, fake = torch.ones(len(real), 1), torch.zeros(len(real), 1)
+            valid, fake = torch.ones(len(real), 1, device=device), torch.zeros(len(real), 1, device=device)
             opt_g.zero_grad()
-            made = generator(torch.randn(len(real), latent_dim, generator=gen))
+            made = generator(torch.randn(len(real), latent_dim, generator=gen).to(device))
             g_loss = F.binary_cross_entropy(discriminator(made), valid)
             g_loss.backward()
             opt_g.step()

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.splits import Dataset
+from ...models.devices import model_device
 from ...util.errors import ConfigError
 from ...keys.key import OwnershipKey
 from ..base import check_choice
@@ -104,6 +105,7 @@ def feature_detector(stolen: nn.Module, gen: torch.Generator, *, freeze: bool = 
 def train_detector(net: nn.Module, clean: torch.Tensor, keys: torch.Tensor, gen: torch.Generator, *,
                    epochs: int = 20, lr: float = 0.01, batch_size: int = 64) -> nn.Module:
     """Eq. 16 with SGD (fixed ``lr``) for ``epochs``: key samples labelled 1, clean images 0."""
+    device = model_device(net)  # batches go to the detector's device
     x = torch.cat([clean, keys])
     y = torch.cat([torch.zeros(len(clean)), torch.ones(len(keys))])
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
@@ -113,7 +115,7 @@ def train_detector(net: nn.Module, clean: torch.Tensor, keys: torch.Tensor, gen:
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             opt.zero_grad()
-            F.binary_cross_entropy_with_logits(net(x[idx]).flatten(), y[idx]).backward()
+            F.binary_cross_entropy_with_logits(net(x[idx].to(device)).flatten(), y[idx].to(device)).backward()
             opt.step()
     return net.eval()
 
@@ -138,12 +140,14 @@ def detectability(key: OwnershipKey, stolen: nn.Module, attacker: Dataset, held_
     clean = attacker.images[torch.randperm(len(attacker), generator=gen)[:n]]
     keys = attacker_key_samples(key, stolen, attacker, n, seed=seed)
     net = mlp_detector(attacker.input_shape, gen) if kind == "mlp" else feature_detector(stolen, gen, freeze=freeze)
+    net.to(model_device(stolen))  # built on the CPU from ``gen``, trained beside the stolen model
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # dropout inside a transferred trunk
         train_detector(net, clean, keys[:n], gen, epochs=epochs, lr=lr)
     negatives = held_out.images[:max(len(key), min(len(held_out), int(max_samples)))]
     with torch.no_grad():
-        scores = torch.cat([net(key.inputs).flatten(), net(negatives).flatten()])
+        scores = torch.cat([net(key.inputs.to(model_device(net))).flatten().cpu(),
+                            net(negatives.to(model_device(net))).flatten().cpu()])
     positive = torch.cat([torch.ones(len(key)), torch.zeros(len(negatives))])
     return {"kind": kind, "method": key.method, "attacker_clean": len(clean), "attacker_keys": len(keys),
             "owner_keys": len(key), "clean_negatives": len(negatives), **roc(scores, positive)}

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...models.devices import model_device
+
 GRADCAM, SALIENCY = "grad-cam", "input-x-gradient"
 
 
@@ -65,13 +67,13 @@ class HeatmapExplainer:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """(heatmaps, the labels explained): the model's own predictions unless ``labels`` is given."""
-        maps, explained = [], []
+        maps, explained, device = [], [], model_device(self.model)  # explained there, returned beside the images
         for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].detach().float()
+            x = images[start:start + batch_size].detach().float().to(device)
             with torch.no_grad():
-                y = self.model(x).argmax(dim=1) if labels is None else labels[start:start + batch_size]
-            maps.append(self._explain(x, y))
-            explained.append(y)
+                y = self.model(x).argmax(dim=1) if labels is None else labels[start:start + batch_size].to(device)
+            maps.append(self._explain(x, y).to(images.device))
+            explained.append(y.to(images.device))
         if not maps:
             side = tuple(images.shape[-2:])
             return torch.zeros(0, 1, *side), torch.zeros(0, dtype=torch.int64)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...data.splits import Dataset
+from ...models.devices import model_device
 from ...models.training import evaluate
 from .pirate import PiratedModel
 
@@ -33,7 +34,7 @@ def time_ratio(pirate: PiratedModel, plain: nn.Module, images: torch.Tensor, *, 
         start = time.perf_counter()
         for i in range(0, len(images), batch_size):
             with torch.no_grad():
-                model(images[i:i + batch_size])
+                model(images[i:i + batch_size].to(model_device(model)))
         return (time.perf_counter() - start) / max(1, len(images))
 
     pirate.eval()

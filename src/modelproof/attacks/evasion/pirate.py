@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ...data.splits import Dataset
+from ...models.devices import model_device
 from ...util.errors import ConfigError
 from ...util.progress import progress_bar
 from .dcgan import Discriminator, real_loss, train_dcgan
@@ -41,7 +42,7 @@ class PiratedModel(nn.Module):
         super().__init__()
         self.model = model.eval()
         self.discriminators = nn.ModuleList(discriminators)
-        self.register_buffer("alphas", alphas.detach().float().clone())
+        self.register_buffer("alphas", alphas.detach().float().clone().to(model_device(model)))
         self.tau = float(tau)
         self.answer_seed = int(answer_seed)
         self.width = float(width)
@@ -56,11 +57,12 @@ class PiratedModel(nn.Module):
 
     def detect(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """For each image: the stolen model's ``logits`` and ``label``, anomaly ``score``, ``flagged``."""
+        images = images.to(model_device(self.model))  # answered on the model's device
         with torch.no_grad():
             scores = self.model(images)
         label = scores.argmax(dim=1)
         heat, _ = self.explainer(images, label)
-        anomaly = torch.full((len(images),), float("inf"))
+        anomaly = torch.full((len(images),), float("inf"), device=images.device)
         known = label < len(self.discriminators)
         for c in torch.unique(label[known]).tolist():
             rows = label == c
@@ -82,7 +84,7 @@ class PiratedModel(nn.Module):
         n = int(flagged.sum())
         if n:
             random = torch.randint(0, out.shape[1], (n,), generator=self._answers)
-            out[flagged] = nn.functional.one_hot(random, out.shape[1]).to(out.dtype)
+            out[flagged] = nn.functional.one_hot(random, out.shape[1]).to(out.device, out.dtype)
         return out
 
     def detector_record(self) -> dict:
@@ -118,13 +120,14 @@ def build_pirate(model: nn.Module, surrogate: Dataset, *, tau: float = 2.0, epoc
     stolen = copy.deepcopy(model).eval()
     explainer = HeatmapExplainer(stolen)
     heat, _ = explainer(surrogate.images)  # explained for the model's own predictions
+    heat, classes = heat.to(model_device(stolen)), surrogate.labels.to(model_device(stolen))  # DCGANs train there
     gen = torch.Generator().manual_seed(int(seed))
     discriminators, alphas, losses = [], [], []
     with progress_bar(surrogate.num_classes * epochs, "pirate: training one DCGAN per class", quiet) as advance, \
             torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # Dropout2d inside the discriminators; the caller's RNG is restored
         for c in range(surrogate.num_classes):
-            maps = heat[surrogate.labels == c]
+            maps = heat[classes == c]
             disc, last = train_dcgan(maps, gen, epochs=epochs, batch_size=batch_size, lr=lr, width=width,
                                      advance=advance)
             discriminators.append(disc)

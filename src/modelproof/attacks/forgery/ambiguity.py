@@ -32,6 +32,7 @@ from ...util.errors import ConfigError
 from ...protections.fingerprints.baselines import targeted_igsm
 from ...protections.fingerprints.ipguard import IPGuard, frozen, learning_rate
 from ...keys.key import OwnershipKey
+from ...models.devices import model_device
 from ..base import Param, check_positive, check_rate
 from .base import KEY_SIZE, Counterfeiter, Forgery
 
@@ -63,8 +64,10 @@ class AdversarialAmbiguity(Forgery):
         clean = work.ask(x0)
         c = int(work.suspect.num_classes)
         chosen = (clean + 1 + torch.randint(c - 1, (n,), generator=gen)) % c
-        with frozen(model):
-            points, _ = targeted_igsm(model, x0, chosen, self.eps, max_iter=self.max_iter)
+        with frozen(model):  # searched on the copy's device, kept on the CPU
+            device = model_device(model)
+            points, _ = targeted_igsm(model, x0.to(device), chosen.to(device), self.eps, max_iter=self.max_iter)
+            points = points.cpu()
         hit = (work.ask(points) == chosen).nonzero().flatten()[:self.key_size]
         work.details.update(candidates=n, reached=int(len(hit)))
         source = (f"1/(C-1) = 1/{c - 1}, as an Adi et al. key whose labels are drawn uniformly from the classes "

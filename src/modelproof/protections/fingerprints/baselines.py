@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...data.splits import Dataset
+from ...models.devices import model_device
 from ...util.progress import phase, report
 from ..base import register_protection
 from ...util.checks import check_int
@@ -56,8 +57,8 @@ def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
                   alpha: float = ALPHA, max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Iterative targeted FGSM; returns the points and the steps each took (batched, masked)."""
     x = x0.detach().clone()
-    steps = torch.zeros(len(x), dtype=torch.int64)
-    active = torch.arange(len(x))
+    steps = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    active = torch.arange(len(x), device=x.device)
     phase(f"IGSM search, {len(x)} point(s)", max_iter)
     for _ in range(max_iter):
         xa = x[active].requires_grad_(True)
@@ -88,16 +89,17 @@ def cw_l2(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, k: float, *,
     n = len(x0)
     w0 = torch.atanh((x0.detach() * 2 - 1) * 0.999999)
     start = (torch.tanh(w0) + 1) / 2
-    lower, upper = torch.zeros(n), torch.full((n,), 1e10)
-    const = torch.full((n,), float(initial_const))
-    best_l2, best = torch.full((n,), 1e10), x0.detach().clone()
-    success = torch.zeros(n, dtype=torch.bool)
+    dev = x0.device
+    lower, upper = torch.zeros(n, device=dev), torch.full((n,), 1e10, device=dev)
+    const = torch.full((n,), float(initial_const), device=dev)
+    best_l2, best = torch.full((n,), 1e10, device=dev), x0.detach().clone()
+    success = torch.zeros(n, dtype=torch.bool, device=dev)
     phase(f"CW-L2 search, {n} point(s)", binary_steps * max_iter)
     for _ in range(binary_steps):
         modifier = torch.zeros_like(w0, requires_grad=True)
         opt = torch.optim.Adam([modifier], lr=lr)
-        step_success = torch.zeros(n, dtype=torch.bool)
-        prev, running = torch.full((n,), float("inf")), torch.ones(n, dtype=torch.bool)
+        step_success = torch.zeros(n, dtype=torch.bool, device=dev)
+        prev, running = torch.full((n,), float("inf"), device=dev), torch.ones(n, dtype=torch.bool, device=dev)
         for it in range(max_iter):
             report(1, succeeded=int(success.sum()))
             x = (torch.tanh(modifier + w0) + 1) / 2
@@ -143,10 +145,12 @@ class _Targeted(FingerprintBase):
         with frozen(model):
             x0, _, j = initial_points(model, data, n, init or self.init, gen)
             start = time.perf_counter()
-            points, report = self._run(model, x0, j, data)
+            device = model_device(model)  # the search runs on the model's device, the key is kept on the CPU
+            points, report = self._run(model, x0.to(device), j.to(device), data)
+            points = points.cpu()
             seconds = time.perf_counter() - start
             with torch.no_grad():
-                hit = float((model(points).argmax(1) == j).float().mean())
+                hit = float((model(points.to(device)).argmax(1).cpu() == j).float().mean())
         report.update(seconds=seconds, target_label_rate=hit,
                       l2_from_start=float((points - x0).flatten(1).norm(dim=1).mean()))
         return points, report, report.pop("extra", {})

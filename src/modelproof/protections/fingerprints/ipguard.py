@@ -100,7 +100,7 @@ def initial_points(model: nn.Module, data: Dataset, n: int, init: str,
     else:
         x0 = torch.rand((n, *data.input_shape), generator=gen)
     with torch.no_grad():
-        z = model(x0)
+        z = model(x0.to(model_device(model))).cpu()
     i = z.argmax(dim=1)
     if init[1] == "L":
         j = z.argmin(dim=1)
@@ -281,7 +281,7 @@ class FingerprintBase(Protection):
                 report: dict) -> Protected:
         """The key: ``points`` with the model's own labels, parameters and the null's provenance."""
         with frozen(model), torch.no_grad():
-            scores = model(points)
+            scores = model(points.to(model_device(model))).cpu()
         if self.null_match_prob is None:
             null = self.default_null
             source = (f"default for {self.name} ({null:g}): a conservative assumption, not a measurement; "
@@ -327,7 +327,7 @@ class IPGuard(FingerprintBase):
             search = boundary_search if self.batched else per_point_search
             result = search(model, x0, i, j, k=k, lr=lr, max_iter=self.max_iter)
             seconds = time.perf_counter() - start
-            z = model(result.points)
+            z = model(result.points.to(model_device(model))).cpu()
         zi, zj = z.gather(1, i[:, None]).squeeze(1), z.gather(1, j[:, None]).squeeze(1)
         report = {"seconds": seconds, "lr": lr, "k": k, "iterations_mean": float(result.iterations.float().mean()),
                   "iterations_max": int(result.iterations.max()),

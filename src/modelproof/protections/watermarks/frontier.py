@@ -48,6 +48,7 @@ from ...data.splits import Dataset
 from ...util.checks import check_int
 from ...util.errors import ConfigError
 from ...keys.key import OwnershipKey
+from ...models.devices import model_device
 from ...models.modelfile import weights_digest
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
@@ -203,8 +204,8 @@ def embed_key(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, clea
                     clean_order, cursor = torch.randperm(len(clean), generator=gen), 0
                 cidx = clean_order[cursor:cursor + batch_size]
                 cursor += batch_size
-                x = torch.cat([clean.images[cidx], inputs[kidx]])
-                y = torch.cat([clean.labels[cidx], labels[kidx]])
+                x = torch.cat([clean.images[cidx], inputs[kidx]]).to(model_device(model))
+                y = torch.cat([clean.labels[cidx], labels[kidx]]).to(model_device(model))
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(model(x), y).backward()
                 opt.step()

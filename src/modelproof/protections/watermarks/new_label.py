@@ -93,12 +93,12 @@ def extend_head(model: nn.Module, gen: torch.Generator) -> nn.Module:
     inputs. Sets ``model.num_classes``; returns the model."""
     name, head = last_linear(model)
     old_out = head.out_features
-    new = nn.Linear(head.in_features, old_out + 1, bias=True)
+    new = nn.Linear(head.in_features, old_out + 1, bias=True, device=head.weight.device)
     bound = 1.0 / math.sqrt(head.in_features)
     with torch.no_grad():
         new.weight[:old_out] = head.weight
-        new.weight[old_out] = (torch.rand(head.in_features, generator=gen) * 2 - 1) * bound * 0.1
-        old_bias = head.bias if head.bias is not None else torch.zeros(old_out)
+        new.weight[old_out] = ((torch.rand(head.in_features, generator=gen) * 2 - 1) * bound * 0.1).to(new.weight.device)
+        old_bias = head.bias if head.bias is not None else torch.zeros(old_out, device=new.weight.device)
         new.bias[:old_out] = old_bias
         new.bias[old_out] = old_bias.mean()
     new.to(head.weight.device)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....models.devices import model_device
 from ....util.errors import ConfigError
 from ....util.progress import progress_bar
 from .networks import Discriminator, Encoder
@@ -104,6 +105,9 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
     if len(sources) < 1 or len(images) < 1:
         raise ConfigError("joint training needs at least one key source and one owner image")
     gen = torch.Generator().manual_seed(seed)
+    device = model_device(host)  # the encoder and discriminator join the host there; batches are moved to it
+    encoder.to(device), disc.to(device)
+    logo = logo.to(device)
     n, m = min(config.batch_size, len(images)), min(config.key_batch, len(sources))
     steps = max(1, len(images) // n)
     opt_e = torch.optim.Adam(encoder.parameters(), lr=config.lr, betas=config.betas)
@@ -123,7 +127,7 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                 idx = perm[s * n:(s + 1) * n]
                 kidx = (torch.arange(m) + cursor) % len(sources)
                 cursor = (cursor + m) % len(sources)
-                xs, ts = sources[kidx], targets[kidx]
+                xs, ts = sources[kidx].to(device), targets[kidx].to(device)
                 x_key = encoder(xs, logo)
                 # 1. discriminator, Eq. 10
                 real, fake = disc(xs), disc(x_key.detach())
@@ -139,7 +143,8 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                 opt_e.step()
                 # 3. host on the merged n + m images, Eq. 13
                 opt_h.zero_grad(set_to_none=True)
-                h_loss = F.cross_entropy(host(torch.cat([images[idx], x_key.detach()])), torch.cat([labels[idx], ts]))
+                h_loss = F.cross_entropy(host(torch.cat([images[idx].to(device), x_key.detach()])),
+                                         torch.cat([labels[idx].to(device), ts]))
                 h_loss.backward()
                 opt_h.step()
                 for k, v in (("d_loss", d_loss.item()), ("e_loss", e_loss.item()), ("h_loss", h_loss.item()),

@@ -111,7 +111,9 @@ def encode(encoder: Encoder, logo: torch.Tensor, images: torch.Tensor, batch_siz
     was = encoder.training
     encoder.eval()
     try:
-        outs = [encoder(images[i:i + batch_size], logo) for i in range(0, len(images), batch_size)]
+        device = next(encoder.parameters()).device  # on the encoder's device, returned where the images are
+        outs = [encoder(images[i:i + batch_size].to(device), logo.to(device)).to(images.device)
+                for i in range(0, len(images), batch_size)]
     finally:
         encoder.train(was)
     return torch.cat(outs).clamp_(0.0, 1.0).contiguous() if outs else images.new_empty((0, *images.shape[1:]))

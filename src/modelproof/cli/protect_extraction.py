@@ -45,7 +45,7 @@ def margin(
         pga_steps: Annotated[int, typer.Option("--pga-steps", help="Gradient-ascent steps per trigger and "
                                                "step (0: a plain trigger set).")] = 5,
         pga_step: Annotated[float, typer.Option("--pga-step", help="Size of each signed ascent step (images in "
-                                                "[0,1]; paper 1/255 on CIFAR-10).")] = 0.01,
+                                                "[0,1]; paper 1/255 on CIFAR-10).")] = 0.03,
         json_out: JsonOpt = False) -> None:
     """Margin-based watermark (Kim et al.): owner images with secret labels, embedded by projected gradient ascent."""
     protection = make_protection("margin", key_size=key_size,
@@ -71,12 +71,14 @@ def conferrable(
         steps: Annotated[int, typer.Option("--steps", help="Adam steps of the search.")] = 100,
         oversample: Annotated[int, typer.Option("--oversample", help="Candidates drawn per fingerprint "
                                                 "input.")] = 4,
-        references: Annotated[int, typer.Option("--search-references", help="Independent models the search "
+        search_references: Annotated[int, typer.Option("--search-references", help="Independent models the search "
                                                 "is run against (never used to calibrate).")] = 3,
+        copies: Annotated[int, typer.Option("--copies", help="Augmented copies of the owner's images the "
+                                            "distilled surrogates are trained on.")] = 4,
         json_out: JsonOpt = False) -> None:
     """Conferrable adversarial examples (Lukas et al.): transfer to the model's surrogates, not to independent models."""
     protection = make_protection("conferrable", points=points, eps=eps, steps=steps, oversample=oversample,
-                                 references=references)
+                                 references=search_references, copies=copies)
     summary = run_protect(protection, model=model, arch=None, dataset=dataset, data_dir=data_dir, size=size,
                           out=out, passphrase=passphrase, seed=seed, json_out=json_out)
     if not json_out:

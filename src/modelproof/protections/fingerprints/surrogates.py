@@ -7,8 +7,12 @@ cheaply here:
 
 - :func:`make_surrogates`: a fine-tuned copy (all layers, the source's labels, a tenth of the
   training rate), a 50%-magnitude-pruned copy fine-tuned with its mask kept, and label-only
-  distilled students of other zoo architectures (trained from scratch on the owner's images
-  labelled by the source model: what the thief of issue 26 does with the attacker's images);
+  distilled students of other zoo architectures, trained from scratch on images labelled by the
+  source model, as the thief of issue 26 does with its own images. On the owner's training images
+  the source's labels are the true labels, so students trained there are no different from
+  independent models; the students here are trained on :func:`augmented` owner images (mixed
+  pairs, noise and shifts) where the source's labels expose its own function (on the 16x16 digits
+  it agrees with the true class on about 57% of them);
 - :func:`train_independent`: references trained on the true labels, from seeds that the default
   calibration population (``modelproof.references.population``) never uses, so that the models a
   key is chosen against never also bound its null.
@@ -109,19 +113,36 @@ def magnitude_prune(model: nn.Module, fraction: float) -> dict[str, torch.Tensor
     return masks
 
 
+def augmented(data: Dataset, copies: int, gen: torch.Generator) -> Dataset:
+    """``data`` plus ``copies`` x its size of new images: random pairs mixed (up to half and half), Gaussian
+    noise of 0.15 and a random shift of up to 2 pixels per batch of images; labels kept (the first image's)."""
+    parts, labels = [data.images], [data.labels]
+    for _ in range(copies):
+        i = torch.randint(0, len(data), (len(data),), generator=gen)
+        j = torch.randint(0, len(data), (len(data),), generator=gen)
+        lam = torch.rand(len(data), 1, 1, 1, generator=gen) * 0.5
+        x = (1 - lam) * data.images[i] + lam * data.images[j] + 0.15 * torch.randn(data.images[i].shape, generator=gen)
+        dy, dx = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+        parts.append(torch.roll(x, shifts=(dy, dx), dims=(2, 3)).clamp(0.0, 1.0))
+        labels.append(data.labels[i])
+    return Dataset(torch.cat(parts), torch.cat(labels), data.class_names, f"{data.name}/augmented")
+
+
 def relabelled(model: nn.Module, data: Dataset) -> Dataset:
     """``data``'s images with ``model``'s top-1 labels (what a label-only thief trains on)."""
     return Dataset(data.images, predict(model, data.images), data.class_names, f"{data.name}/source-labels")
 
 
 def make_surrogates(model: nn.Module, data: Dataset, *, students: tuple[str, ...] | None, seed: int,
-                    quiet: bool = True) -> Ensemble:
+                    copies: int = 4, quiet: bool = True) -> Ensemble:
     """A fine-tuned copy, a pruned copy and label-only students (``students``: architectures; None:
-    two zoo families unlike the owner's) of the source ``model``, trained on ``data``."""
+    every zoo family that fits, the owner's included) of the source ``model``; the copies are tuned
+    on ``data``, the students trained on :func:`augmented` ``data`` (``copies`` new images per image)."""
     labelled = relabelled(model, data)
     epochs = epochs_for(data)
     arch = owner_arch(model)
-    students = tuple(fitting_families(data, arch)[:2]) if students is None else students
+    students = tuple(fitting_families(data)) if students is None else students
+    taught = relabelled(model, augmented(data, copies, torch.Generator().manual_seed(seed + 17)))
     ensemble = Ensemble()
     base_lr = rate(arch or "cnn")
     with progress_bar(2 + len(students), "training surrogates", quiet) as advance:
@@ -144,7 +165,8 @@ def make_surrogates(model: nn.Module, data: Dataset, *, students: tuple[str, ...
         advance(1)
         for i, student in enumerate(students):
             net = build_model(student, data.num_classes, data.input_shape, seed=seed + 31 * (i + 1))
-            fit(net, labelled, TrainConfig(epochs=epochs, lr=rate(student)), seed=seed + 31 * (i + 1))
+            fit(net, taught, TrainConfig(epochs=max(2, round(2 * epochs / (copies + 1))), lr=rate(student)),
+                seed=seed + 31 * (i + 1))
             ensemble.add(net, f"{student} student (label-only)")
             advance(1)
     return ensemble

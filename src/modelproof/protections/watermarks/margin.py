@@ -10,7 +10,7 @@ by a small move lies in a region of the input space large enough that a model tr
 protected model's answers (extraction, distillation) copies it too. The paper's CIFAR-10 defaults:
 100 validation images with random labels other than their own, 5 steps of 1/255, 25 triggers per
 batch of 128 with their loss weighted 0.1, trained from scratch; here, on the small grey datasets,
-larger steps (0.01) and fine-tuning a trained model are the defaults (``mode="scratch"`` trains from
+larger steps (0.03) and fine-tuning a trained model are the defaults (``mode="scratch"`` trains from
 scratch as the paper does), measured in ``docs/guides/extraction-resistant.md``.
 
 Verification queries the triggers themselves (not the moved points). Null: exact by construction,
@@ -100,7 +100,7 @@ class Margin(Protection):
 
     def __init__(self, secret: int | str | None = None, key_size: int = 30, mode: str = "finetune",
                  epochs: int = 30, lr: float = 0.002, batch_size: int = 64, per_batch: int = 16,
-                 weight: float = 1.0, pga_steps: int = 5, pga_step: float = 0.01, key_accuracy: float = 1.0,
+                 weight: float = 1.0, pga_steps: int = 5, pga_step: float = 0.03, key_accuracy: float = 1.0,
                  max_drop: float = 0.01) -> None:
         self.set_secret(secret)
         self.key_size = check_int("key_size", key_size, 1)

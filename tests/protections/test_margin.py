@@ -81,7 +81,7 @@ def test_bad_parameters_raise_config_error(bad):
 def test_cli_protect_margin_writes_a_key_that_owns_its_model(mlp16, tmp_path):
     model = save_model(mlp16, tmp_path / "mlp.safetensors", dataset="digits", extra={"size": 16})
     args = ["protect", "margin", "--model", model, "--size", "16", "--key-size", "10", "--epochs", "12",
-            "--per-batch", "8", "--lr", "0.003", "--weight", "2", "--pga-steps", "2", "--secret", "cli", "--no-calibration", "--out", tmp_path / "out", "--json"]
+            "--per-batch", "8", "--lr", "0.003", "--weight", "2", "--pga-steps", "2", "--no-calibration", "--out", tmp_path / "out", "--json"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)

@@ -64,6 +64,15 @@ def margin_train(model: nn.Module, data: Dataset, triggers: torch.Tensor, labels
     """Train ``model`` in place on ``data`` with ``per_batch`` PGA-moved triggers in every batch, their
     loss weighted by ``weight`` (the paper's loop); ``until(model)`` after each epoch may stop it.
     Returns the number of epochs run."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))  # dropout: the forked global RNG
+        return _margin_epochs(model, data, triggers, labels, epochs=epochs, lr=lr, batch_size=batch_size,
+                              per_batch=per_batch, weight=weight, steps=steps, step=step, gen=gen, until=until)
+
+
+def _margin_epochs(model: nn.Module, data: Dataset, triggers: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+                   lr: float, batch_size: int, per_batch: int, weight: float, steps: int, step: float,
+                   gen: torch.Generator, until) -> int:
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], TrainConfig(lr=lr))
     batches = max(1, -(-len(data) // batch_size))
     phase("embedding margin triggers", epochs * batches)

@@ -66,7 +66,7 @@ def conferrable(
         model: TrainedModelOpt, out: OutOpt = Path("protected"), dataset: DatasetOpt = None,
         data_dir: DataDirOpt = None, size: SizeOpt = None, passphrase: PassOpt = None, seed: SeedOpt = 0,
         points: Annotated[int, typer.Option("--points", help="Fingerprint inputs wanted (at most).")] = 100,
-        eps: Annotated[float | None, typer.Option("--eps", help="L-infinity radius (default 0.25 on grey images, "
+        eps: Annotated[float | None, typer.Option("--eps", help="L-infinity radius (default 0.15 on grey images, "
                                                   "0.025 on colour ones).")] = None,
         steps: Annotated[int, typer.Option("--steps", help="Adam steps of the search.")] = 100,
         oversample: Annotated[int, typer.Option("--oversample", help="Candidates drawn per fingerprint "

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 
-from ..protections.base import make_protection
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, protect_group, protect_options, run_protect
@@ -48,6 +47,8 @@ def margin(
                                                 "[0,1]; paper 1/255 on CIFAR-10).")] = 0.03,
         json_out: JsonOpt = False) -> None:
     """Margin-based watermark (Kim et al.): owner images with secret labels, embedded by projected gradient ascent."""
+    from ..protections.base import make_protection  # torch only once the command runs
+
     protection = make_protection("margin", key_size=key_size,
                                  mode=mode or ("scratch" if arch is not None and model is None else "finetune"),
                                  epochs=epochs, lr=lr, batch_size=batch_size, per_batch=per_batch, weight=weight,
@@ -77,6 +78,8 @@ def conferrable(
                                             "distilled surrogates are trained on.")] = 4,
         json_out: JsonOpt = False) -> None:
     """Conferrable adversarial examples (Lukas et al.): transfer to the model's surrogates, not to independent models."""
+    from ..protections.base import make_protection  # torch only once the command runs
+
     protection = make_protection("conferrable", points=points, eps=eps, steps=steps, oversample=oversample,
                                  references=search_references, copies=copies)
     summary = run_protect(protection, model=model, arch=None, dataset=dataset, data_dir=data_dir, size=size,

@@ -140,6 +140,7 @@ class Conferrable(Protection):
     name = "conferrable"
     kind = "fingerprint"
     analytic_null_unsound = True
+    in_all: ClassVar[bool] = False  # not in an experiment's "all": name it (minutes per key; issue 26 grid)
     default_null: ClassVar[float] = 0.75
     description = ("Conferrable adversarial examples (Lukas et al.): inputs that transfer to the model's surrogates "
                    "(fine-tuned, pruned, distilled) and not to independent models")

@@ -103,6 +103,7 @@ class Margin(Protection):
     name = "margin"
     kind = "watermark"
     exact_null = True
+    in_all: ClassVar[bool] = False  # not in an experiment's "all": name it (minutes per key; issue 26 grid)
     description = ("Kim et al. (ICML 2023): owner images with secret labels, embedded with a large margin by "
                    "projected gradient ascent so that extracted copies inherit them (exact null)")
     weak_hint = "train longer (--epochs), raise --weight or use a larger key (--key-size)"

@@ -40,7 +40,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "experiment": (("experiment",), "Every protection against every attack: a cached grid, a payoff table "
                                     "and an HTML report."),
     "keys": (("keys",), "Inspect ownership keys; commit to them; make signing keys."),
-    "protect": (("protect", "protect_blind", "protect_frontier", "protect_ipguard", "protect_trigger"),
+    "protect": (("protect", "protect_blind", "protect_extraction", "protect_frontier", "protect_ipguard",
+                 "protect_trigger"),
                 "Protect a model with a watermark or fingerprint."),
 }
 _NOT_COMMANDS = {"app", "common", "suspect_options", "forge", "attack_pirate"}  # helpers, no register()

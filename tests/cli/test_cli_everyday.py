@@ -76,7 +76,7 @@ def test_protect_help_says_what_each_method_does():
     assert "Zhang et al." not in body and "Zhong et al." not in body
     for name in ("zhang-content", "zhang-noise", "zhang-unrelated", "new-label", "adi", "ipguard"):
         assert name in body
-    assert body.count("Watermark:") == 7 and body.count("Fingerprint") == 5  # blind too, not "Li et al."
+    assert body.count("Watermark:") == 8 and body.count("Fingerprint") == 6  # blind too, not "Li et al."
 
 
 def test_attack_outputs_are_checked_before_the_work(model_files, monkeypatch):

@@ -42,7 +42,8 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
     "keys": (("keys",), "Inspect ownership keys; commit to them; make signing keys."),
     "references": (("references",), "Build and extend reference populations (independent models that keys are "
                                     "selected against and calibrated on)."),
-    "protect": (("protect", "protect_blind", "protect_frontier", "protect_ipguard", "protect_trigger"),
+    "protect": (("protect", "protect_blind", "protect_extraction", "protect_frontier", "protect_ipguard",
+                 "protect_trigger"),
                 "Protect a model with a watermark or fingerprint."),
 }
 _NOT_COMMANDS = {"app", "common", "suspect_options", "forge", "attack_pirate"}  # helpers, no register()

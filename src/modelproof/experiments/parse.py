@@ -123,8 +123,8 @@ def _items(kind: str, tables: list[dict], base: Path | None = None) -> list[Item
         if kind == "attacks" and base is not None:
             params = _relative_source(params, base)
         if name == "all":
-            for other in registry:
-                if other not in named:
+            for other in registry:  # a protection may stay out of "all" (in_all False: too slow for a grid)
+                if other not in named and getattr(registry[other], "in_all", True):
                     defaults = dict(getattr(registry[other], "demo_params", {}) or {}) if kind == "protections" else {}
                     defaults.pop("secret", None)
                     out.append(_checked(kind, f"{where} ({other})", Item(other, other, {**defaults, **params})))

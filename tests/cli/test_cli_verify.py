@@ -137,7 +137,7 @@ def test_user_errors_are_one_line(files, tmp_path):
                    "wrong passphrase")
     one_line_error(run("verify", "--key", files / "key.enc", "--suspect", ours), "passphrase")
     one_line_error(run("verify", "--key", key, "--suspect", ours, "--alpha", "1.5"), "alpha")
-    one_line_error(run("verify", "--key", key, "--suspect", ours, "--batch-size", "0"), "batch_size")
+    one_line_error(run("verify", "--key", key, "--suspect", ours, "--batch-size", "0"), "--batch-size")
     one_line_error(run("verify", "--key", key, "--suspect", tmp_path / "model.pt"), "model.pt")
     one_line_error(run("verify", "--key", key, "--suspect", ours, "--sign", tmp_path / "x.key"), "--report")
     one_line_error(run("keys", "info", files / "key.enc"), "passphrase")

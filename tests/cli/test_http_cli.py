@@ -37,6 +37,16 @@ def verify(*args, env=None):
     return runner.invoke(app, ["verify", "--key", str(FILES["key"]), "--json", *map(str, args)], env=env)
 
 
+def said(r) -> str:
+    """What a run said: its stderr (notes), plus its error, which under --json is {"error": ...} on stdout."""
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return r.stderr + (f"error: {error}\n" if isinstance(error, str) else "")
+
+
 def decision(r) -> str:
     return json.loads(r.stdout)["decision"]
 
@@ -74,7 +84,7 @@ def test_our_server_in_its_modes_owned_and_not_owned():
         r = verify("--suspect", f"{url}/v2/models/cnn", "--layout", "NHWC", "--dtype", "UINT8", "--scale", "255")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
         r = verify("--suspect", f"{url}/v2/models/cnn")  # the metadata says NHWC: a one-line usage error
-        assert r.exit_code == 2 and "check --layout" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert r.exit_code == 2 and "check --layout" in said(r) and len(said(r).strip().splitlines()) == 1
         config = FILES["dir"] / "suspect.toml"
         config.write_text('layout = "NHWC"\ndtype = "UINT8"\nscale = 255\ninput_shape = [1, 8, 8]\n'
                           '[parameters]\nlabels_only = true\n')
@@ -83,17 +93,17 @@ def test_our_server_in_its_modes_owned_and_not_owned():
     with running(create_app(FILES["ours"], layout="flat", labels_only=True)) as url:
         r = verify("--suspect", f"{url}/v2/models/cnn", "--layout", "flat")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
-        assert "using the key's 10" in r.stderr  # label-only metadata: the key's class count, said in one note
+        assert "using the key's 10" in said(r)  # label-only metadata: the key's class count, said in one note
 
 
 def test_tfserving_and_no_metadata_use_the_keys_shape():
     with running(create_app(FILES["ours"])) as url:
         r = verify("--suspect", f"{url}/v1/models/cnn:predict")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
-        assert "using the key's (1, 8, 8)" in r.stderr
+        assert "using the key's (1, 8, 8)" in said(r)
     with running(guarded(create_app(FILES["ours"]), metadata=False)) as url:
         r = verify("--suspect", f"{url}/v2/models/cnn", "--num-classes", "10", "--input-shape", "1,8,8")
-        assert r.exit_code == 0 and decision(r) == "owned" and "note" not in r.stderr, r.output
+        assert r.exit_code == 0 and decision(r) == "owned" and "note" not in said(r), r.output
 
 
 def test_scikit_learn_server_with_flat_features_and_labels_only(digits):
@@ -111,8 +121,8 @@ def test_scikit_learn_server_with_flat_features_and_labels_only(digits):
                         num_classes=10, input_shape=(1, 8, 8))
         assert torch.equal(s.predict(x), torch.from_numpy(forest.predict(x.reshape(40, -1).numpy() * 16).astype(np.int64)))
         r = verify("--suspect", f"{url}/v2/models/forest", "--layout", "flat", "--scale", "16")
-        assert r.exit_code == 2 and "the server said \"expected input 'features' FP64" in r.stderr, r.stderr
-        assert "sent FP32 inputs of shape [10, 64], layout flat" in r.stderr
+        assert r.exit_code == 2 and "the server said \"expected input 'features' FP64" in said(r), said(r)
+        assert "sent FP32 inputs of shape [10, 64], layout flat" in said(r)
 
 
 def test_bearer_token_from_the_environment():
@@ -121,9 +131,9 @@ def test_bearer_token_from_the_environment():
                    env={"SUSPECT_TOKEN": f"Bearer {TOKEN}"})
         assert r.exit_code == 0 and decision(r) == "owned", r.output
         r = verify("--suspect", f"{url}/v2/models/cnn", "--header", f"Authorization: Bearer {TOKEN}x")
-        assert r.exit_code == 2 and "HTTP 401" in r.stderr and "--header-env" in r.stderr and TOKEN not in r.stderr
+        assert r.exit_code == 2 and "HTTP 401" in said(r) and "--header-env" in said(r) and TOKEN not in said(r)
         r = verify("--suspect", f"{url}/v2/models/cnn", "--header-env", "Authorization=NO_SUCH_VARIABLE_HERE")
-        assert r.exit_code == 2 and "NO_SUCH_VARIABLE_HERE is not set" in r.stderr
+        assert r.exit_code == 2 and "NO_SUCH_VARIABLE_HERE is not set" in said(r)
 
 
 def test_deterministic_errors_are_not_retried_and_say_what_was_sent():
@@ -132,8 +142,8 @@ def test_deterministic_errors_are_not_retried_and_say_what_was_sent():
     with running(server) as url:
         r = verify("--suspect", f"{url}/v2/models/m", "--retries", "3")
     assert r.exit_code == 2 and script.attempts == 1, r.output
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and "no model metadata" in r.stderr  # the key's shape is used, with a note
+    errors = [ln for ln in said(r).splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "no model metadata" in said(r)  # the key's shape is used, with a note
     line = errors[0]
     assert "HTTP 500, the server said 'shape mismatch: expected [-1, 3, 32, 32]'" in line
     assert "sent FP32 inputs of shape [10, 1, 8, 8], layout NCHW" in line
@@ -148,10 +158,10 @@ def test_query_log_resumes_on_another_port_and_refuses_another_model():
         r = verify("--suspect", f"{url}/v2/models/cnn", "--budget", "40", "--log", log)
         assert r.exit_code == 3 and json.loads(r.stdout)["replayed"] == 40, r.output
         r = verify("--suspect", f"{url}/v2/models/cnn", "--log", log)  # a second fixed look: refused
-        assert r.exit_code == 2 and "use --sequential" in r.stderr, r.stderr
+        assert r.exit_code == 2 and "use --sequential" in said(r), said(r)
     with running(create_app(FILES["other"], name="other")) as url:
         r = verify("--suspect", f"{url}/v2/models/other", "--log", log)
-        assert r.exit_code == 2 and "it was made with \"v2 model 'cnn' version 1\"" in r.stderr, r.stderr
+        assert r.exit_code == 2 and "it was made with \"v2 model 'cnn' version 1\"" in said(r), said(r)
 
 
 def _modelproof(*args: str) -> subprocess.Popen:

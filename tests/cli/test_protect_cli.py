@@ -77,7 +77,7 @@ def test_help_lists_the_methods():
 
 
 @pytest.mark.parametrize("args,fragment", [
-    (("zhang-content", "--key-size", "0"), "key_size"),
+    (("zhang-content", "--key-size", "0"), "--key-size"),
     (("zhang-noise", "--mode", "bogus"), "mode"),
     (("new-label", "--beta", "-1"), "beta"),
     (("zhang-noise", "--target", "12"), "target"),

@@ -173,7 +173,7 @@ def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
 @pytest.mark.parametrize("args, fragment", [
     (["--arch", "lenet5"], "lenet5"),  # 8x8 digits are too small for LeNet-5
     (["--arch", "mlp", "--size", "6"], "at least 8x8"),
-    (["--arch", "mlp", "--key-fraction", "1.5"], "key_fraction"),
+    (["--arch", "mlp", "--key-fraction", "1.5"], "--key-fraction"),
     (["--arch", "mlp", "--logo", "missing.png"], "logo file not found"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, fragment) -> None:

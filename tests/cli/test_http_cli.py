@@ -37,6 +37,16 @@ def verify(*args, env=None):
     return runner.invoke(app, ["verify", "--key", str(FILES["key"]), "--json", *map(str, args)], env=env)
 
 
+def said(r) -> str:
+    """What a run said: its stderr (notes), plus its error, which under --json is {"error": ...} on stdout."""
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError:
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    return r.stderr + (f"error: {error}\n" if isinstance(error, str) else "")
+
+
 def decision(r) -> str:
     return json.loads(r.stdout)["decision"]
 
@@ -92,17 +102,17 @@ def test_our_server_in_its_modes_owned_and_not_owned():
     with running(create_app(FILES["ours"], layout="flat", labels_only=True)) as url:
         r = verify("--suspect", f"{url}/v2/models/cnn", "--layout", "flat")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
-        assert "using the key's 10" in r.stderr  # label-only metadata: the key's class count, said in one note
+        assert "using the key's 10" in said(r)  # label-only metadata: the key's class count, said in one note
 
 
 def test_tfserving_and_no_metadata_use_the_keys_shape():
     with running(create_app(FILES["ours"])) as url:
         r = verify("--suspect", f"{url}/v1/models/cnn:predict")
         assert r.exit_code == 0 and decision(r) == "owned", r.output
-        assert "using the key's (1, 8, 8)" in r.stderr
+        assert "using the key's (1, 8, 8)" in said(r)
     with running(guarded(create_app(FILES["ours"]), metadata=False)) as url:
         r = verify("--suspect", f"{url}/v2/models/cnn", "--num-classes", "10", "--input-shape", "1,8,8")
-        assert r.exit_code == 0 and decision(r) == "owned" and "note" not in r.stderr, r.output
+        assert r.exit_code == 0 and decision(r) == "owned" and "note" not in said(r), r.output
 
 
 def test_binary_and_no_binary_flags():

@@ -3,14 +3,16 @@
 No network, no external scripts, fonts or styles: CSS is inline and figures are PNG data URIs.
 A tiny inline script marks the page once every image has decoded (``data-images-ok`` and
 ``data-images-broken`` on ``<body>``), which the headless-browser test reads. Key samples are
-shown only when the config's ``report.show_keys`` is true (the default for experiments, whose keys
-are made for the experiment): an evidence report (``modelproof.verification.report``) never shows them.
+shown only when the config's ``report.show_keys`` is true (off by default: key samples are secret
+until you choose to show them); the config is shown with its ``secret`` values redacted (every key's
+secret is derived from them). An evidence report (``modelproof.verification.report``) never shows either.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 from collections import defaultdict
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,6 +23,11 @@ from ..util.files import atomic_write_bytes
 from .payoff import attack_summaries, cell_words, payoff_cells, protection_summaries
 
 TEMPLATE = "report.html.j2"  # beside this module (package data)
+
+
+def redact_secrets(config_text: str) -> str:
+    """A config's TOML text with the value of every ``secret = ...`` line replaced by ``"[redacted]"``."""
+    return re.sub(r'(?m)^(\s*secret\s*=\s*).*$', r'\1"[redacted]"', config_text)
 
 
 def _versions() -> dict[str, str]:
@@ -103,8 +110,8 @@ def write_report(out: str | Path) -> Path:
         verification=f"{ver.get('mode', 'fixed')}, alpha {ver.get('alpha', 0.01)}, budget {ver.get('budget', 'none')}",
         rule=", ".join(f"{k} {v}" for k, v in plaus.items()) or "max_drop 0.03",
         groups=[_group(f"{d} / {h}", g) for (d, h), g in by_group.items()],
-        keys=_key_previews(out, rows, raw.get("report", {}).get("show_keys", True)),
-        failures=failures, config=config_text, versions=_versions(), fmt=_fmt, sci=_sci, count=_count,
+        keys=_key_previews(out, rows, raw.get("report", {}).get("show_keys", False)),
+        failures=failures, config=redact_secrets(config_text), versions=_versions(), fmt=_fmt, sci=_sci, count=_count,
         words=cell_words)
     path = out / "report.html"
     atomic_write_bytes(path, html.encode())

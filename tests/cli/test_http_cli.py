@@ -51,15 +51,6 @@ def decision(r) -> str:
     return json.loads(r.stdout)["decision"]
 
 
-def said(r) -> str:
-    """What a failed run said: its notes on stderr, then its one error, which --json prints on stdout."""
-    try:
-        error = json.loads(r.stdout).get("error", "")
-    except ValueError:
-        error = ""
-    return r.stderr + error
-
-
 FILES: dict[str, Path] = {}
 
 

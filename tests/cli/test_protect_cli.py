@@ -52,7 +52,9 @@ def test_same_secret_same_key_from_the_command_line(model_file, tmp_path):
 
 def test_new_label_json_output(model_file, tmp_path):
     r = run("protect", "new-label", "--model", model_file, "--out", tmp_path / "nl", *secret("s"),
-            "--alpha", "0.05", "--beta", "0.3", "--key-size", "30", "--json")
+            "--alpha", "0.05", "--beta", "0.3", "--key-size", "30", "--json", "--no-selection")
+    # --no-selection: under key selection these parameters' null (bounded on other owners' new-label
+    # models) came out at 0.999 on this model and the key was refused; this test is about the JSON output
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["method"] == "new-label" and out["key_size"] == 30 and out["key_accuracy"] >= 0.9

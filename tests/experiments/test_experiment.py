@@ -378,7 +378,8 @@ def test_a_cached_rerun_keeps_the_report_it_finds(tiny_run, tmp_path, monkeypatc
     from modelproof.experiments import report as report_module
 
     out, _ = tiny_run
-    shutil.copytree(out, tmp_path / "again")
+    shutil.copytree(out / "cache", tmp_path / "again" / "cache")
+    run_experiment(parse_config(TINY), tmp_path / "again", quiet=True)  # from the cache, report drawn
     monkeypatch.setattr(report_module, "write_report", lambda *a, **k: pytest.fail("report redrawn"))
     summary = run_experiment(parse_config(TINY), tmp_path / "again", quiet=True)
     assert summary.counts["done"] == 0 and summary.files["report"].endswith("report.html")

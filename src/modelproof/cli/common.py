@@ -72,7 +72,7 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
     """Turn a ModelproofError into one line on stderr and exit status 2 (no traceback).
 
     The line names options as they are typed (``--key-size``, not the library's ``key_size``); with
-    ``--json`` stdout also gets ``{"error": "..."}``, so that a script reading JSON gets JSON.
+    ``--json`` it is ``{"error": "..."}`` on stdout instead, so that a script reading JSON gets JSON.
 
     The command runs inside the one progress line (:func:`modelproof.util.progress.task`, on a terminal only,
     never with ``--quiet``); ``progress=False`` for commands that own the terminal (``serve``).
@@ -96,7 +96,8 @@ def user_errors(fn: F | None = None, *, progress: bool = True) -> Any:
             message = option_names(redact_urls(str(exc)), kwargs)
             if kwargs.get("json_out"):
                 sys.stdout.write(json.dumps({"error": message}) + "\n")
-            typer.echo(f"error: {message}", err=True)
+            else:
+                typer.echo(f"error: {message}", err=True)
             raise typer.Exit(2) from None
         except Exception as exc:  # a bug or exhaustion (RecursionError, MemoryError): never read as a decision
             if type(exc).__module__.split(".")[0] in ("click", "typer") or os.environ.get("MODELPROOF_TRACEBACK"):

@@ -11,7 +11,7 @@ from .common import DataDirOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_opt
 
 
 @user_errors
-@compute_options(accelerators=True)
+@compute_options
 def build(dataset: Annotated[str, typer.Option("--dataset", "-d", help="digits (bundled), mnist, fashion-mnist, "
                                                "cifar10, ... (the owner split of it is trained on).")] = "digits",
           arch: Annotated[list[str] | None, typer.Option("--arch", "-a", help="An owner architecture: 8 selection "

@@ -90,7 +90,7 @@ def test_a_one_point_key_is_refused(protected, digits16, references16):
 
 def test_selection_judges_are_the_references_and_are_recorded(mlp16, small, references16):
     judges = tuple(Judge(r.name, r.digest, r.suspect, getattr(r.suspect, "model", None)) for r in references16[:2])
-    result = Conferrable(**{**TINY, "students": ["mlp"]}).protect(mlp16, small, seed=0,
+    result = Conferrable(**{**TINY, "students": ["mlp"], "eps": 0.25, "steps": 30}).protect(mlp16, small, seed=0,
                                                                   selection=Selection(judges))
     params = result.key.params
     assert [r["digest"] for r in params["references"]] == [j.digest for j in judges]

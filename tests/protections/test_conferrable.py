@@ -107,8 +107,8 @@ def test_bad_parameters_raise_config_error(bad):
 
 def test_cli_protect_conferrable_writes_a_key_for_its_model(mlp16, tmp_path):
     model = save_model(mlp16, tmp_path / "mlp.safetensors", dataset="digits", extra={"size": 16})
-    args = ["protect", "conferrable", "--model", model, "--size", "16", "--points", "10", "--steps", "10",
-            "--oversample", "2", "--search-references", "1", "--copies", "0",
+    args = ["protect", "conferrable", "--model", model, "--size", "16", "--points", "10", "--steps", "30", "--eps", "0.25",
+            "--oversample", "2", "--search-references", "1", "--copies", "0", "--no-selection",
             "--no-calibration", "--allow-weak", "--out", tmp_path / "out", "--json"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output

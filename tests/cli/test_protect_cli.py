@@ -52,7 +52,9 @@ def test_same_secret_same_key_from_the_command_line(model_file, tmp_path):
 
 def test_new_label_json_output(model_file, tmp_path):
     r = run("protect", "new-label", "--model", model_file, "--out", tmp_path / "nl", *secret("s"),
-            "--alpha", "0.05", "--beta", "0.3", "--key-size", "30", "--json")
+            "--alpha", "0.05", "--beta", "0.3", "--key-size", "30", "--json", "--no-selection")
+    # --no-selection: under key selection these parameters' null (bounded on other owners' new-label
+    # models) came out at 0.999 on this model and the key was refused; this test is about the JSON output
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["method"] == "new-label" and out["key_size"] == 30 and out["key_accuracy"] >= 0.9
@@ -66,7 +68,9 @@ def test_arch_trains_from_scratch(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["mode"] == "scratch" and out["accuracy_before"] is None and out["accuracy_after"] >= 0.85
-    assert load_key(tmp_path / "adi" / "key.mpkey").null_match_prob == pytest.approx(0.1)
+    key = load_key(tmp_path / "adi" / "key.mpkey")  # under key selection: exact null 1 / (fewest free classes)
+    assert key.null_match_prob == pytest.approx(1 / key.params["selection"]["free_classes_min"])
+    assert key.null_match_prob <= 0.2
 
 
 def test_help_lists_the_methods():

@@ -369,3 +369,17 @@ def test_the_digits_grid_stays_the_size_that_fits_its_budget():
 
     jobs, cells = plan(load_config(Path(__file__).parents[2] / "experiments" / "digits.toml"))
     assert len(cells) == 576 and len(jobs) == 680  # as measured in docs/guides/experiments.md
+
+
+def test_a_cached_rerun_keeps_the_report_it_finds(tiny_run, tmp_path, monkeypatch):
+    """Drawing the figures again was most of a cached rerun's time."""
+    import shutil
+
+    from modelproof.experiments import report as report_module
+
+    out, _ = tiny_run
+    shutil.copytree(out / "cache", tmp_path / "again" / "cache")
+    run_experiment(parse_config(TINY), tmp_path / "again", quiet=True)  # from the cache, report drawn
+    monkeypatch.setattr(report_module, "write_report", lambda *a, **k: pytest.fail("report redrawn"))
+    summary = run_experiment(parse_config(TINY), tmp_path / "again", quiet=True)
+    assert summary.counts["done"] == 0 and summary.files["report"].endswith("report.html")

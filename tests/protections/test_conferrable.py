@@ -90,7 +90,7 @@ def test_a_one_point_key_is_refused(protected, digits16, references16):
 
 def test_selection_judges_are_the_references_and_are_recorded(mlp16, small, references16):
     judges = tuple(Judge(r.name, r.digest, r.suspect, getattr(r.suspect, "model", None)) for r in references16[:2])
-    result = Conferrable(**{**TINY, "students": ["mlp"]}).protect(mlp16, small, seed=0,
+    result = Conferrable(**{**TINY, "students": ["mlp"], "eps": 0.25, "steps": 30}).protect(mlp16, small, seed=0,
                                                                   selection=Selection(judges))
     params = result.key.params
     assert [r["digest"] for r in params["references"]] == [j.digest for j in judges]
@@ -107,8 +107,8 @@ def test_bad_parameters_raise_config_error(bad):
 
 def test_cli_protect_conferrable_writes_a_key_for_its_model(mlp16, tmp_path):
     model = save_model(mlp16, tmp_path / "mlp.safetensors", dataset="digits", extra={"size": 16})
-    args = ["protect", "conferrable", "--model", model, "--size", "16", "--points", "10", "--steps", "10",
-            "--oversample", "2", "--search-references", "1", "--copies", "0",
+    args = ["protect", "conferrable", "--model", model, "--size", "16", "--points", "10", "--steps", "30", "--eps", "0.25",
+            "--oversample", "2", "--search-references", "1", "--copies", "0", "--no-selection",
             "--no-calibration", "--allow-weak", "--out", tmp_path / "out", "--json"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output

@@ -138,7 +138,7 @@ def test_null_is_calibrated_against_references(protected, references16, negative
     name, result = protected
     calibrated = calibrate(result.key, references16)
     record = calibrated.params["calibration"]
-    assert len(record["references"]) == 8 and {"mlp", "cnn", "random-forest"} <= set(record["kinds"])
+    assert len(record["references"]) == len(references16) == 24 and {"mlp", "cnn", "random-forest"} <= set(record["kinds"])
     if name == "adi":  # exact by construction: kept, calibration recorded as a check
         assert calibrated.null_match_prob == result.key.null_match_prob and record["kept_exact"]
     else:

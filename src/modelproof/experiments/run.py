@@ -111,13 +111,17 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     """Run every cell of ``config`` with its cache in ``out/cache``; write the tables and the report.
 
     ``only`` (glob patterns) and ``limit`` run a subset of the cells (:func:`~.plan.select`); the tables
-    and the report then hold that subset.
+    and the report then hold that subset. A rerun whose config and results are unchanged keeps the
+    report it finds (drawing the figures is most of a cached rerun's time; ``experiment report``
+    redraws it).
     """
     from ..util.progress import status_display
     from .executors import execute
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    before = {name: (out / name).read_bytes() if (out / name).is_file() else None
+              for name in ("config.toml", "results.json")}
     atomic_write_bytes(out / "config.toml", config.source.encode())
     jobs, cells = plan(config)
     if only or limit is not None:
@@ -146,7 +150,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     atomic_write_bytes(out / "failures.json", (json.dumps(failures, indent=1) + "\n").encode())
     summary = RunSummary(rows, {k: counts[k] for k in ("done", "cached", "failed")}, failures,
                          time.perf_counter() - start, len(cells), len(jobs), write_tables(rows, out))
-    if report:
+    unchanged = (out / "report.html").is_file() and all(before[n] == (out / n).read_bytes() for n in before)
+    if report and unchanged:
+        summary.files["report"] = str(out / "report.html")
+    elif report:
         from .report import write_report
 
         summary.files["report"] = str(write_report(out))

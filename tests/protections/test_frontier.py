@@ -109,7 +109,10 @@ def test_protected_model_is_owned_independent_models_are_not(protected, digits):
     assert uncalibrated.decision == "inconclusive" and "calibrate" in uncalibrated.note  # the paper's 1/2 is no bound
     refs = [Reference(TorchSuspect(train_new(a, digits.owner, FAST, seed=s)[0]), f"{a}-{s}", a)
             for a, s in (("cnn", 20), ("cnn", 21), ("mlp", 22), ("mlp", 23))]
-    key = calibrate(protected.key, refs + [Reference(train_random_forest(digits.owner, seed=24), "rf", "forest")])
+    # Five references: the bound's tail is the one five can carry (1e-3); the default 1e-4 is sized for the 24 of
+    # a population, and with five its Student-t quantile (df 4) pushes the bound to 1.
+    key = calibrate(protected.key, refs + [Reference(train_random_forest(digits.owner, seed=24), "rf", "forest")],
+                    tail=1e-3)
     verdict = verify(key, TorchSuspect(protected.model), alpha=0.01)
     assert verdict.decision == "owned" and verdict.matches == 100 and key.null_match_prob > 0.5
     others = [TorchSuspect(train_new("cnn", digits.owner, FAST, seed=7)[0]),
@@ -167,7 +170,7 @@ def test_cli_protect_frontier_stitching(trained_cnn, tmp_path):
     model = save_model(trained_cnn, tmp_path / "cnn.safetensors", dataset="digits")
     args = ["protect", "frontier-stitching", "--model", model, "--dataset", "digits", "--eps", "0.25",
             "--norm", "linf", "--key-size", "20", "--lr", "0.001", "--batch-size", "32", "--key-per-batch", "5",
-            "--no-calibration", "--allow-weak", "--out", tmp_path / "out", *passphrase("secret words"), "--json"]
+            "--no-calibration", "--no-selection", "--allow-weak", "--out", tmp_path / "out", *passphrase("secret words"), "--json"]
     r = CliRunner().invoke(app, [str(a) for a in args])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout)

@@ -118,10 +118,9 @@ def _key_preview(key, owner_images: torch.Tensor, count: int = 6) -> dict:
 
 
 def _protect(store: Store, job: Job) -> dict:
-    from ..models.modelfile import weights_digest
     from ..protections.base import PROTECTIONS, discover_protections, make_protection
-    from ..references.finalize import finalize_key
-    from ..models.training import evaluate, predict
+    from ..references.protect import ReferenceOptions, protect_model
+    from ..models.training import evaluate
     from .config import accepts_secret
 
     discover_protections()
@@ -132,21 +131,20 @@ def _protect(store: Store, job: Job) -> dict:
     if accepts_secret(PROTECTIONS[s["name"]]):
         params["secret"] = s["secret"]
     protection = make_protection(s["name"], **params)
-    start = time.perf_counter()
-    result = protection.protect(host, splits.owner, seed=s["seed"], test=splits.test)
-    seconds = time.perf_counter() - start
-    # as `modelproof protect`: the null calibrated on the default reference population (trained once per
-    # dataset and seed in a process), and the self-check; a weak key is kept (the grid goes on) and flagged
-    final = finalize_key(result, protection, splits.owner, source_digest=weights_digest(host),
-                         owner_arch=getattr(getattr(host, "record", None), "arch", None), allow_weak=True,
-                         seed=s["seed"])
+    # exactly as `modelproof protect`: the key chosen against the selection references of the default
+    # reference population (cached, trained once per dataset), its null calibrated on the disjoint
+    # calibration references, and the self-check; a weak key is kept (the grid goes on) and flagged
+    outcome = protect_model(protection, host, splits, seed=s["seed"], options=ReferenceOptions(allow_weak=True),
+                            owner_arch=getattr(getattr(host, "record", None), "arch", None))
+    result, final = outcome.result, outcome.final
     key = final.key
     info = {"calibrated": True, "null_before": final.summary.get("null_before"),
-            "self_check": final.summary.get("self_check"), "method_kind": protection.kind, "seconds": seconds, "key_size": len(key), "null_match_prob": key.null_match_prob,
-            "null_source": key.null_source, "accuracy_host": evaluate(host, splits.test),
-            "accuracy_protected": evaluate(result.model, splits.test),
-            "key_accuracy": float((predict(result.model, key.inputs) == key.labels).float().mean()),
-            "num_classes": int(key.num_classes), "preview": _key_preview(key, splits.owner.images),
+            "self_check": final.summary.get("self_check"), "method_kind": protection.kind,
+            "seconds": final.summary.get("protect_seconds", 0.0), "key_size": len(key),
+            "null_match_prob": key.null_match_prob, "null_source": key.null_source,
+            "accuracy_host": evaluate(host, splits.test), "accuracy_protected": outcome.accuracy_after,
+            "key_accuracy": outcome.key_accuracy, "num_classes": int(key.num_classes),
+            "preview": _key_preview(key, splits.owner.images),
             "warning": key.params.get("warning") or result.report.get("warning")}
     if protection.kind == "watermark" and not store.put_model("protect", job.id, result.model, {"method": s["name"]}):
         raise RuntimeError(f"the model protected by {s['name']} could not be saved as a model file")

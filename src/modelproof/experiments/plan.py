@@ -34,13 +34,14 @@ class Cell:
 def _versions() -> dict[str, str]:
     from .. import attacks
     from ..protections import base as protection
+    from ..references import protect as reference_protect
     from ..models import training
     from ..verification import verifier as verification
     from ..models import registry
     from . import jobs as experiment_jobs
 
     return {"train": code_version(training, registry), "verify": code_version(verification, experiment_jobs),
-            "protect": code_version(protection), "attack": code_version(attacks.base, attacks.result)}
+            "protect": code_version(protection, reference_protect), "attack": code_version(attacks.base, attacks.result)}
 
 
 def _method_version(kind: str, name: str, params: dict | None = None) -> str:

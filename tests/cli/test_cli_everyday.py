@@ -80,12 +80,12 @@ def test_protect_help_says_what_each_method_does():
 
 
 def test_attack_outputs_are_checked_before_the_work(model_files, monkeypatch):
-    import modelproof.cli.attack as attack_cmd
+    import modelproof.attacks as attacks  # the command imports run_attack from here when it runs
 
     def never(*args, **kwargs):
         raise AssertionError("the attack ran before its output was checked")
 
-    monkeypatch.setattr(attack_cmd, "run_attack", never)
+    monkeypatch.setattr(attacks, "run_attack", never)
     model = model_files / "digits16.safetensors"
     for name, out, params, fragment in (("svd", "svd.safetensors", [], "write it as ONNX"),
                                         ("quantize", "q.onnx", [], "mode=weights"),

@@ -16,7 +16,8 @@ def test_silent_when_not_a_terminal_but_steps_are_counted(capsys):
         progress.report(2, loss=0.5)
         with progress.progress_bar(5, "inner") as bar:
             bar(5, loss=0.25)
-    assert t.steps == 5 and t.fields["loss"] == 0.25
+            assert t.steps == 5 and t.fields["loss"] == 0.25
+    assert t.steps == 2 and t.fields["loss"] == 0.5  # the inner loop ended: the outer phase's count and values
     assert capsys.readouterr().err == ""
     progress.report(1)  # no task open: nothing happens
 
@@ -33,12 +34,58 @@ def test_terminal_shows_a_final_line_nested_loops_report_into_the_task(capsys, m
             bar(4)
         with progress.task("inner") as inner:
             assert inner is t
-    assert t.description == "training" and t.steps == 4  # the nested loop's phase ended: its description restored
+    # the nested loop's phase ended: the outer phase's description, total and count are back
+    assert (t.description, t.total, t.steps) == ("training", 10, 10)
     err = capsys.readouterr().err
     assert "modelproof attack ftll: done in" in err and err.count("done in") == 1
     with progress.task("quiet job", quiet=True):
         progress.report(1)
     assert capsys.readouterr().err == ""
+
+
+def _nested_like_a_reference_build(t, check):
+    """The references build: one bar over the members, inside it each member's training bar."""
+    with progress.progress_bar(3, "training reference models") as advance:
+        for _ in range(3):
+            with progress.progress_bar(5, "training mlp") as bar:
+                for _ in range(5):
+                    bar(1, loss=0.5)
+                    check(t)
+            advance(1)
+            check(t)
+    progress.report(0, queries=1)
+    check(t)
+
+
+def test_a_bar_never_exceeds_its_total(monkeypatch):
+    """`modelproof demo` printed `239/238 loss ...`: a nested training bar left its total on the task."""
+    monkeypatch.setattr(progress, "_shown", lambda quiet: False)
+    seen = []
+
+    def check(t):
+        seen.append((t.steps, t.total))
+        assert t.total is None or t.steps <= t.total, (t.description, t.steps, t.total)
+
+    with progress.task("modelproof demo", quiet=True) as t:
+        _nested_like_a_reference_build(t, check)
+    assert (3, 3) in seen and t.total is None
+    from rich.console import Console
+
+    prog = progress._progress(Console(file=io.StringIO(), width=100, force_terminal=True))
+    t = progress.Task(prog, "modelproof demo", None)
+    t.interval = 0.0  # every step reaches the display
+
+    def check_display(t):
+        check(t)
+        shown = prog.tasks[0]
+        assert shown.total is None or shown.completed <= shown.total, (shown.description, shown.completed)
+        assert shown.completed == t.steps and shown.total == t.total
+
+    token = progress._CURRENT.set(t)
+    try:
+        _nested_like_a_reference_build(t, check_display)
+    finally:
+        progress._CURRENT.reset(token)
 
 
 def test_quick_work_prints_no_done_line(capsys, monkeypatch):
@@ -74,7 +121,7 @@ def test_piped_prints_stage_lines_and_heartbeats_without_control_characters(caps
         with progress.progress_bar(5, "fit") as bar:
             bar(1)
             time.sleep(0.25)
-    assert t.steps == 1
+    assert (t.steps, t.total) == (2, 4)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "modelproof train: training  [31mreference  models (4 steps)", lines
     assert any("2/4" in line and "loss 0.5" in line and "so far" in line for line in lines), lines

@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[tuple[str, ...], str]] = {
                  "protect_trigger"),
                 "Protect a model with a watermark or fingerprint."),
 }
-_NOT_COMMANDS = {"app", "common", "suspect_options", "forge", "attack_pirate"}  # helpers, no register()
+_NOT_COMMANDS = {"app", "common", "suspect_options", "forge", "attack_pirate", "tables"}  # helpers, no register()
 _PACKAGE = __name__.rsplit(".", 1)[0]
 _LOADED: dict[str, Any] = {}
 

@@ -10,19 +10,19 @@ accuracy before and after, the change, the cost and plausibility, and writes the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..attacks import ATTACKS, Attack, Chain, Plausibility, describe_attacks, make_attack, parse_params, run_attack
-from ..attacks.saving import output_suffixes, save_attacked
-from ..data.splits import load_dataset, load_splits
 from ..util.errors import ConfigError
 from ..util.files import check_output
-from ..models.modelfile import load_model
 from .forge import add_forgery_commands
 from .common import (
     DataDirOpt, DatasetOpt, ForceOpt, JsonOpt, cite, short_help, SizeOpt, compute_options, dataset_from_model, emit, user_errors)
+from .tables import ATTACK_HELP
+
+if TYPE_CHECKING:
+    from ..attacks import Attack
 
 QUERY_ATTACKS = ("extract", "knockoff", "transfer-learning")  # their ``source`` may be another dataset
 ModelOpt = Annotated[Path, typer.Option("--model", "-m", help="The modelproof .safetensors model file to attack.")]
@@ -40,6 +40,7 @@ QueryDirOpt = Annotated[Path | None, typer.Option("--query-data-dir", help="Fold
 @user_errors
 def list_attacks(json_out: JsonOpt = False) -> None:
     """List the attacks and forgeries: name, one-line description and parameters with defaults."""
+    from ..attacks import describe_attacks
     from ..attacks.forgery import describe_forgeries
 
     table, forgeries = describe_attacks(), describe_forgeries()
@@ -54,6 +55,9 @@ def list_attacks(json_out: JsonOpt = False) -> None:
 
 def check_out(name: str, attack: Attack, out: Path) -> None:
     """Refuse, before any work, an output the attack's model could not be written to."""
+    from ..attacks import Chain
+    from ..attacks.saving import output_suffixes
+
     suffix = out.suffix.lower()
     if suffix not in (".safetensors", ".onnx"):
         raise ConfigError(f"--out {out}: must end in .safetensors (a model file) or .onnx")
@@ -85,6 +89,11 @@ def _attack_command(name: str):
                 max_drop: MaxDropOpt = 0.03, min_accuracy: MinAccOpt = None,
                 query_dataset: QueryDataOpt = None, query_data_dir: QueryDirOpt = None,
                 json_out: JsonOpt = False, force: ForceOpt = False) -> None:
+        from ..attacks import Plausibility, make_attack, parse_params, run_attack  # torch only once it runs
+        from ..attacks.saving import save_attacked
+        from ..data.splits import load_dataset, load_splits
+        from ..models.modelfile import load_model
+
         check_output(out, inputs=(model,), force=force)
         params = parse_params(name, param or [])
         if query_dataset is not None:
@@ -117,7 +126,7 @@ def _attack_command(name: str):
             f"plausible: {'yes' if result.plausible else 'no'} ({result.rule})",
             f"wrote {written}"])
 
-    command.__doc__ = ATTACKS[name].description
+    command.__doc__ = ATTACK_HELP[name]
     return command
 
 
@@ -126,14 +135,12 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(no_args_is_help=True, help="Run removal attacks on a model file, or forge a key "
                                                         "for it (see `attack list`).")
     group.command("list")(list_attacks)
-    for name in ATTACKS:
-        if name == "pirate":  # its own options (--tau, --surrogate-fraction): commands/attack_pirate.py
+    for name, description in ATTACK_HELP.items():  # the registry's attacks, from a table without torch
+        if name == "pirate":  # its own options (--tau, --surrogate-fraction): cli/attack_pirate.py
             from .attack_pirate import pirate_command
 
-            group.command(name, help=cite(ATTACKS[name].description),
-                          short_help=short_help(ATTACKS[name].description))(pirate_command)
+            group.command(name, help=cite(description), short_help=short_help(description))(pirate_command)
             continue
-        group.command(name, help=cite(ATTACKS[name].description),
-                      short_help=short_help(ATTACKS[name].description))(_attack_command(name))
+        group.command(name, help=cite(description), short_help=short_help(description))(_attack_command(name))
     add_forgery_commands(group)
     app.add_typer(group, name="attack")

@@ -13,12 +13,6 @@ from typing import Annotated
 
 import typer
 
-from ..attacks.evasion.attack import TAU, PirateAttack
-from ..attacks.evasion.metrics import pirate_report
-from ..attacks.evasion.pirate import surrogate_split
-from ..attacks.saving import save_attacked
-from ..data.splits import load_splits
-from ..models.modelfile import load_model
 from .common import DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SizeOpt, compute_options, emit, user_errors
 
 TauOpt = Annotated[float | None, typer.Option("--tau", help="Margin over alpha_y (default 2 on MNIST, 0.65 on Fashion-MNIST, else 2).")]
@@ -36,6 +30,13 @@ def pirate_command(model: Annotated[Path, typer.Option("--model", "-m", help="Th
                    width: WidthOpt = 1.0, seed: Annotated[int, typer.Option("--seed", help="Seed of the detector and of the random answers.")] = 0,
                    quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
     """Ray et al.: deploy the stolen model behind a key-query detector that answers flagged queries at random."""
+    from ..attacks.evasion.attack import TAU, PirateAttack  # torch only once the command runs
+    from ..attacks.evasion.metrics import pirate_report
+    from ..attacks.evasion.pirate import surrogate_split
+    from ..attacks.saving import save_attacked
+    from ..data.splits import load_splits
+    from ..models.modelfile import load_model
+
     attack = PirateAttack(tau=TAU.get(dataset, 2.0) if tau is None else tau, epochs=epochs, width=width,
                           quiet=quiet)
     net = load_model(model)

@@ -12,18 +12,23 @@ written like any key and checked with ``modelproof verify``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import torch
 import typer
 
 from ..util.errors import ConfigError
 from .common import DataDirOpt, DatasetOpt, JsonOpt, SizeOpt, cite, compute_options, emit, short_help, user_errors
+from .tables import FORGERY_HELP
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_intercepted(path: Path, count: int | None = None) -> torch.Tensor:
     """Intercepted key inputs (images only) from an ``.npz`` (``x``) or the inputs of a key file."""
+    import numpy as np
+    import torch
+
     if not path.is_file():
         raise ConfigError(f"intercepted inputs file not found: {path}")
     if path.suffix == ".npz":
@@ -44,9 +49,7 @@ def load_intercepted(path: Path, count: int | None = None) -> torch.Tensor:
 
 def _forge_command(name: str):
     """The CLI command running forgery ``name``."""
-    from ..attacks.forgery import FORGERIES
-
-    cls = FORGERIES[name]
+    description, access = FORGERY_HELP[name]
 
     @user_errors
     @compute_options
@@ -63,7 +66,7 @@ def _forge_command(name: str):
                 param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (repeatable).")] = None,
                 seed: Annotated[int, typer.Option("--seed", help="The counterfeiter's seed.")] = 0,
                 json_out: JsonOpt = False) -> None:
-        from ..attacks.forgery import make_forgery
+        from ..attacks.forgery import FORGERIES, make_forgery  # torch only once the command runs
         from ..attacks.registry import parse_pairs
         from ..data.splits import load_splits
         from ..keys.container import save_key
@@ -72,9 +75,10 @@ def _forge_command(name: str):
 
         if (model is None) == (suspect is None):
             raise ConfigError("give exactly one of --model (a copy of the model) or --suspect (a black box)")
-        if cls.access == "white-box" and model is None:
+        cls = FORGERIES[name]
+        if access == "white-box" and model is None:
             raise ConfigError(f"{name} needs white-box access: give --model (a copy of the model)")
-        if cls.access == "intercepted" and intercepted is None:
+        if access == "intercepted" and intercepted is None:
             raise ConfigError(f"{name} needs --intercepted (key inputs seen on the wire)")
         forgery = make_forgery(name, **parse_pairs(cls.PARAMS, f"forgery {name!r}", param or []))
         target = load_model(model) if model is not None else open_suspect(suspect)
@@ -93,14 +97,12 @@ def _forge_command(name: str):
               f"cost {outcome.seconds:.2f} s, {outcome.queries} queries",
               f"wrote {out} (check it with `modelproof verify --key {out} --suspect ...`)"])
 
-    command.__doc__ = cls.description
+    command.__doc__ = description
     return command
 
 
 def add_forgery_commands(group: typer.Typer) -> None:
-    """Add one ``forge-NAME`` command per registered forgery to the ``attack`` group."""
-    from ..attacks.forgery import FORGERIES
-
-    for name, cls in FORGERIES.items():
-        group.command(name, help=cite(f"{cls.description} [{cls.access}]"),
-                      short_help=short_help(cls.description))(_forge_command(name))
+    """Add one ``forge-NAME`` command per registered forgery (from the table without torch) to the ``attack`` group."""
+    for name, (description, access) in FORGERY_HELP.items():
+        group.command(name, help=cite(f"{description} [{access}]"),
+                      short_help=short_help(description))(_forge_command(name))

@@ -12,16 +12,18 @@ import inspect
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..references.calibration import DEFAULT_REFERENCES
-from ..protections.base import Protection
 from ..util.errors import ConfigError
 from ..util.files import check_output
 from .common import F, PassOpt, emit, read_passphrase, read_secret_file, refuse_on_argv, user_errors, with_options
 from .keys import PROTECT_SIGNING_KEY, SignOpt, SignPassOpt, commitment_lines
+from .tables import DEFAULT_REFERENCES
+
+if TYPE_CHECKING:
+    from ..protections.base import Protection
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="A trained modelproof model file to protect.")]
 ArchOpt = Annotated[str | None, typer.Option("--arch", "-a", help="Build this zoo architecture instead (trained from scratch by methods that embed during training).")]
@@ -103,12 +105,14 @@ def protect_group() -> typer.Typer:
                        callback=_group_options)
 
 
-@user_errors
+@user_errors(progress=False)
 def _group_options(sign: SignOpt = None, sign_passphrase: SignPassOpt = None) -> None:
     """Options of every protect command (``modelproof protect --sign KEY METHOD ...``): sign the key commitment."""
-    from ..keys.signing import load_signing_key
+    PROTECT_SIGNING_KEY.set(None)
+    if sign is not None:  # keys (and torch beneath it) only when a signing key is given
+        from ..keys.signing import load_signing_key
 
-    PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase) if sign is not None else None)
+        PROTECT_SIGNING_KEY.set(load_signing_key(sign, sign_passphrase))
 
 
 def run_protect(protection: Protection, *, model: Path | None, arch: str | None, dataset: str,

@@ -19,12 +19,11 @@ from typing import Annotated
 
 import typer
 
-from ..protections.watermarks.blind import BlindWatermark
-from ..protections.watermarks.blind.joint import LossWeights
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
     cite, user_errors)
 from .protect import ArchOpt, ModelOpt, OutOpt, PassOpt, SecretOpt, protect_group, protect_options, run_protect
+from .tables import BLIND_LOSS_WEIGHTS as WEIGHTS
 
 Float = float
 
@@ -50,13 +49,14 @@ def blind(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None,
           lr: Annotated[Float, typer.Option("--lr", help="Adam rate of encoder and discriminator.")] = 1e-3,
           host_lr: Annotated[Float | None, typer.Option("--host-lr", help="SGD rate of the host (default 0.1 "
                                                         "scratch, 0.01 finetune).")] = None,
-          alpha: Annotated[Float, typer.Option("--alpha", help="Weight of the MSE term.")] = LossWeights.alpha,
-          beta: Annotated[Float, typer.Option("--beta", help="Weight of the 1 - SSIM term.")] = LossWeights.beta,
-          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = (
-              LossWeights.gamma),
-          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = LossWeights.delta,
+          alpha: Annotated[Float, typer.Option("--alpha", help="Weight of the MSE term.")] = WEIGHTS["alpha"],
+          beta: Annotated[Float, typer.Option("--beta", help="Weight of the 1 - SSIM term.")] = WEIGHTS["beta"],
+          gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = WEIGHTS["gamma"],
+          delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = WEIGHTS["delta"],
           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Li et al. blind watermark: a logo hidden by a trained encoder in near-identical key samples."""
+    from ..protections.watermarks.blind import BlindWatermark  # torch only once the command runs
+
     protection = BlindWatermark(secret, logo=str(logo) if logo is not None else None, logo_text=logo_text,
                                 key_fraction=key_fraction,
                                 mode=mode or ("scratch" if arch is not None and model is None else "finetune"),

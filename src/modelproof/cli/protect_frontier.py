@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..protections.watermarks.frontier import FrontierStitching
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import OutOpt, PassOpt, protect_group, protect_options, run_protect
@@ -36,6 +35,8 @@ def frontier_stitching(
         out: OutOpt = Path("protected"), passphrase: PassOpt = None, seed: SeedOpt = 0,
         json_out: JsonOpt = False) -> None:
     """Frontier stitching (Le Merrer et al.): fine-tune until every key adversary is classified as its true label."""
+    from ..protections.watermarks.frontier import FrontierStitching  # torch only once the command runs
+
     protection = FrontierStitching(eps=eps, norm=norm, key_size=key_size, lr=lr, optimizer=optimizer,
                                    batch_size=batch_size, key_per_batch=key_per_batch, max_epochs=max_epochs,
                                    attempts=attempts)

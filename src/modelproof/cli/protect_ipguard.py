@@ -8,16 +8,16 @@ reads the model: the model file is left as it was and no model is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..protections.fingerprints.baselines import CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint
-from ..protections.fingerprints.ipguard import IPGuard
-from ..protections.base import Protection
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model, user_errors)
 from .protect import PassOpt, protect_group, protect_options, run_protect
+
+if TYPE_CHECKING:
+    from ..protections.base import Protection
 
 ModelReq = Annotated[Path, typer.Option("--model", "-m", help="The trained modelproof model file to fingerprint.")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder for the key (key.mpkey).")]
@@ -51,6 +51,8 @@ def ipguard_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOp
                 null_match_prob: NullOpt = None, out: OutDir = Path("runs/ipguard"), passphrase: PassOpt = None,
                 seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """IPGuard: fingerprint a model by points near its classification boundary (the model is not changed)."""
+    from ..protections.fingerprints.ipguard import IPGuard  # torch only once the command runs
+
     protection = IPGuard(points=points, k=k, init=init, lr=lr, max_iter=max_iter, batched=not per_point,
                          null_match_prob=null_match_prob)
     _run(protection, model, dataset, data_dir, size, out, passphrase, seed, json_out)
@@ -64,6 +66,8 @@ def random_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt
                points: PointsOpt = 100, null_match_prob: NullOpt = None, out: OutDir = Path("runs/random-fingerprint"),
                passphrase: PassOpt = None, seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """IPGuard's Random baseline: uniform random points labelled by the model."""
+    from ..protections.fingerprints.baselines import RandomFingerprint  # torch only once the command runs
+
     _run(RandomFingerprint(points=points, null_match_prob=null_match_prob), model, dataset, data_dir, size, out,
          passphrase, seed, json_out)
 
@@ -80,6 +84,8 @@ def fgsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt =
              out: OutDir = Path("runs/fgsm-fingerprint"), passphrase: PassOpt = None, seed: SeedOpt = 0,
              json_out: JsonOpt = False) -> None:
     """IPGuard's FGSM baseline: one targeted signed-gradient step of size eps."""
+    from ..protections.fingerprints.baselines import FGSMFingerprint  # torch only once the command runs
+
     _run(FGSMFingerprint(points=points, eps=eps, init=init, null_match_prob=null_match_prob), model, dataset,
          data_dir, size, out, passphrase, seed, json_out)
 
@@ -93,6 +99,8 @@ def igsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt =
              null_match_prob: NullOpt = None, out: OutDir = Path("runs/igsm-fingerprint"), passphrase: PassOpt = None,
              seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """IPGuard's IGSM baseline: targeted steps of 1/255 within an eps ball until the target label."""
+    from ..protections.fingerprints.baselines import IGSMFingerprint  # torch only once the command runs
+
     _run(IGSMFingerprint(points=points, eps=eps, init=init, max_iter=max_iter, null_match_prob=null_match_prob),
          model, dataset, data_dir, size, out, passphrase, seed, json_out)
 
@@ -108,6 +116,8 @@ def cw_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = N
            null_match_prob: NullOpt = None, out: OutDir = Path("runs/cw-l2-fingerprint"), passphrase: PassOpt = None,
            seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
     """IPGuard's CW-L2 baseline: smallest-L2 targeted examples with confidence k (slow)."""
+    from ..protections.fingerprints.baselines import CWL2Fingerprint  # torch only once the command runs
+
     protection = CWL2Fingerprint(points=points, k=k, init=init, lr=lr, binary_steps=binary_steps,
                                  max_iter=max_iter, null_match_prob=null_match_prob)
     _run(protection, model, dataset, data_dir, size, out, passphrase, seed, json_out)

@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..protections.base import make_protection
 from .common import (
     DataDirOpt, DatasetOpt, JsonOpt, QuietOpt, SeedOpt, SizeOpt, compute_options, dataset_from_model,
     user_errors)
@@ -41,6 +40,8 @@ def _run(method: str, params: dict[str, Any], *, model: Path | None, arch: str |
          data_dir: Path | None, size: int | None, out: Path, passphrase: str | None, seed: int, json_out: bool,
          quiet: bool) -> None:
     """Build ``method`` from ``params`` (unset optional values left to the defaults) and run the pipeline."""
+    from ..protections.base import make_protection  # torch only once the command runs
+
     params = {k: v for k, v in params.items() if v is not None or k not in DEFAULTED}
     params.setdefault("mode", "scratch" if arch is not None and model is None else "finetune")
     protection = make_protection(method, **params)

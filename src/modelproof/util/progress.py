@@ -148,8 +148,27 @@ class Task:
         self.fields = {}  # the last phase's values (its loss) are not this one's
         if self._prog is not None:
             self._prog.reset(self._id, total=total, description=description)
+            self._unbounded(total)
         if self._lines is not None:
             self._lines.stage(description, total)
+
+    def resume(self, description: str, total: int | None, steps: int, fields: dict[str, Any]) -> None:
+        """Back to an outer phase once a nested loop's phase ends: its description, total, count and values
+        (the nested loop's total and count are not the outer's: `239/238` came from keeping them)."""
+        self.description, self.total, self.steps, self._pending = description, total, steps, 0
+        self.fields = dict(fields)
+        if self._prog is not None:
+            self._prog.reset(self._id, total=total, completed=steps, description=description,
+                             fields="  ".join(f"{k} {_fmt(v)}" for k, v in self.fields.items()))
+            self._unbounded(total)
+            self._last = time.monotonic()
+
+    def _unbounded(self, total: int | None) -> None:
+        """rich's ``reset`` keeps the last total when given None: clear it (a phase with no known total)."""
+        if total is None:
+            for shown in self._prog.tasks:
+                if shown.id == self._id:
+                    shown.total = None
 
 
 def _shown(quiet: bool) -> bool:
@@ -245,12 +264,12 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
     """Yield ``advance(n, **fields)`` for a loop of ``total`` steps (a phase of the open task, if any)."""
     outer = _CURRENT.get()
     if outer is not None:
-        before = outer.description
-        outer.restart(f"{before} ({description})", total)
+        before = (outer.description, outer.total, outer.steps, dict(outer.fields))
+        outer.restart(f"{before[0]} ({description})", total)
         try:
             yield outer.advance
         finally:
-            outer.description = before
+            outer.resume(*before)
         return
     with task(description, total, quiet) as current:
         yield current.advance

@@ -118,6 +118,18 @@ def test_queried_suspect_counts_and_checks_inputs():
     assert q.queries == 10 and sum(fake.calls) == 10
 
 
+def test_queries_inside_a_loop_with_a_total_do_not_advance_it():
+    """Queries asked inside a loop's phase (an extraction student's training) are a shown value, not its steps."""
+    from modelproof.util import progress
+
+    q = QueriedSuspect(Fake(), chunk_size=4)
+    with progress.task("modelproof attack extract", quiet=True) as t:
+        with progress.progress_bar(2, "training student") as bar:
+            q.predict(rand(10))
+            bar(1)
+            assert (t.steps, t.total, t.fields["queries"]) == (1, 2, 10)
+
+
 @pytest.mark.parametrize("answer, msg", [
     (lambda x: torch.zeros(len(x) - 1, dtype=torch.long), "shape"),
     (lambda x: torch.full((len(x),), 10), "outside"),

@@ -320,7 +320,7 @@ def test_process_pool_gives_the_local_table(tiny_run, tmp_path):
 
 
 def test_a_weak_key_is_not_an_attacks_success_and_cells_read_in_words(tiny_run):
-    from modelproof.experiments.payoff import cell_words
+    from modelproof.experiments.payoff import attack_summaries, cell_words, on_weak_key, weak_keys, with_outcomes
 
     def row(attack, seed, decision):
         return {"dataset": "d", "host": "h", "protection": "w", "protection_kind": "watermark", "attack": attack,
@@ -329,12 +329,26 @@ def test_a_weak_key_is_not_an_attacks_success_and_cells_read_in_words(tiny_run):
                 "accuracy_before": 0.94, "protect_seconds": 1.0, "queries": 30.4, "key_size": 20, "status": "ok",
                 "suspect": "s", "attack_kind": "removal"}
 
-    cells = {c.attack: c for c in payoff_cells([row("none", 0, "not owned"), row("ft", 0, "not owned")])}
+    # seed 0's key is weak (not owned unattacked), seed 1's is not: ft removes it in seed 1 only
+    rows = [row("none", 0, "not owned"), row("ft", 0, "not owned"), row("none", 1, "owned"), row("ft", 1, "not owned"),
+            row("prune", 0, "not owned")]
+    cells = {c.attack: c for c in payoff_cells(rows)}
     assert cells["none"].outcome == "weak" and cell_words(cells["none"])[0] == "weak key"
-    assert cell_words(cells["ft"]) == ("removed", "removed in 1 of 1 seeds, owned in 0 of 1")
-    (summary,) = protection_summaries([row("none", 0, "not owned"), row("ft", 0, "not owned")])
-    assert summary.removed_by == ["ft"]  # the unattacked cell is nobody's success
+    assert cells["prune"].outcome == "weak" and cells["prune"].successes == 0  # only on the weak key
+    assert cell_words(cells["prune"]) == ("weak key", "not owned in 1 of 1 seeds without any attack; the attack "
+                                          "is no success on a weak key")
+    assert (cells["ft"].outcome, cells["ft"].successes, cells["ft"].weak) == ("removed", 1, 1)
+    assert cell_words(cells["ft"]) == ("removed", "removed in 1 of 1 seeds, owned in 0 of 1; weak key in 1 of 2 "
+                                                  "seeds (not counted)")
+    (summary,) = protection_summaries(rows)
+    assert summary.removed_by == ["ft"] and summary.survived == []  # prune: neither removed nor survived
+    assert attack_summaries(rows) == {"ft": ["w"], "prune": []}
+    assert [r["outcome"] for r in with_outcomes(rows)] == ["weak key", "weak key", "owned", "removed", "weak key"]
     out, _ = tiny_run
+    shown = json.loads((out / "results.json").read_text())
+    weak = weak_keys(shown)
+    assert all((r["outcome"] == "weak key") == on_weak_key(r, weak) for r in shown if r["role"] == "positive")
+    assert all(r["outcome"] is None for r in shown if r["role"] == "negative")
     html = (out / "report.html").read_text()
     assert "seeds" in html and "largest p-value" in html and "weak key" in html
     queries = re.findall(r"<td>([^<]*)</td>\s*<td>\d+/\d+</td><td style=\"text-align:left\">", html)

@@ -2,8 +2,10 @@
 
 An attack *succeeds* on a protection when the attacked model is plausible (the config's rule) and
 the verdict is not "owned"; a forgery succeeds when its forged key verifies "owned" against the
-protected model (a false claim upheld; the model is unchanged, so always plausible). Per protection x attack: successes over seeds, mean attacked accuracy,
-the largest p-value. Per protection: the attacks it survives (no seed succeeded), false claims
+protected model (a false claim upheld; the model is unchanged, so always plausible). A key whose
+unattacked protected model is not owned is *weak*: a removal or evasion attack on it proves nothing
+and is no success ("weak key" in its row's ``outcome``, its cell and the summaries). Per protection x
+attack: successes over the seeds whose key is not weak, mean attacked accuracy, the largest p-value. Per protection: the attacks it survives (no seed succeeded), false claims
 over its negatives (each key and negative counted once, not once per cell), fidelity (mean test
 accuracy lost by protecting), ROC AUC and TPR at FPR <= 1% of the match rate over plausible
 positive suspects vs negatives (scikit-learn), embedding cost (seconds) and queries to decide
@@ -36,6 +38,7 @@ class PayoffCell:
     p_value_max: float | None
     outcome: str
     kind: str = "removal"  # the attack's kind: removal, evasion or forgery
+    weak: int = 0  # seeds whose key is weak (not owned unattacked): neither a success nor a survival
 
 
 def cell_words(cell: PayoffCell) -> tuple[str, str]:
@@ -44,7 +47,11 @@ def cell_words(cell: PayoffCell) -> tuple[str, str]:
     if cell.outcome == FAILED:
         return "failed", f"no result in {n} seed{'s' if n != 1 else ''}"
     if cell.outcome == WEAK:
-        return "weak key", f"not owned in {k} of {n} seeds without any attack"
+        return "weak key", f"not owned in {cell.weak} of {n} seeds without any attack" + (
+            "" if cell.attack == "none" else "; the attack is no success on a weak key")
+    if cell.weak:
+        headline, sentence = cell_words(PayoffCell(**{**cell.__dict__, "seeds": n - cell.weak, "weak": 0}))
+        return headline, f"{sentence}; weak key in {cell.weak} of {n} seeds (not counted)"
     if cell.attack == "none":
         return "owned", f"owned in {cell.owned} of {n} seeds"
     if cell.kind == "forgery":
@@ -79,11 +86,52 @@ def _ok(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok"]
 
 
-def succeeded(row: dict) -> bool:
-    """Whether the attack of a positive row succeeded (see the module docstring)."""
+def _key(row: dict) -> tuple:
+    """The key a row is verified with: one per protect job (its protection, dataset, host and seed)."""
+    return (row["protection"], row["dataset"], row["host"], row["seed"], row.get("key_hash"))
+
+
+def weak_keys(rows: list[dict]) -> set[tuple]:
+    """The keys whose unattacked protected model is not owned (see :func:`_key`)."""
+    return {_key(r) for r in _ok(rows) if r["role"] == "positive" and r["attack_label"] == "none"
+            and r["decision"] != "owned"}
+
+
+def on_weak_key(row: dict, weak: set[tuple]) -> bool:
+    """Whether a positive row is an unattacked weak key, or a removal or evasion attack on one (a forgery
+    is scored on its own: its forged key, not the owner's, is what is verified)."""
+    return row.get("attack_kind") != "forgery" and _key(row) in weak
+
+
+def succeeded(row: dict, weak: set[tuple] = frozenset()) -> bool:
+    """Whether the attack of a positive row succeeded (see the module docstring); never on a weak key."""
     if row.get("attack_kind") == "forgery":
         return row["decision"] == "owned"
-    return bool(row["plausible"]) and row["decision"] != "owned"
+    return bool(row["plausible"]) and row["decision"] != "owned" and _key(row) not in weak
+
+
+def row_outcome(row: dict, weak: set[tuple]) -> str | None:
+    """A positive row's outcome in words (the ``outcome`` column): owned, survived, removed, implausible,
+    weak key, forged, forgery failed or failed; None for a negative row."""
+    if row["role"] != "positive":
+        return None
+    if row.get("status") != "ok":
+        return FAILED
+    if on_weak_key(row, weak):
+        return "weak key"
+    if row.get("attack_kind") == "forgery":
+        return "forged" if row["decision"] == "owned" else "forgery failed"
+    if row["decision"] == "owned":
+        return "owned" if row["attack_label"] == "none" else SURVIVED
+    return REMOVED if row["plausible"] else BROKEN
+
+
+def with_outcomes(rows: list[dict]) -> list[dict]:
+    """``rows`` with each one's ``outcome`` (:func:`row_outcome`) set."""
+    weak = weak_keys(rows)
+    for r in rows:
+        r["outcome"] = row_outcome(r, weak)
+    return rows
 
 
 def _outcome(n: int, successes: int, owned: int) -> str:
@@ -102,6 +150,7 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
     for r in rows:
         if r["role"] == "positive":
             groups[(r["protection"], r["attack_label"])].append(r)
+    weak = weak_keys(rows)
     out = []
     for (prot, attack), group in groups.items():
         ok = _ok(group)
@@ -109,13 +158,15 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
             out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED,
                                   group[0].get("attack_kind") or "removal"))
             continue
-        successes = sum(succeeded(r) for r in ok)
-        owned = sum(r["decision"] == "owned" for r in ok) if ok[0].get("attack_kind") != "forgery" \
-            else len(ok) - successes  # a forgery "survived": the owner alone holds a key the model answers
-        outcome = WEAK if attack == "none" and successes else _outcome(len(ok), successes, owned)
+        scored = [r for r in ok if not on_weak_key(r, weak)]  # a weak key's seeds count for neither side
+        successes = sum(succeeded(r, weak) for r in scored)
+        owned = sum(r["decision"] == "owned" for r in scored) if ok[0].get("attack_kind") != "forgery" \
+            else len(scored) - successes  # a forgery "survived": the owner alone holds a key the model answers
+        outcome = WEAK if not scored or attack == "none" and len(scored) < len(ok) \
+            else _outcome(len(scored), successes, owned)
         out.append(PayoffCell(prot, attack, len(ok), successes, owned, sum(bool(r["plausible"]) for r in ok),
                               mean(r["accuracy_after"] for r in ok), max(r["p_value"] for r in ok),
-                              outcome, ok[0].get("attack_kind") or "removal"))
+                              outcome, ok[0].get("attack_kind") or "removal", len(ok) - len(scored)))
     return out
 
 
@@ -148,7 +199,7 @@ def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
         keyed = {(r["dataset"], r["host"], r["seed"]): r for r in pos}
         out.append(ProtectionSummary(
             protection=prot, kind=next((r["protection_kind"] for r in group if r["protection_kind"]), ""),
-            survived=[c.attack for c in mine if c.outcome != FAILED and c.successes == 0],
+            survived=[c.attack for c in mine if c.outcome not in (FAILED, WEAK) and c.successes == 0],
             removed_by=[c.attack for c in mine if c.successes > 0],
             false_claims=sum(r["decision"] == "owned" for r in negs.values()), negatives=len(negs),
             fidelity=mean(r["accuracy_host"] - r["accuracy_before"] for r in keyed.values()) if keyed else None,
@@ -159,7 +210,7 @@ def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
 
 
 def attack_summaries(rows: list[dict]) -> dict[str, list[str]]:
-    """For each attack, the protections it removes (succeeds on in at least one seed)."""
+    """For each attack, the protections it removes (succeeds on in at least one seed whose key is not weak)."""
     out: dict[str, list[str]] = defaultdict(list)
     for c in payoff_cells(rows):
         if c.attack != "none":

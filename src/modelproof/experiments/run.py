@@ -2,7 +2,8 @@
 
 Output folder: ``cache/`` (every artefact, by hash), ``config.toml`` (the config as run),
 ``results.csv`` / ``results.json`` (and ``results.parquet`` when pyarrow is installed),
-``failures.json`` and ``report.html``. The positive suspect of a cell is the attacked model (for a
+``failures.json`` and ``report.html``. A positive row's ``outcome`` says what the payoff table counts
+(``experiments.payoff.row_outcome``: a weak key is no attack's success). The positive suspect of a cell is the attacked model (for a
 forgery: the protected model, verified with the forged key, so "owned" is a false claim); its
 negatives are the independent models verified against the same key (one verification per key
 and negative, shared by the cells of that key).
@@ -21,13 +22,14 @@ from pathlib import Path
 from ..models.devices import default_device
 from ..util.files import atomic_write_bytes
 from .config import ExperimentConfig
+from .payoff import with_outcomes
 from .plan import Cell, plan, select
 
 COLUMNS = ("dataset", "host", "protection", "protection_kind", "attack", "attack_label", "strength_param",
            "strength", "seed", "suspect", "role", "decision", "p_value", "matches", "queries", "key_size",
            "match_rate", "key_accuracy", "null_match_prob", "accuracy_host", "accuracy_before", "accuracy_after",
-           "plausible", "protect_seconds", "attack_seconds", "verify_seconds", "attack_queries", "attack_kind",
-           "fpr", "fnr", "config_hash", "key_hash", "status", "error")
+           "plausible", "outcome", "protect_seconds", "attack_seconds", "verify_seconds", "attack_queries",
+           "attack_kind", "fpr", "fnr", "config_hash", "key_hash", "status", "error")
 TIMING = ("protect_seconds", "attack_seconds", "verify_seconds")
 
 
@@ -75,7 +77,7 @@ def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict])
                                                     "verify_seconds")},
                          "plausible": None, "status": "ok" if nok else "failed",
                          "error": "" if nok else neg.get("error", "not run")})
-    return rows
+    return with_outcomes(rows)
 
 
 def write_tables(rows: list[dict], out: Path) -> dict[str, str]:

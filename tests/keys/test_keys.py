@@ -237,3 +237,23 @@ def test_save_is_atomic_and_replace_keeps_validation(tmp_path):
     assert changed.digest() != key.digest()
     with pytest.raises(KeyFileError, match="null_match_prob"):
         dataclasses.replace(key, null_match_prob=2.0)
+
+
+def test_model_files_are_readable_keys_are_not(tmp_path):
+    """Every output was left 0600 by mkstemp; now only keys and signing keys are owner-only."""
+    import os
+
+    from modelproof.keys.signing import generate_signing_key, save_signing_key
+    from modelproof.models.modelfile import save_model
+
+    old = os.umask(0o022)
+    try:
+        model = save_model(build_model("mlp", num_classes=10, input_shape=(1, 8, 8)), tmp_path / "m.safetensors")
+        key = save_key(make_key(), tmp_path / "k.mpkey")
+        encrypted = save_key(make_key(), tmp_path / "e.mpkey", passphrase="pw")
+        private, public = save_signing_key(generate_signing_key(), tmp_path / "owner")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (model, key, encrypted, private, public)}
+    assert modes == {model.name: 0o644, key.name: 0o600, encrypted.name: 0o600, private.name: 0o600,
+                     public.name: 0o644}

@@ -52,3 +52,40 @@ def test_a_folder_appears_whole_or_not_at_all(tmp_path):
         atomic_write_bytes(tmp / "key.mpkey", b"key2")
     assert (out / "key.mpkey").read_bytes() == b"key2" and (out / "model.safetensors").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["protected"]
+
+
+@pytest.fixture
+def umask_027():
+    import os
+
+    old = os.umask(0o027)
+    try:
+        yield 0o027
+    finally:
+        os.umask(old)
+
+
+def _mode(path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_outputs_get_the_usual_mode_and_secrets_stay_owner_only(tmp_path, umask_027):
+    """mkstemp's 0600 used to reach every output (report.html, model files, tables): owner-only."""
+    import os
+
+    atomic_write_bytes(tmp_path / "report.html", b"<html>")
+    atomic_write_bytes(tmp_path / "key.mpkey", b"secret", secret=True)
+    assert _mode(tmp_path / "report.html") == 0o666 & ~umask_027 == 0o640
+    assert _mode(tmp_path / "key.mpkey") == 0o600
+    atomic_write_bytes(tmp_path / "report.html", b"<html>2", secret=True)  # a replaced file takes the new mode
+    assert _mode(tmp_path / "report.html") == 0o600
+    os.umask(0o002)
+    atomic_write_bytes(tmp_path / "table.csv", b"a,b\n")
+    assert _mode(tmp_path / "table.csv") == 0o664
+    with atomic_folder(tmp_path / "protected") as tmp:
+        atomic_write_bytes(tmp / "model.safetensors", b"m")
+        atomic_write_bytes(tmp / "key.mpkey", b"k", secret=True)
+    assert _mode(tmp_path / "protected") == 0o775  # mkdtemp's 0700 no more
+    assert _mode(tmp_path / "protected" / "model.safetensors") == 0o664
+    assert _mode(tmp_path / "protected" / "key.mpkey") == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["key.mpkey", "protected", "report.html", "table.csv"]

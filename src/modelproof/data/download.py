@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from ..util.errors import DataError
+from ..util.files import temporary_file
 
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -67,10 +68,9 @@ def fetch(url: str, dest: Path, md5: str, *, timeout: float = 60) -> Path:
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, tmp = temporary_file(dest, ".part")  # the usual mode, not mkstemp's 0600
     except OSError as exc:
         raise DataError(f"cannot create a file in {dest.parent} to download {url}: {exc}") from exc
-    tmp = Path(tmp_name)
     try:
         digest = hashlib.md5(usedforsecurity=False)
         with os.fdopen(fd, "wb") as out:

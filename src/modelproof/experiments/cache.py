@@ -79,7 +79,7 @@ class Store:
     def put_result(self, kind: str, job_hash: str, result: dict) -> None:
         """Record the job as finished (atomically; written after its model and key files)."""
         data = json.dumps(result, indent=1, sort_keys=True, default=str).encode()
-        atomic_write_bytes(self.path(kind, job_hash, ".json"), data)
+        atomic_write_bytes(self.path(kind, job_hash, ".json"), data, secret=True)  # may preview key samples
 
     def put_model(self, kind: str, job_hash: str, model: nn.Module, info: dict) -> bool:
         """Save ``model``; False (and no file) when its file would not load back bit-exactly, as for

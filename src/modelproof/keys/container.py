@@ -92,7 +92,7 @@ def save_key(key: OwnershipKey, path: str | Path, passphrase: str | None = None)
     if passphrase is not None:
         data = encrypt_bytes(data, passphrase)
     path = Path(path)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, secret=True)  # a key: its owner's only
     return path
 
 

@@ -104,10 +104,9 @@ def save_signing_key(private_key, prefix: str | Path, passphrase: str | None = N
     encryption = (serialization.BestAvailableEncryption(passphrase.encode()) if passphrase
                   else serialization.NoEncryption())
     pem = private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    atomic_write_bytes(private_path, pem)  # mkstemp creates it 0600
+    atomic_write_bytes(private_path, pem, secret=True)  # 0600 from its first byte
     atomic_write_bytes(public_path, private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    public_path.chmod(0o644)
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # the usual mode
     return private_path, public_path
 
 

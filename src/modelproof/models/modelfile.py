@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from ..util.errors import ModelFileError
-from ..util.files import atomic_write_bytes, looks_like_pickle
+from ..util.files import atomic_write_bytes, looks_like_pickle, temporary_file
 from ..util.jsonsafe import loads as json_loads
 
 FORMAT = "modelproof-model"
@@ -244,9 +243,8 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
 
     example = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)).to(model_device(model))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)  # a unique name: two exports to one path never share it; removed on any failure
+    fd, tmp = temporary_file(path)  # a unique name (two exports to one path never share it), the usual mode
+    os.close(fd)  # removed on any failure
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

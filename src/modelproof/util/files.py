@@ -1,22 +1,55 @@
 """Safe files: atomic writes of files and folders (a reader never sees half of one), outputs checked before
-any work, and refusing pickles before parsing."""
+any work, and refusing pickles before parsing.
+
+What is written gets the usual mode (0666, or 0777 for a folder, less the umask, as ``open`` gives), except
+a file written with ``secret=True`` (keys, the blind watermark's secret, signing keys, key samples): 0600,
+readable by its owner only, from its first byte.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+PUBLIC_MODE, SECRET_MODE, FOLDER_MODE = 0o666, 0o600, 0o777  # before the umask (which open and mkdir apply)
+
+
+def temporary_file(path: Path, suffix: str = ".tmp", secret: bool = False) -> tuple[int, Path]:
+    """A new, unique, open file beside ``path`` (``.NAME.RANDOM.tmp``): its descriptor and path.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), its mode is the usual one, or 0600 when ``secret``.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    return _fresh(path, suffix, lambda tmp: (os.open(tmp, flags, SECRET_MODE if secret else PUBLIC_MODE), tmp))
+
+
+def _fresh(path: Path, suffix: str, create: Any) -> Any:
+    """``create(name)`` for the first free random name beside ``path`` (it raises FileExistsError if taken)."""
+    for _ in range(100):
+        try:
+            return create(path.parent / f".{path.name}.{secrets.token_hex(6)}{suffix}")
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, secret: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    ``secret``: the file is created 0600 (owner only); otherwise it gets the usual mode (0666 less the umask).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_file(path, secret=secret)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -103,6 +136,11 @@ def check_output(path: Path, *, option: str = "--out", folder: bool = False, inp
         raise ConfigError(f"{option} {path}: cannot write in {parent} ({exc.strerror})") from None
 
 
+def _temporary_folder(path: Path) -> Path:
+    """A new folder beside ``path`` with the usual mode (``tempfile.mkdtemp`` makes it 0700)."""
+    return _fresh(path, ".partial", lambda tmp: (os.mkdir(tmp, FOLDER_MODE), tmp)[1])
+
+
 @contextmanager
 def atomic_folder(path: Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``path`` to fill; on success it becomes ``path`` as a whole.
@@ -113,7 +151,7 @@ def atomic_folder(path: Path, last: tuple[str, ...] = ()) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial"))
+    tmp = _temporary_folder(path)
     try:
         yield tmp
         if path.is_dir() and not any(path.iterdir()):

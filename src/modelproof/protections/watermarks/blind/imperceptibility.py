@@ -55,5 +55,5 @@ def grid_png(sources: torch.Tensor, samples: torch.Tensor, path: str | Path, row
     buffer = BytesIO()
     image.save(buffer, format="PNG")
     path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue(), secret=True)  # key samples: as secret as the key
     return path

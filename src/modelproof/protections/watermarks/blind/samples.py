@@ -42,7 +42,8 @@ def fresh_samples(key_path: str | Path, out: str | Path, *, passphrase: str | No
     sources, labels = data.images[pick], data.labels[pick]
     samples = secret.encode(sources)
     out = Path(out)
-    atomic_write_bytes(out, save({"sources": sources.contiguous(), "samples": samples, "labels": labels.contiguous()}))
+    atomic_write_bytes(out, save({"sources": sources.contiguous(), "samples": samples, "labels": labels.contiguous()}),
+                       secret=True)  # key samples and their labels: as secret as the key
     result = {"key_size": len(key), "regenerated_exactly": diff == 0.0, "regeneration_max_diff": diff,
               "count": len(pick), "split": split, "out": str(out), **imperceptibility(sources, samples)}
     if model is not None:

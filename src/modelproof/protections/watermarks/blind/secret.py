@@ -80,7 +80,7 @@ def save_secret(secret: BlindSecret, path: str | Path, passphrase: str | None = 
     if passphrase is not None:
         data = encrypt_bytes(data, passphrase)
     path = Path(path)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, secret=True)  # encoder, logo and sources: the owner's only
     return path
 
 

@@ -88,6 +88,22 @@ def test_a_bar_never_exceeds_its_total(monkeypatch):
         progress._CURRENT.reset(token)
 
 
+def test_a_detached_job_leaves_the_grid_display_alone():
+    """A grid job's phases (a boundary search, a nested training bar) replaced the grid's "jobs" line and
+    count: the report read `boundary search, 30 point(s)  151/25 ... cells 192/576`."""
+    with progress.task("modelproof experiment run", quiet=True) as t:
+        with progress.status_display(10, "jobs") as update:
+            update(3, "cells 1/4")
+            with progress.detached():
+                progress.phase("boundary search, 30 point(s)", 25)
+                progress.report(151, queries=5)
+                with progress.progress_bar(7, "attack training") as advance:
+                    advance(7)
+            assert (t.description, t.steps, t.total) == ("modelproof experiment run (jobs)", 3, 10)
+            update(4, "cells 2/4")
+            assert t.steps == 4 and t.fields == {"status": "cells 2/4"}
+
+
 def test_quick_work_prints_no_done_line(capsys, monkeypatch):
     """A group callback opened (and closed) a task at once: it printed a spurious "done in 0.0 s"."""
     monkeypatch.setattr(progress, "_shown", lambda quiet: not quiet)

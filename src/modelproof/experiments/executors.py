@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from ..util.errors import ConfigError
+from ..util.progress import detached
 from .cache import Store
 from .jobs import Job, run_job
 
@@ -43,7 +44,8 @@ def run_local(jobs: list[Job], root: str, *, workers: int = 1, threads: int = 1,
     if workers <= 1:
         for job in pending:
             notify("start", job, None)
-            results[job.id] = run_job(job, root, {d: results[d] for d in job.deps}, threads, device)
+            with detached():  # the grid's display counts jobs; a job's phases would take it over
+                results[job.id] = run_job(job, root, {d: results[d] for d in job.deps}, threads, device)
             notify("end", job, results[job.id])
         return results
     context = multiprocessing.get_context("spawn")

@@ -276,6 +276,17 @@ def progress_bar(total: int, description: str, quiet: bool = False) -> Iterator[
 
 
 @contextmanager
+def detached() -> Iterator[None]:
+    """Run a block whose own progress (phases, reports, nested bars) is shown nowhere: a job of a grid,
+    whose phases would otherwise replace the grid's description and count on the one display."""
+    token = _CURRENT.set(Task(None, "", None))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+@contextmanager
 def status_display(total: int, description: str, quiet: bool = False) -> Iterator[Callable[[int, str], None]]:
     """Yield ``update(completed, status)``: the open task (or a new one) at ``completed`` of ``total`` steps,
     with ``status`` (e.g. cells done / running / cached / failed) among its shown values."""
@@ -289,4 +300,4 @@ def status_display(total: int, description: str, quiet: bool = False) -> Iterato
         yield update
 
 
-__all__ = ["Task", "task", "phase", "report", "progress_bar", "status_display", "HEARTBEAT_S"]
+__all__ = ["Task", "task", "phase", "report", "progress_bar", "detached", "status_display", "HEARTBEAT_S"]

@@ -16,8 +16,15 @@ is verified (alpha 0.01) against:
   scikit-learn's MLP; on the owner's and the attacker's splits), never used for selection or
   calibration.
 
-Prints one row per method (null, p-values, attacked copies, false claims, seconds) and the time the
-population and the selection took.
+Prints one row per method (null, p-values, attacked copies, false claims with the smallest held-out
+p-value, seconds) and the time the population and the selection took.
+
+``--distill`` adds a column: a label-only distilled student (``extract``, the protected model's top-1
+labels on the attacker's split, a fresh student of another architecture: the MLP owner's student is
+the CNN and the other way round; LeNet-5's is the CNN) verified with the key.
+``--secrets N`` measures instead how often ``protect`` refuses the same owner model: each method is
+protected with N different secrets (no attacks, no held-out models) and the table gives keys written,
+refusals, the nulls of the written keys and the refusal reasons.
 
 Run: ``.venv/bin/python benchmarks/sound_verdicts.py [--owner cnn]`` (digits) or
 ``... --dataset mnist --data-dir ../shared/data/mnist [--owner cnn]``; models cached in ``--cache``.
@@ -48,6 +55,7 @@ from heldout import heldout_suspects
 OWNERS = {("digits", "mlp"): (16, TrainConfig(epochs=20, lr=0.003)), ("digits", "cnn"): (16, TrainConfig(epochs=20)),
           ("mnist", "lenet5"): (None, TrainConfig(epochs=2)), ("mnist", "cnn"): (None, TrainConfig(epochs=2))}
 HELD_OUT = {"digits": 30, "mnist": 15}
+STUDENTS = {"mlp": "cnn", "cnn": "mlp", "lenet5": "cnn"}
 ATTACKS = (("FTAL", "ftal", {"epochs": 5}), ("WP 0.5", "prune-weights", {"rate": 0.5, "retrain": True, "epochs": 3}),
            ("FP 1/4", "prune-filters", {"rate": 0.25, "retrain": True, "epochs": 3}))
 
@@ -75,6 +83,35 @@ def attacked_copies(model, splits, seed: int) -> list[tuple[str, object, float]]
     return out
 
 
+def distilled(model, splits, arch: str, seed: int) -> tuple[object, float]:
+    """A label-only distilled student of ``model`` (another architecture) and its test accuracy."""
+    result = run_attack(make_attack("extract", student=STUDENTS[arch], answers="labels"), model, splits, seed=seed)
+    return result.model, result.accuracy_after
+
+
+def secrets_table(names, owner, splits, options, arch: str, dataset: str, count: int, seed: int) -> None:
+    """How often ``protect`` writes a key for the same owner model over ``count`` secrets, per method."""
+    print("| method | keys written | refused | null min / median / max | refusal reasons | seconds |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        t0, nulls, reasons = time.perf_counter(), [], {}
+        for i in range(count):
+            protection = make_protection(name)
+            protection.set_secret(f"sound-verdicts/{name}/secret-{i}")
+            try:
+                outcome = protect_model(protection, owner, splits, seed=seed, options=options, owner_arch=arch,
+                                        dataset=dataset)
+                nulls.append(outcome.final.key.null_match_prob)
+            except ModelproofError as exc:
+                reason = str(exc).split(":")[0][:70]
+                reasons[reason] = reasons.get(reason, 0) + 1
+        nulls.sort()
+        spread = (f"{nulls[0]:.3g} / {nulls[len(nulls) // 2]:.3g} / {nulls[-1]:.3g}" if nulls else "-")
+        why = "; ".join(f"{n}x {r}" for r, n in reasons.items()) or "-"
+        print(f"| {name} | {len(nulls)}/{count} | {count - len(nulls)}/{count} | {spread} | {why} | "
+              f"{time.perf_counter() - t0:.0f} |", flush=True)
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,6 +123,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--methods", nargs="*", default=None)
     parser.add_argument("--no-attacks", action="store_true")
+    parser.add_argument("--distill", action="store_true", help="add a label-only distilled student column")
+    parser.add_argument("--secrets", type=int, default=0, help="refusal rate over N secrets instead of the table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
@@ -101,15 +140,21 @@ def main() -> None:
     pop, ref_seconds = ensure_population(splits, dataset=args.dataset, root=args.references_dir, owner_arch=arch,
                                          quiet=True)
     print(f"reference population {pop.root}: {len(pop.members)} models, trained now in {ref_seconds:.0f} s")
+    options = ReferenceOptions(references_dir=pop.root)
+    discover_protections()
+    if args.secrets:
+        secrets_table(args.methods or list(PROTECTIONS), owner, splits, options, arch, args.dataset, args.secrets,
+                      args.seed)
+        print(f"\n{time.perf_counter() - start:.0f} s in all (references trained now: {ref_seconds:.0f} s)")
+        return
     negs = heldout_suspects(splits, cache / "heldout", args.held_out or HELD_OUT[args.dataset])
     kinds = sorted({n.identity.split()[1].rsplit("-", 2)[0] for n in negs})
     print(f"held-out independent models (benchmarks/heldout.py): {len(negs)} of {len(kinds)} kinds ({', '.join(kinds)})\n")
-    options = ReferenceOptions(references_dir=pop.root)
-    discover_protections()
-    print("| method | outcome | null | p own (fixed) | sequential | " + " | ".join(a[0] for a in ATTACKS)
-          + " | false claims | select+protect s |")
-    print("|---|---|---|---|---|" + "---|" * len(ATTACKS) + "---|---|")
-    owner_attacks = None
+    labels = [a[0] for a in ATTACKS] + ([f"distilled (labels -> {STUDENTS[arch]})"] if args.distill else [])
+    print("| method | outcome | null | p own (fixed) | sequential | " + " | ".join(labels)
+          + " | false claims (min p) | select+protect s |", flush=True)
+    print("|---|---|---|---|---|" + "---|" * len(labels) + "---|---|")
+    owner_attacks, owner_student = None, None
     for name in args.methods or list(PROTECTIONS):
         t0 = time.perf_counter()
         protection = make_protection(name)
@@ -118,7 +163,8 @@ def main() -> None:
             outcome = protect_model(protection, owner, splits, seed=args.seed, options=options, owner_arch=arch,
                                     dataset=args.dataset)
         except ModelproofError as exc:
-            print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(ATTACKS) + f"| {time.perf_counter() - t0:.0f} |")
+            print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(labels) + f"| {time.perf_counter() - t0:.0f} |",
+                  flush=True)
             continue
         seconds = outcome.final.summary.get("protect_seconds", 0.0)
         key, model = outcome.final.key, outcome.result.model
@@ -133,10 +179,20 @@ def main() -> None:
             for label, copy, drop in copies:
                 cells.append("n/a" if copy is None else
                              f"{verify(key, TorchSuspect(copy)).decision} ({-100 * drop:+.1f} pt)")
-        claims = sum(verify(key, n).decision == "owned" for n in negs)
+        if args.distill:
+            if protection.kind == "fingerprint" and owner_student is not None:
+                student = owner_student
+            else:
+                student = distilled(model, splits, arch, args.seed)
+                owner_student = student if protection.kind == "fingerprint" else owner_student
+            v = verify(key, TorchSuspect(student[0]))
+            cells.append(f"{v.decision} ({v.matches}/{v.queries}; acc {student[1]:.3f})")
+        held = [verify(key, n) for n in negs]
+        claims = sum(v.decision == "owned" for v in held)
+        min_p = min(v.p_value for v in held)
         print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {fixed.p_value:.1e} | "
-              f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(ATTACKS))
-              + f" | {claims}/{len(negs)} | {seconds:.0f} |")
+              f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(labels))
+              + f" | {claims}/{len(negs)} ({min_p:.2g}) | {seconds:.0f} |", flush=True)
     print(f"\n{time.perf_counter() - start:.0f} s in all (references trained now: {ref_seconds:.0f} s)")
 
 

@@ -19,7 +19,9 @@ from modelproof.protections.base import PROTECTIONS, make_protection
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.models.training import TrainConfig, evaluate, predict, train_new
 from modelproof.verification.verifier import verify
-from modelproof.protections.watermarks.frontier import NULL_MATCH_PROB, FrontierStitching, build_key
+from modelproof.protections.selection import Judge, Selection
+from modelproof.protections.watermarks.frontier import (DEFAULT_LR, NULL_MATCH_PROB, SELECTED_LR, FrontierStitching,
+                                                        build_key, default_lr)
 from cli_secrets import passphrase, secret
 
 FAST = TrainConfig(epochs=15, batch_size=32, lr=0.002, optimizer="adam")
@@ -181,3 +183,19 @@ def test_cli_protect_frontier_stitching(trained_cnn, tmp_path):
     assert summary["calibrated"] is False
     bad = CliRunner().invoke(app, [str(a) for a in args[:-5] + ["--eps", "1e-5", "--out", tmp_path / "o2"]])
     assert bad.exit_code == 2 and "increase eps" in bad.output
+
+
+def test_a_selected_key_is_embedded_at_the_training_rate_not_a_tenth():
+    assert default_lr(None, selected=False) == DEFAULT_LR and default_lr(0.003, selected=False) == pytest.approx(3e-4)
+    assert default_lr(None, selected=True) == SELECTED_LR and default_lr(0.003, selected=True) == 0.003
+
+
+def test_selected_key_with_the_default_rate_is_embedded(mlp16, digits16, negatives16):
+    """Selected adversaries no judge classifies right sit far past a frontier; at the default rate the
+    model still learns every one of them (at a tenth of it, the digits MLP learnt 80% in 3 x 100 epochs)."""
+    judges = Selection(tuple(Judge(f"judge/{i}", None, s) for i, s in enumerate(negatives16)))
+    result = FrontierStitching(secret="frontier-lr", key_size=20, batch_size=32, key_per_batch=5,
+                               max_epochs=60).protect(mlp16, digits16.owner, seed=0, selection=judges)
+    assert result.key.params["lr"] == SELECTED_LR
+    assert bool((predict(result.model, result.key.inputs) == result.key.labels).all())
+    assert int(judges.answers(result.key.inputs, result.key.labels).sum()) == 0

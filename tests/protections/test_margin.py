@@ -14,6 +14,7 @@ from modelproof.keys.container import load_key
 from modelproof.models.modelfile import save_model, weights_digest
 from modelproof.models.training import predict
 from modelproof.protections.base import make_protection
+from modelproof.protections.selection import Judge, Selection
 from modelproof.protections.watermarks.margin import Margin, pga
 from modelproof.references.finalize import finalize_key
 from modelproof.suspects.local import TorchSuspect
@@ -90,3 +91,15 @@ def test_cli_protect_margin_writes_a_key_that_owns_its_model(mlp16, tmp_path):
     assert load_key(tmp_path / "out" / "key.mpkey").null_match_prob == pytest.approx(1 / 9)
     bad = CliRunner().invoke(app, [str(a) for a in args[:-3] + ["--key-size", "2", "--out", tmp_path / "o2"]])
     assert bad.exit_code != 0 and "does not prove" in bad.output
+
+
+def test_selected_triggers_come_from_sources_every_judge_answers_right(mlp16, digits16, negatives16):
+    """Under selection the label stays uniform over the C - 1 other classes (the exact null 1/(C-1) holds):
+    only sources every judge answers with their true label are used, so no judge answers any drawn label."""
+    judges = Selection(tuple(Judge(f"judge/{i}", None, s) for i, s in enumerate(negatives16[:3])))
+    inputs, labels, sources = Margin(**FAST).plan(mlp16, digits16.owner, 10, judges)
+    true = digits16.owner.labels[sources]
+    assert bool((labels != true).all())
+    assert bool((judges.answers(inputs, true) == len(judges.judges)).all())
+    assert int(judges.answers(inputs, labels).sum()) == 0
+    assert digits16.owner.images[sources].equal(inputs)

@@ -135,8 +135,10 @@ class Margin(Protection):
         usable = order[base == data.labels[order]]  # images the unprotected model gets right
         draw = torch.randint(0, num_classes - 1, (len(usable),), generator=self.gen("labels"))
         labels = (data.labels[usable] + 1 + draw) % num_classes
-        if selection is not None:  # keep triggers no selection reference answers with their label
-            keep = selection.unanswered(data.images[usable], labels)
+        if selection is not None:  # sources every judge answers with their true label: no judge answers the
+            # drawn label, and the label stays uniform over the other C - 1 classes (dropping the triggers whose
+            # label a judge answers would leave it uniform over fewer classes and the exact null 1/(C-1) too low)
+            keep = selection.answers(data.images[usable], data.labels[usable]) == len(selection.judges)
             usable, labels = usable[keep], labels[keep]
         if len(usable) < self.key_size:
             raise ConfigError(f"{data.name} has only {len(usable)} usable trigger sources; need key_size="
@@ -186,7 +188,7 @@ class Margin(Protection):
                   "per input")
         params = {**self.params(), "dataset": data.name}
         if selection is not None:
-            params["selection"] = selection.record("margin triggers, label unanswered by every judge",
+            params["selection"] = selection.record("margin triggers: sources every judge answers with their true label",
                                                    len(data), len(inputs))
         key = OwnershipKey(inputs=inputs, labels=labels, method=self.name, params=params, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=null, null_source=source,

@@ -107,6 +107,21 @@ def test_new_label_null_from_other_owners_decides_in_ten_queries():
     assert float((null_outcome == 1).double().mean()) <= 0.01
 
 
+def test_twelve_foreign_owners_bound_the_new_label_null_where_six_refused_the_key():
+    """Measured on the digits MLP (issue 22): six foreign owners matching [1, 5, 1, 1, 1, 0] of our 50 key samples
+    bound the null at 0.83 and the own model's 48/50 could not be told apart; the twelve the default now makes
+    (matching as measured) bound it below 0.5, and the own model is owned."""
+    from modelproof.protections.watermarks.new_label import FOREIGN_OWNERS, FOREIGN_TAIL
+    from modelproof.keys.nulls import prediction_upper_bound
+    from modelproof.verification.stats import binomial_p_value
+
+    assert FOREIGN_OWNERS >= 12
+    six = prediction_upper_bound([1, 5, 1, 1, 1, 0], 50, FOREIGN_TAIL)
+    twelve = prediction_upper_bound([1, 5, 1, 1, 1, 0, 1, 0, 1, 1, 2, 4], 50, FOREIGN_TAIL)
+    assert six > 0.8 and twelve < 0.45
+    assert binomial_p_value(39, 50, twelve) < 0.01 - FOREIGN_TAIL < binomial_p_value(39, 50, six)
+
+
 @pytest.mark.slow
 def test_new_label_with_selection_owns_in_ten_queries_and_claims_no_foreign_owner(mlp16, digits16):
     from modelproof.verification.verifier import verify

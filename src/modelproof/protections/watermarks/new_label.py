@@ -83,8 +83,11 @@ from .trigger_set import KeyPlan, TriggerSet
 FOREIGN_PATTERNS, FOREIGN_IMAGES = 20, 400  # foreign patterns, owner images in all
 # Under key selection: other owners' new-label models made from the judges (FOREIGN_ROUNDS secrets per
 # judge, at most FOREIGN_OWNERS, at least MIN_FOREIGN that learnt FOREIGN_LEARNT of their own key) bound
-# the null at tail FOREIGN_TAIL (six all-zero owners of a 50-sample key give 0.26, five 0.45).
-FOREIGN_ROUNDS, FOREIGN_OWNERS, MIN_FOREIGN, FOREIGN_LEARNT, FOREIGN_TAIL = 2, 6, 5, 0.25, 0.001
+# the null at tail FOREIGN_TAIL (six all-zero owners of a 50-sample key give 0.26, five 0.45). Twelve, not
+# six: the Student-t quantile at tail 0.001 is 5.9 with 6 owners and 4.0 with 12; on the digits MLP six owners
+# bounded the null at 0.90 (0.83 at alpha 0.05 / decoys 3: they matched [1, 5, 1, 1, 1, 0] of 50) and the key was
+# refused; twelve gave 0.50 (0.42). The bound is as sound with 12 as with 6, only less wide.
+FOREIGN_ROUNDS, FOREIGN_OWNERS, MIN_FOREIGN, FOREIGN_LEARNT, FOREIGN_TAIL = 2, 12, 5, 0.25, 0.001
 
 
 def extend_head(model: nn.Module, gen: torch.Generator) -> nn.Module:

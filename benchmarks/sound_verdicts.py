@@ -103,7 +103,7 @@ def secrets_table(names, owner, splits, options, arch: str, dataset: str, count:
                                         dataset=dataset)
                 nulls.append(outcome.final.key.null_match_prob)
             except ModelproofError as exc:
-                reason = str(exc).split(":")[0][:70]
+                reason = str(exc).removeprefix(f"{name}: ").split(" (")[0].split(":")[0][:70]
                 reasons[reason] = reasons.get(reason, 0) + 1
         nulls.sort()
         spread = (f"{nulls[0]:.3g} / {nulls[len(nulls) // 2]:.3g} / {nulls[-1]:.3g}" if nulls else "-")
@@ -177,8 +177,8 @@ def main() -> None:
             if protection.kind == "fingerprint":
                 owner_attacks = copies
             for label, copy, drop in copies:
-                cells.append("n/a" if copy is None else
-                             f"{verify(key, TorchSuspect(copy)).decision} ({-100 * drop:+.1f} pt)")
+                v = None if copy is None else verify(key, TorchSuspect(copy))
+                cells.append("n/a" if v is None else f"{v.decision} {v.matches}/{v.queries} ({-100 * drop:+.1f} pt)")
         if args.distill:
             if protection.kind == "fingerprint" and owner_student is not None:
                 student = owner_student

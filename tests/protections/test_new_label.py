@@ -110,3 +110,22 @@ def test_bad_params(params, fragment):
 def test_too_much_data_asked(mlp16, digits16):
     with pytest.raises(ConfigError, match="exceed"):
         NewLabel(secret="s", alpha=0.99, key_size=50).protect(mlp16, digits16.owner)
+
+
+def test_under_selection_alpha_and_decoys_not_given_become_the_selected_recipe():
+    """Issue 22: with alpha 0.01 and one decoy, 9 of 10 secrets were refused on the digits MLP under selection;
+    the selected recipe (0.05, 3 decoys) applies only where the caller gave no value, and is what the key records."""
+    from modelproof.protections.watermarks.new_label import (DEFAULT_ALPHA, DEFAULT_DECOYS, SELECTED_ALPHA,
+                                                             SELECTED_DECOYS)
+
+    plain = NewLabel(secret="s")
+    assert (plain.alpha, plain.decoys) == (DEFAULT_ALPHA, DEFAULT_DECOYS) == (0.01, 1)
+    tuned = plain.selected_recipe()
+    assert (tuned.alpha, tuned.decoys) == (SELECTED_ALPHA, SELECTED_DECOYS) == (0.05, 3)
+    assert tuned.params()["alpha"] == 0.05 and tuned.params()["decoys"] == 3 and "_defaulted" not in tuned.params()
+    assert plain.alpha == 0.01  # the caller's object is unchanged
+    given = NewLabel(secret="s", alpha=0.02, decoys=0).selected_recipe()
+    assert (given.alpha, given.decoys) == (0.02, 0)
+    half = NewLabel(secret="s", decoys=2).selected_recipe()
+    assert (half.alpha, half.decoys) == (0.05, 2)
+    assert tuned.samples.__self__ is tuned and tuned.gen("x").initial_seed() == plain.gen("x").initial_seed()

@@ -144,14 +144,16 @@ def new_label(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None, dataset
               secret: SecretOpt = None, key_size: KeySizeOpt = None, mode: ModeOpt = None, epochs: EpochsOpt = 10,
               key_accuracy: KeyAccOpt = 1.0, lr: LrOpt = 0.001, batch_size: BatchOpt = 64,
               key_ratio: RatioOpt = 0.2, max_drop: DropOpt = 0.005,
-              alpha: Annotated[float, typer.Option("--alpha", help="Fraction of the owner's data made into "
-                                                   "training key samples.")] = 0.01,
+              alpha: Annotated[float | None, typer.Option("--alpha", help="Fraction of the owner's data made into "
+                                                          "training key samples (default 0.01; 0.05 when the key is "
+                                                          "chosen against selection references).")] = None,
               beta: Annotated[float, typer.Option("--beta", help="Strength (standard deviation) of the secret's "
                                                   "pattern, pixels in [0,1].")] = 0.2,
               cells: Annotated[int | None, typer.Option("--cells", help="Smooth pattern from a CELLS x CELLS grid "
                                                         "(0: white noise, one value per pixel).")] = 8,
-              decoys: Annotated[int, typer.Option("--decoys", help="Foreign-pattern copies per key sample that keep "
-                                                  "their true label (0: the paper's plain version).")] = 1,
+              decoys: Annotated[int | None, typer.Option("--decoys", help="Foreign-pattern copies per key sample "
+                                                         "that keep their true label (0: the paper's plain version; "
+                                                         "default 1, 3 under key selection).")] = None,
               null_prob: Annotated[float | None, typer.Option("--null-prob", help="Null match probability "
                                                               "(default: max(1/(C+1), measured rate on "
                                                               "foreign patterns)).")] = None,

@@ -3,6 +3,7 @@
 Usage: nohup python benchmarks/ipguard_aruc.py [--datasets mnist fashion-mnist] [--data ../shared/data]
                                                [--cache benchmarks/.cache/ipguard] [--arch lenet5]
                                                [--methods Random FGSM IGSM CW-L2 IPGuard] > aruc.log &
+       python benchmarks/ipguard_aruc.py --datasets digits --size 16 --epochs 20 --selection both
 
 Per dataset (CPU stand-ins for the paper's CIFAR-10 / CIFAR-100): a LeNet-5 target trained on a
 subset of the owner split; positive suspects from the removal attack suite on the attacker's split

@@ -3,6 +3,7 @@
 Usage: nohup python benchmarks/ipguard_aruc.py [--datasets mnist fashion-mnist] [--data ../shared/data]
                                                [--cache benchmarks/.cache/ipguard] [--arch lenet5]
                                                [--methods Random FGSM IGSM CW-L2 IPGuard] > aruc.log &
+       python benchmarks/ipguard_aruc.py --datasets digits --size 16 --epochs 20 --selection both
 
 Per dataset (CPU stand-ins for the paper's CIFAR-10 / CIFAR-100): a LeNet-5 target trained on a
 subset of the owner split; positive suspects from the removal attack suite on the attacker's split
@@ -11,6 +12,15 @@ loss stays within 3 points); negative suspects: LeNet-5 from 10 other seeds, MLP
 5 random forests of 20 trees, all trained on the owner's data. Then every method's parameter grid
 (each with the four initialisations TR/TL/RR/RL) makes a 100-point fingerprint of the target,
 every suspect's matching rate is measured, and ARUC (Eq. 7, r = 100) is computed.
+
+``--selection on`` (or ``both``) chooses every key against the selection references of the
+data's reference population (``modelproof.references``: the general selection members plus
+``--owner-share`` of the target's architecture, built into ``--references-dir`` on first use, the
+same models ``modelproof protect`` selects against). Those judges are trained with the population's
+own seeds (from 1,000,000 on), never the negatives' seeds; the run stops if any judge's weights
+equal a negative's. Selected keys draw ``oversample`` x the candidates (the method's default), so a
+setting costs that much more; a setting whose selection is refused is reported as refused. ``both``
+prints the tables for keys without and with selection and a side-by-side ARUC table.
 
 Printed: the ARUC table (Table 4), each method's best parameters, the IPGuard grid (k x init), a
 Table-5-like matching-rate table for each method's best setting, the largest negative matching
@@ -35,6 +45,9 @@ from modelproof.models.modelfile import load_model, save_model
 from modelproof.protections.base import make_protection
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.models.devices import configure
+from modelproof.models.modelfile import weights_digest
+from modelproof.protections.selection import Selection
+from modelproof.util.errors import ConfigError
 
 INITS = ("TR", "TL", "RR", "RL")
 GRIDS: dict[str, tuple[str, str, tuple[float, ...]]] = {  # method -> (protection, parameter, values)
@@ -87,23 +100,66 @@ def settings(methods: list[str], inits_allowed: tuple[str, ...] = INITS) -> list
 
 
 def evaluate_grid(target: torch.nn.Module, splits: Splits, suspects: list[LabelledSuspect], cache: Path,
-                  log: Callable[[str], None], methods: list[str], inits: tuple[str, ...] = INITS) -> dict[str, dict]:
-    """Matching rates of every suspect for every setting (cached in ``cache/rates.json``)."""
-    store = cache / "rates.json"
+                  log: Callable[[str], None], methods: list[str], inits: tuple[str, ...] = INITS,
+                  selection: Selection | None = None) -> dict[str, dict]:
+    """Matching rates of every suspect for every setting (cached in ``cache/rates.json``, or
+    ``cache/rates-selected.json`` for keys chosen against ``selection``). A setting whose key
+    selection is refused is recorded with the refusal and left out of the tables."""
+    store = cache / ("rates.json" if selection is None else "rates-selected.json")
     done: dict[str, dict] = json.loads(store.read_text()) if store.is_file() else {}
     for method, label, params in settings(methods, inits):
         if label in done:
             continue
         protection = make_protection(GRIDS[method][0], points=100, **params)
-        result = protection.protect(target, splits.owner, seed=0)
+        start = time.perf_counter()
+        try:
+            result = protection.protect(target, splits.owner, seed=0, selection=selection)
+        except ConfigError as exc:
+            done[label] = {"method": method, "params": params, "refused": str(exc),
+                           "seconds": time.perf_counter() - start}
+            store.write_text(json.dumps(done, indent=1))
+            log(f"  {label:<28} refused: {exc}")
+            continue
+        seconds = time.perf_counter() - start
         rates = matching_rates(suspects, result.key.inputs, result.key.labels)
-        done[label] = {"method": method, "params": params, "rates": rates, "seconds": result.report["seconds"],
-                       "report": {k: v for k, v in result.report.items() if isinstance(v, (int, float))}}
+        record = result.key.params.get("selection") if selection is not None else None
+        done[label] = {"method": method, "params": params, "rates": rates, "seconds": seconds,
+                       "report": {k: v for k, v in result.report.items() if isinstance(v, (int, float))},
+                       "selection": {k: v for k, v in (record or {}).items() if k != "references"} or None}
         store.write_text(json.dumps(done, indent=1))
         pos = [r for s, r in rates.items() if _kind(suspects, s) == "positive"]
         neg = [r for s, r in rates.items() if _kind(suspects, s) == "negative"]
-        log(f"  {label:<28} ARUC {aruc(pos, neg):.3f}  ({result.report['seconds']:.1f} s)")
+        kept = f", kept {record['kept']}/{record['tried']}" if record else ""
+        log(f"  {label:<28} ARUC {aruc(pos, neg):.3f}  ({seconds:.1f} s{kept})")
     return done
+
+
+def selection_judges(name: str, splits: Splits, negatives: list[LabelledSuspect], args: argparse.Namespace,
+                     log: Callable[[str], None]) -> Selection:
+    """The population's selection references for the target's architecture (built on first use), checked
+    to share no weights with any negative suspect."""
+    from modelproof.references.build import build_population
+    from modelproof.references.mix import SELECTION
+    from modelproof.references.sets import selection_of
+
+    folder = Path(args.references_dir) / name if args.references_dir else Path(args.cache) / "references" / name
+    t = time.perf_counter()
+    pop, trained, _ = build_population(folder, splits, dataset=name, calibration=0, selection=args.judges,
+                                       owner_archs=(args.arch,), owner_share=args.owner_share, log=log)
+    refs = pop.references(SELECTION, args.arch)
+    log(f"{len(refs)} selection references from {folder} ({len(trained)} trained now, "
+        f"{time.perf_counter() - t:.0f} s)")
+    check_apart([r.digest for r in refs], [r.name for r in refs], negatives)
+    return selection_of(refs, args.oversample)
+
+
+def check_apart(digests: list[str | None], names: list[str], negatives: list[LabelledSuspect]) -> None:
+    """Stop when a selection reference is one of the negatives (same weights, or same name)."""
+    scored = {weights_digest(s.model): s.name for s in negatives if s.model is not None}
+    for digest, ref in zip(digests, names):
+        if digest in scored or ref in {s.name for s in negatives}:
+            raise SystemExit(f"selection reference {ref} is the negative suspect {scored.get(digest, ref)}: "
+                             "selection must not use the models it is scored against")
 
 
 def _kind(suspects: list[LabelledSuspect], name: str) -> str:
@@ -113,7 +169,11 @@ def _kind(suspects: list[LabelledSuspect], name: str) -> str:
 def report(name: str, suspects: list[LabelledSuspect], done: dict[str, dict], out: Path,
            methods: list[str]) -> dict[str, float]:
     """Print the tables for one dataset; return each method's best ARUC."""
-    done = {label: d for label, d in done.items() if d["method"] in methods}
+    refused = {label: d["refused"] for label, d in done.items() if "refused" in d and d["method"] in methods}
+    for label, why in refused.items():
+        print(f"refused: {label}: {why}")
+    done = {label: d for label, d in done.items() if d["method"] in methods and "refused" not in d}
+    methods = [m for m in methods if any(d["method"] == m for d in done.values())]
     pos = [s for s in suspects if s.kind == "positive"]
     neg = [s for s in suspects if s.kind == "negative"]
     scores = {label: aruc([d["rates"][s.name] for s in pos], [d["rates"][s.name] for s in neg])
@@ -180,6 +240,16 @@ def main() -> None:
                         help="sweep these values (eps, or k) instead of each method's own grid")
     parser.add_argument("--json", default=None, help="also write the ARUC table and timings as JSON to this file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
+    parser.add_argument("--size", type=int, default=None, help="resize images to SIZE x SIZE (digits: 16 for LeNet-5)")
+    parser.add_argument("--selection", choices=("off", "on", "both"), default="off",
+                        help="keys without selection (off), chosen against the population's selection references "
+                             "(on), or both side by side")
+    parser.add_argument("--references-dir", default=None,
+                        help="the population folder's parent (default CACHE/references); one folder per dataset")
+    parser.add_argument("--judges", type=int, default=24, help="general selection references of the population "
+                        "(protect's default 24; --owner-share of them are the target's architecture)")
+    parser.add_argument("--owner-share", type=int, default=8, help="selection references of the target's architecture")
+    parser.add_argument("--oversample", type=int, default=None, help="candidates per key point (default: the method's)")
     args = parser.parse_args()
     configure(args.device, args.threads)  # models are built and loaded on the device
     if args.values:
@@ -191,21 +261,26 @@ def main() -> None:
 
     summary, timings = {}, {}
     for name in args.datasets:
-        full = load_splits(name, Path(args.data) / name, seed=0)
+        full = load_splits(name, Path(args.data) / name, size=args.size, seed=0)
         splits = Splits(*(part.subset(range(min(n, len(part)))) for part, n in
                           ((full.owner, args.owner), (full.attacker, args.attacker), (full.test, args.test))))
-        cache = Path(args.cache) / (name if args.arch == "lenet5" else f"{name}-{args.arch}")
+        cache = Path(args.cache) / ((name if args.arch == "lenet5" else f"{name}-{args.arch}")
+                                    + (f"-{args.size}px" if args.size else ""))
         log(f"{name}: owner {len(splits.owner)}, attacker {len(splits.attacker)}, test {len(splits.test)} images")
         target, pos, neg = population(name, splits, cache, log, args)
-        done = evaluate_grid(target, splits, pos + neg, cache, log, args.methods, tuple(args.inits))
-        summary[name] = report(name, pos + neg, done, cache, args.methods)
+        modes = {"off": (None,), "on": ("selected",), "both": (None, "selected")}[args.selection]
+        for mode in modes:
+            selection = selection_judges(name, splits, neg, args, log) if mode else None
+            done = evaluate_grid(target, splits, pos + neg, cache, log, args.methods, tuple(args.inits), selection)
+            column = f"{name} {mode}" if mode else name
+            summary[column] = report(column.replace(" ", "-"), pos + neg, done, cache, args.methods)
         log(f"{name} done")
         timings[name] = {"seconds": time.perf_counter() - start, "positives": len(pos), "negatives": len(neg),
                          "target_accuracy": evaluate(target, splits.test), "device": args.device,
                          "threads": torch.get_num_threads()}
     print("\nARUC (Table 4)\n" + f"{'method':<9}" + "".join(f"{n:>15}" for n in summary))
     for m in args.methods:
-        print(f"{m:<9}" + "".join(f"{summary[n][m]:15.3f}" for n in summary))
+        print(f"{m:<9}" + "".join(f"{summary[n].get(m, float('nan')):15.3f}" for n in summary))
     print("paper (CIFAR-10 / CIFAR-100): Random 0.35/0.52, FGSM 0.63/0.58, IGSM 0.59/0.65, CW-L2 0.95/1.00, "
           "IPGuard 0.94/1.00")
     if args.json:

@@ -120,7 +120,6 @@ def _key_preview(key, owner_images: torch.Tensor, count: int = 6) -> dict:
 def _protect(store: Store, job: Job) -> dict:
     from ..protections.base import PROTECTIONS, discover_protections, make_protection
     from ..references.protect import ReferenceOptions, protect_model
-    from ..models.training import evaluate
     from .config import accepts_secret
 
     discover_protections()
@@ -142,7 +141,7 @@ def _protect(store: Store, job: Job) -> dict:
             "self_check": final.summary.get("self_check"), "method_kind": protection.kind,
             "seconds": final.summary.get("protect_seconds", 0.0), "key_size": len(key),
             "null_match_prob": key.null_match_prob, "null_source": key.null_source,
-            "accuracy_host": evaluate(host, splits.test), "accuracy_protected": outcome.accuracy_after,
+            "accuracy_host": outcome.accuracy_before, "accuracy_protected": outcome.accuracy_after,
             "key_accuracy": outcome.key_accuracy, "num_classes": int(key.num_classes),
             "preview": _key_preview(key, splits.owner.images),
             "warning": key.params.get("warning") or result.report.get("warning")}

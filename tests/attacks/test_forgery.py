@@ -176,3 +176,17 @@ def test_independent_encoder_key_claims_only_its_own_host(marked, digits16):
     assert out.details["own_key_accuracy"] >= 0.8  # the diagonal: its own host learnt its own key
     verdict = verify(out.key, TorchSuspect(victim))
     assert verdict.decision == "not owned" and verdict.match_rate <= 0.3  # off the diagonal: no transfer
+
+
+def test_black_box_forgery_keeps_distinct_points_when_pairs_repeat(marked, digits16):
+    # a pool of 3 images for a 30-point key: image pairs repeat, and repeated pairs bisect to the same
+    # point; a key of repeated inputs would be refused as not independent trials
+    small = digits16.attacker.subset(torch.arange(3))
+    suspect = QueriedSuspect(TorchSuspect(marked["zhang-content"].model))
+    try:
+        out = make_forgery("forge-boundary-blackbox", key_size=30, steps=6).perform(suspect, small, seed=0)
+    except ConfigError as exc:  # the three images may share one label: nothing to bisect
+        assert "one label" in str(exc)
+        return
+    rows = {row.numpy().tobytes() for row in out.key.inputs.flatten(1)}
+    assert len(rows) == len(out.key) == out.details["kept"] < 30

@@ -138,11 +138,24 @@ class BlackBoxBoundary(Forgery):
             inside = work.ask(_between(xa, xb, mid)) == b
             hi, lo = torch.where(inside, mid, hi), torch.where(inside, lo, mid)
         points = _between(xa, xb, hi)
-        keep = (work.ask(points) == b).nonzero().flatten()
+        keep = _first_of_each((work.ask(points) == b).nonzero().flatten(), points)
         work.details.update(pool=len(pool), kept=int(len(keep)), bisection_steps=self.steps)
         source = (f"IPGuard's default {self.null_match_prob:g} for boundary points (a conservative assumption, not "
                   "a measurement: the counterfeiter's claim)")
         return self.key(work, points[keep], b[keep], null=self.null_match_prob, null_source=source)
+
+
+def _first_of_each(indices: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``indices`` without those whose point repeats an earlier one (two draws of the same image pair, or a
+    bisection that never left ``x_b``, give the same point twice: a key's inputs must be distinct trials)."""
+    seen: set[bytes] = set()
+    out = []
+    for i in indices.tolist():
+        raw = points[i].numpy().tobytes()
+        if raw not in seen:
+            seen.add(raw)
+            out.append(i)
+    return torch.tensor(out, dtype=torch.long)
 
 
 def _pick(mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -397,3 +397,40 @@ def test_a_cached_rerun_keeps_the_report_it_finds(tiny_run, tmp_path, monkeypatc
     monkeypatch.setattr(report_module, "write_report", lambda *a, **k: pytest.fail("report redrawn"))
     summary = run_experiment(parse_config(TINY), tmp_path / "again", quiet=True)
     assert summary.counts["done"] == 0 and summary.files["report"].endswith("report.html")
+
+
+def test_a_protection_that_makes_no_key_reads_no_key_and_the_run_succeeds(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import modelproof.references.protect as protect_module
+    from modelproof.cli.app import app
+    from modelproof.experiments.payoff import cell_words
+    from modelproof.util.errors import KeyRefused
+
+    original = protect_module.protect_model
+
+    def refusing(protection, *args, **kwargs):
+        if protection.name == "ipguard":
+            raise KeyRefused("ipguard: only 3 of 900 candidates survived key selection\nsecond line")
+        return original(protection, *args, **kwargs)
+
+    monkeypatch.setattr(protect_module, "protect_model", refusing)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    args = ["experiment", "run", str(config), "--out", str(tmp_path / "out"), "--quiet", "--no-report", "--json"]
+    for attempt in range(2):  # the second run reads the refusal from the cache
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert out["failures"] == [] and len(out["refusals"]) == 1 and "3 of 900" in out["refusals"][0]["reason"]
+        assert out["counts"]["refused"] >= 1 + 4 + 2  # the protect, its 4 cells, its 2 negative verdicts
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())
+    mine = [r for r in rows if r["protection"] == "ipguard"]
+    assert mine and all(r["status"] == "refused" and "no key" in r["error"] for r in mine)
+    assert {r["outcome"] for r in mine if r["role"] == "positive"} == {"no key"}
+    cells = payoff_cells(rows)
+    assert {c.outcome for c in cells if c.protection == "ipguard"} == {"refused"}
+    assert cell_words(next(c for c in cells if c.protection == "ipguard"))[0] == "no key"
+    assert all(r["status"] == "ok" for r in rows if r["protection"] == "zhang-noise")
+    summary = {s.protection: s for s in protection_summaries(rows)}
+    assert summary["ipguard"].survived == [] and summary["zhang-noise"].negatives == 2

@@ -42,11 +42,12 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
                              quiet=quiet, report=not no_report, only=only, limit=limit)
     c = summary.counts
     lines = [f"{cfg.name}: {summary.cells} cells, {summary.jobs} jobs ({c['done']} run, {c['cached']} cached, "
-             f"{c['failed']} failed) in {summary.seconds:.1f} s with executor {executor}",
+             f"{c['failed']} failed, {c['refused']} without a key) in {summary.seconds:.1f} s with executor {executor}",
              *[f"{kind}: {path}" for kind, path in summary.files.items()]]
+    lines += [f"NO KEY {r['job']}: {r['reason']}" for r in summary.refusals]
     lines += [f"FAILED {f['job']}: {f['error']}" for f in summary.failures]
     emit({"cells": summary.cells, "jobs": summary.jobs, "counts": c, "seconds": summary.seconds,
-          "files": summary.files, "failures": summary.failures}, json_out, lines)
+          "files": summary.files, "failures": summary.failures, "refusals": summary.refusals}, json_out, lines)
     if summary.failures:
         raise typer.Exit(1)
 

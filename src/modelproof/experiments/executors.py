@@ -31,7 +31,7 @@ def _resolve_cached(jobs: list[Job], root: str, notify: Notify) -> dict[str, dic
     for job in jobs:
         cached = store.result(job.kind, job.id)
         if cached is not None:
-            done[job.id] = dict(cached, status="cached")
+            done[job.id] = dict(cached, status="refused" if cached.get("refused") else "cached")
             notify("end", job, done[job.id])
     return done
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..models.devices import configure
+from ..util.errors import KeyRefused
 from .cache import Store, canonical
 
 INTERCEPTED = 10  # owner key inputs an intercepting counterfeiter sees (Li et al. §6.4: "a handful")
@@ -132,9 +133,14 @@ def _protect(store: Store, job: Job) -> dict:
     protection = make_protection(s["name"], **params)
     # exactly as `modelproof protect`: the key chosen against the selection references of the default
     # reference population (cached, trained once per dataset), its null calibrated on the disjoint
-    # calibration references, and the self-check; a weak key is kept (the grid goes on) and flagged
-    outcome = protect_model(protection, host, splits, seed=s["seed"], options=ReferenceOptions(allow_weak=True),
-                            owner_arch=getattr(getattr(host, "record", None), "arch", None))
+    # calibration references, and the self-check; a weak key is kept (the grid goes on) and flagged. A
+    # key that cannot be made at all (too few candidates survive selection) is a result too: its cells
+    # read "no key".
+    try:
+        outcome = protect_model(protection, host, splits, seed=s["seed"], options=ReferenceOptions(allow_weak=True),
+                                owner_arch=getattr(getattr(host, "record", None), "arch", None))
+    except KeyRefused as exc:
+        return {"refused": str(exc).splitlines()[0], "method_kind": protection.kind}
     result, final = outcome.result, outcome.final
     key = final.key
     info = {"calibrated": True, "null_before": final.summary.get("null_before"),
@@ -273,13 +279,17 @@ def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device
     """Run ``job`` (or read its cached result) with the cache at ``root`` on ``device``; never raises.
 
     ``deps`` maps each dependency's hash to its result; a failed dependency fails the job.
-    The result carries ``status`` ("done", "cached" or "failed") and ``seconds``.
+    The result carries ``status`` ("done", "cached", "failed", or "refused": a protect that could make
+    no key, and every job that needs it) and ``seconds``.
     """
     store = Store(root)
     cached = store.result(job.kind, job.id)
     if cached is not None:
-        return dict(cached, status="cached")
+        return dict(cached, status="refused" if cached.get("refused") else "cached")
     for dep in job.deps:
+        if deps.get(dep, {}).get("refused"):
+            return {"status": "refused", "kind": job.kind, "refused": deps[dep]["refused"],
+                    "error": f"no key: {deps[dep]['refused']}"}
         if deps.get(dep, {}).get("status") not in ("done", "cached"):
             return {"status": "failed", "error": f"needs a failed {deps.get(dep, {}).get('kind', 'job')}: "
                                                  f"{deps.get(dep, {}).get('error', 'not run')}", "kind": job.kind}
@@ -294,4 +304,4 @@ def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device
                          f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"}
     result = dict(result, kind=job.kind, job_seconds=time.perf_counter() - start)
     store.put_result(job.kind, job.id, result)
-    return dict(result, status="done")
+    return dict(result, status="refused" if result.get("refused") else "done")

@@ -22,6 +22,7 @@ from statistics import mean
 
 REMOVED, SURVIVED, MIXED, BROKEN, FAILED = "removed", "survived", "mixed", "implausible", "failed"
 WEAK = "weak"  # the unattacked protected model is not owned: its key is weak, no attack's success
+NO_KEY = "refused"  # protect could make no key (too few candidates survived selection): nothing to attack
 
 
 @dataclass
@@ -46,6 +47,8 @@ def cell_words(cell: PayoffCell) -> tuple[str, str]:
     n, k = cell.seeds, cell.successes
     if cell.outcome == FAILED:
         return "failed", f"no result in {n} seed{'s' if n != 1 else ''}"
+    if cell.outcome == NO_KEY:
+        return "no key", f"protect refused to make a key in {n} seed{'s' if n != 1 else ''}"
     if cell.outcome == WEAK:
         return "weak key", f"not owned in {cell.weak} of {n} seeds without any attack" + (
             "" if cell.attack == "none" else "; the attack is no success on a weak key")
@@ -112,9 +115,11 @@ def succeeded(row: dict, weak: set[tuple] = frozenset()) -> bool:
 
 def row_outcome(row: dict, weak: set[tuple]) -> str | None:
     """A positive row's outcome in words (the ``outcome`` column): owned, survived, removed, implausible,
-    weak key, forged, forgery failed or failed; None for a negative row."""
+    weak key, no key, forged, forgery failed or failed; None for a negative row."""
     if row["role"] != "positive":
         return None
+    if row.get("status") == "refused":
+        return "no key"
     if row.get("status") != "ok":
         return FAILED
     if on_weak_key(row, weak):
@@ -155,7 +160,8 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
     for (prot, attack), group in groups.items():
         ok = _ok(group)
         if not ok:
-            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, FAILED,
+            refused = all(r.get("status") == "refused" for r in group)
+            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, NO_KEY if refused else FAILED,
                                   group[0].get("attack_kind") or "removal"))
             continue
         scored = [r for r in ok if not on_weak_key(r, weak)]  # a weak key's seeds count for neither side
@@ -199,7 +205,7 @@ def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
         keyed = {(r["dataset"], r["host"], r["seed"]): r for r in pos}
         out.append(ProtectionSummary(
             protection=prot, kind=next((r["protection_kind"] for r in group if r["protection_kind"]), ""),
-            survived=[c.attack for c in mine if c.outcome not in (FAILED, WEAK) and c.successes == 0],
+            survived=[c.attack for c in mine if c.outcome not in (FAILED, WEAK, NO_KEY) and c.successes == 0],
             removed_by=[c.attack for c in mine if c.successes > 0],
             false_claims=sum(r["decision"] == "owned" for r in negs.values()), negatives=len(negs),
             fidelity=mean(r["accuracy_host"] - r["accuracy_before"] for r in keyed.values()) if keyed else None,

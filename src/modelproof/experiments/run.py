@@ -44,6 +44,13 @@ class RunSummary:
     cells: int
     jobs: int
     files: dict[str, str] = field(default_factory=dict)
+    refusals: list[dict] = field(default_factory=list)  # protect jobs that could make no key, and why
+
+
+def _status(result: dict) -> str:
+    """A row's status: ok, refused (its protection made no key) or failed."""
+    status = result.get("status")
+    return "ok" if status in ("done", "cached") else "refused" if status == "refused" else "failed"
 
 
 def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict]) -> list[dict]:
@@ -66,7 +73,7 @@ def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict])
                                           "null_match_prob", "accuracy_after", "attack_seconds", "verify_seconds",
                                           "attack_queries", "fpr", "fnr")},
                "plausible": rule(res["accuracy_before"], res["accuracy_after"]) if ok else None,
-               "status": "ok" if ok else "failed", "error": "" if ok else res.get("error", "not run")}
+               "status": _status(res), "error": "" if ok else res.get("error", "not run")}
         rows.append(row)
         for label, job_id in cell.negverify_jobs:
             neg = results.get(job_id, {})
@@ -75,7 +82,7 @@ def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict])
                          **{k: neg.get(k) for k in ("decision", "p_value", "matches", "queries", "match_rate",
                                                     "key_accuracy", "null_match_prob", "accuracy_after",
                                                     "verify_seconds")},
-                         "plausible": None, "status": "ok" if nok else "failed",
+                         "plausible": None, "status": _status(neg),
                          "error": "" if nok else neg.get("error", "not run")})
     return with_outcomes(rows)
 
@@ -140,9 +147,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
                 counts[result["status"]] += 1
                 counts["cells"] += job.kind == "cell"
             counts["running"] = len(started)
-            finished = counts["done"] + counts["cached"] + counts["failed"]
+            finished = counts["done"] + counts["cached"] + counts["failed"] + counts["refused"]
             update(finished, f"cells {counts['cells']}/{len(cells)}: done {counts['done']} cached {counts['cached']} "
-                             f"running {counts['running']} failed {counts['failed']}")
+                             f"running {counts['running']} failed {counts['failed']}"
+                             + (f" no key {counts['refused']}" if counts["refused"] else ""))
 
         results = execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
                           threads=config.threads, num_cpus=num_cpus, device=default_device().type, notify=notify)
@@ -150,8 +158,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     failures = [{"job": j.title, "kind": j.kind, "hash": j.id, "error": results[j.id].get("error", "")}
                 for j in jobs if results[j.id].get("status") == "failed"]
     atomic_write_bytes(out / "failures.json", (json.dumps(failures, indent=1) + "\n").encode())
-    summary = RunSummary(rows, {k: counts[k] for k in ("done", "cached", "failed")}, failures,
-                         time.perf_counter() - start, len(cells), len(jobs), write_tables(rows, out))
+    refusals = [{"job": j.title, "reason": results[j.id]["refused"]} for j in jobs
+                if j.kind == "protect" and results[j.id].get("refused")]
+    summary = RunSummary(rows, {k: counts[k] for k in ("done", "cached", "failed", "refused")}, failures,
+                         time.perf_counter() - start, len(cells), len(jobs), write_tables(rows, out), refusals)
     unchanged = (out / "report.html").is_file() and all(before[n] == (out / n).read_bytes() for n in before)
     if report and unchanged:
         summary.files["report"] = str(out / "report.html")

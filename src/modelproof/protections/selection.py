@@ -14,7 +14,7 @@ gradient-based methods) and the oversampling factor (None: the method's measured
 inputs still needed, keep the candidates the protected model answers with the key label and no
 judge does, and draw again while too few survive (each draw at least a quarter of ``oversample``
 x the key, at most :data:`MAX_ROUNDS` x ``oversample`` x the key candidates in all, repeated inputs
-dropped); then a ConfigError says how many survived and what would help. The key records
+dropped); then KeyRefused (a ConfigError) says how many survived and what would help. The key records
 :meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
 
 Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
@@ -35,7 +35,7 @@ from torch import nn
 from ..data.splits import Dataset
 from ..models.training import TrainConfig, fit
 from ..suspects.local import TorchSuspect
-from ..util.errors import ConfigError
+from ..util.errors import ConfigError, KeyRefused
 
 MAX_ROUNDS = 4  # selection gives up after MAX_ROUNDS x oversample x the key candidates
 
@@ -113,7 +113,7 @@ class Selection:
         Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
         value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record).
         A draw may return fewer candidates than asked (the data ran out); one that returns none ends
-        the search. Raises ConfigError when fewer than ``need`` survive ``max_rounds`` x the
+        the search. Raises KeyRefused when fewer than ``need`` survive ``max_rounds`` x the
         oversampling factor x ``need`` candidates.
         """
         factor = self.factor(default_oversample)
@@ -136,7 +136,7 @@ class Selection:
             have += int(ok.sum())
             seen.update(row.numpy().tobytes() for row in got["inputs"][ok].flatten(1))
         if have < need:
-            raise ConfigError(
+            raise KeyRefused(
                 f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
                 f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
                 f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))

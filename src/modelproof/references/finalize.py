@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .calibration import DEFAULT_REFERENCES, calibrate, reference_from_spec
 from ..data.splits import Dataset
-from ..util.errors import ConfigError
+from ..util.errors import KeyRefused
 from ..keys.key import OwnershipKey
 from ..protections.base import Protected, Protection
 from ..verification.selfcheck import self_check
@@ -60,7 +60,7 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
                    f"({'; '.join(problems)}); {_advice(result, key, alpha) or protection.weak_hint}; nothing written "
                    "(--allow-weak writes it anyway)")
         if not allow_weak:
-            raise ConfigError(message)
+            raise KeyRefused(message)
         key = dataclasses.replace(key, params=dict(key.params, warning=message))
         lines.append(f"WARNING: {message}")
     else:

@@ -19,6 +19,11 @@ class ConfigError(ModelproofError):
     """A parameter is out of range or of the wrong kind."""
 
 
+class KeyRefused(ConfigError):
+    """No sound key can be made for this model with these settings: too few candidates survived key
+    selection, or the key fails its self-check. A result, not a fault: the experiment grid records it."""
+
+
 class KeyFileError(ModelproofError):
     """An ownership key file is missing, corrupt, tampered with or undecryptable."""
 

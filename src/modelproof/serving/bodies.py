@@ -8,11 +8,8 @@ binary tensor body, 413 over the cap, 415 not JSON) and ``{"error": message}``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from fastapi import Request
@@ -21,11 +18,11 @@ from starlette.concurrency import run_in_threadpool
 from ..suspects.http import binary
 from ..util.jsonsafe import TooDeep
 from ..util.jsonsafe import loads as json_loads
-from ..util.jsonsafe import loads_arrays
+from .parsers import WORKERS, ParserPool
 
 BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088, " is 20)
 PROCESS_BYTES = 2 ** 20  # bodies larger than this are parsed in a worker process
-_PARSER: ProcessPoolExecutor | None = None
+_PARSER: ParserPool | None = None
 
 
 class Reject(Exception):
@@ -95,8 +92,10 @@ async def read_json(request: Request, cap: int) -> dict:
     raw = await _read(request, cap)
     if len(raw) <= PROCESS_BYTES:
         return await run_in_threadpool(_parse, raw)
+    holder = [raw]  # the parser pool takes the body out: no reference stays here while a worker parses it
+    del raw
     try:  # Python's JSON parser holds the GIL: a big body is parsed in another process, not just another thread
-        body = await asyncio.get_running_loop().run_in_executor(_parser(), loads_arrays, raw)
+        body = await run_in_threadpool(_parser().parse, holder)
     except TooDeep:
         raise Reject(400, "request body is JSON nested too deeply") from None
     except ValueError as exc:
@@ -106,13 +105,11 @@ async def read_json(request: Request, cap: int) -> dict:
     return body
 
 
-def _parser() -> ProcessPoolExecutor:
+def _parser() -> ParserPool:
     """The worker processes that parse big bodies (started on first use; at most 2, which bounds their memory)."""
     global _PARSER
     if _PARSER is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["modelproof.util.jsonsafe"])
-        _PARSER = ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=context)
+        _PARSER = ParserPool(min(WORKERS, os.cpu_count() or 1))
     return _PARSER
 
 

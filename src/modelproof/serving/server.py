@@ -117,7 +117,7 @@ def _as_images(data: Any, shape: list[int], served: ServedModel, max_batch: int)
     need = int(np.prod(shape))
     if arr.size != need:
         raise Reject(400, f"input data holds {arr.size} values but shape {shape} needs {need}")
-    arr = arr.astype(np.float32).reshape(shape)
+    arr = arr.astype(np.float32, copy=False).reshape(shape)
     top = 255.0 if served.dtype == "UINT8" else 1.0
     if not np.isfinite(arr).all() or arr.min() < 0.0 or arr.max() > top:
         raise Reject(400, f"input values must be finite and lie in [0, {top:g}], got [{arr.min():.3g}, {arr.max():.3g}]")

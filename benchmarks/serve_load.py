@@ -64,6 +64,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the server's JSON parser workers sit under its forkserver)."""
+    out, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
 def run(url: str, clients: int, payload: bytes, seconds: float, big: list[bytes] | None) -> dict:
     stop = time.monotonic() + seconds
     latencies: list[float] = []
@@ -92,10 +106,18 @@ def run(url: str, clients: int, payload: bytes, seconds: float, big: list[bytes]
 
     def checker() -> None:
         with httpx.Client(timeout=60) as c:
-            while time.monotonic() < stop:
+            while True:  # at least one check, however late this thread starts
                 t = time.monotonic()
-                c.get(f"{url}/v2/health/live")
-                health.append(time.monotonic() - t)
+                try:
+                    ok = c.get(f"{url}/v2/health/live").status_code == 200
+                except httpx.HTTPError as exc:  # a failed check counts as an error, its wait as its latency
+                    print(f"health check failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                    ok = False
+                with lock:
+                    health.append(time.monotonic() - t)
+                    errors[0] += not ok
+                if time.monotonic() >= stop:
+                    return
                 time.sleep(0.05)
 
     threads = [threading.Thread(target=client) for _ in range(clients)] + [threading.Thread(target=checker)]
@@ -126,6 +148,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_model(build_model("mlp", 10, SHAPE, seed=0), Path(tmp) / "cifar-mlp.safetensors")
         proc, url = start_server(model)
+        base = peak_rss_mb(proc.pid)  # the idle server (torch and the model loaded)
         try:
             bigs = {"100 MB": [b'{"inputs": [{"name": "input", "data": [' + b"0.5, " * (args.big_mb * 2 ** 20 // 5)
                                + b"0]}]}"], "max batch": [body(1024, seed=1)]}
@@ -143,9 +166,12 @@ def main() -> None:
                         print(f"| {clients} | {batch} | {name} | {r['rps']:.0f} | "
                               f"{r['p50']:.0f} | {r['p99']:.0f} | {r['health_max']:.0f} | {r['errors']} | "
                               f"{peak_rss_mb(proc.pid):.0f} |", flush=True)
-            rss = peak_rss_mb(proc.pid)
-            print(f"server peak memory {rss:.0f} MB = {rss / (cap / 2 ** 20):.2f}x the body cap (the parser "
-                  "processes are not counted)")
+            rss, largest = peak_rss_mb(proc.pid), len(bigs["max batch"][0]) / 2 ** 20
+            workers = [peak_rss_mb(p) for p in descendants(proc.pid)]
+            print(f"server process: {base:.0f} MB idle, peak {rss:.0f} MB: it grew by {rss - base:.0f} MB = "
+                  f"{(rss - base) / largest:.2f}x the largest body sent ({largest:.0f} MB), "
+                  f"{(rss - base) / (cap / 2 ** 20):.2f}x the body cap; its helper processes' peaks (forkserver, "
+                  f"JSON parsers): {', '.join(f'{w:.0f}' for w in workers) or 'none'} MB")
         finally:
             proc.terminate()
             proc.wait(10)

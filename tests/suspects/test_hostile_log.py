@@ -70,6 +70,7 @@ def test_an_edited_label_breaks_the_chain(key, trained_cnn, tmp_path):
 
     log = tmp_path / "q.jsonl"
     verify(key, TorchSuspect(trained_cnn), log_path=log)
+    assert log.stat().st_mode & 0o777 == 0o600  # an owned suspect's answers are the key's labels
     lines = log.read_text().splitlines()
     rec = json.loads(lines[5])
     rec["label"] = (rec["label"] + 1) % 10  # valid JSON, a valid label: only the chain can tell

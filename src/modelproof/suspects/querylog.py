@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..util.errors import ConfigError
+from ..util.files import SECRET_MODE
 from ..util.locks import FileLock
 
 FORMAT = "modelproof-query-log"
@@ -123,7 +124,7 @@ class QueryLog:
 
     def _write(self, lines: list[bytes]) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-        fd = os.open(self.path, flags, 0o644)
+        fd = os.open(self.path, flags, SECRET_MODE)  # its answers are mostly the key's labels when the suspect is owned
         with os.fdopen(fd, "ab") as fh:
             fh.write(b"".join(line + b"\n" for line in lines))
             fh.flush()

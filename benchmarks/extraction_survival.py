@@ -12,6 +12,11 @@ too high for any "owned", which is what the rows show.
 
 Run from the repository root: ``.venv/bin/python benchmarks/extraction_survival.py --methods margin``
 (digits, minutes on a free core) or ``--dataset mnist --data-dir ../shared/data/mnist``.
+
+``--dawn`` measures DAWN instead (``benchmarks/dawn_survival.py``): the owner's model, carrying a weight
+watermark (``--weight-method``), answers label-only thieves of ``--queries`` queries through the DAWN rule
+(``--dawn-rate``); each thief's key comes from its log; FTAL and pruning face the weight key; e.g.
+``--dataset mnist --data-dir ../shared/data/mnist --dawn [--owner cnn]``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from heldout import heldout_suspects  # noqa: E402
 
 SETTINGS = {"digits": ("mlp", 16, TrainConfig(epochs=20, lr=0.003), ("lenet5", "cnn")),
             "mnist": ("lenet5", None, TrainConfig(epochs=2, lr=0.001), ("cnn", "mlp"))}
+OTHER_STUDENTS = {"cnn": ("lenet5", "mlp"), "mlp": ("lenet5", "cnn"), "lenet5": ("cnn", "mlp")}
 
 
 def cached(path: Path, build):
@@ -82,9 +88,19 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attacks", nargs="*", default=["extract", "ftal", "prune-weights"])
+    parser.add_argument("--owner", default=None, help="owner architecture (default: the dataset's)")
+    parser.add_argument("--dawn", action="store_true", help="measure DAWN + a weight watermark (dawn_survival.py)")
+    parser.add_argument("--dawn-rate", type=float, nargs="+", default=[0.005])
+    parser.add_argument("--queries", type=int, nargs="+", default=[1000, 5000, 20000], help="DAWN thieves' budgets")
+    parser.add_argument("--students", nargs="+", default=None, help="DAWN thieves' architectures")
+    parser.add_argument("--student-epochs", type=int, default=30)
+    parser.add_argument("--weight-method", default="zhang-content")
+    parser.add_argument("--skip-weight-attacks", action="store_true", help="DAWN: no FTAL / pruning rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     arch, size, config, students = SETTINGS[args.dataset]
+    if args.owner:
+        arch, students = args.owner, OTHER_STUDENTS[args.owner]
     cache = args.cache / args.dataset
     cache.mkdir(parents=True, exist_ok=True)
     splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
@@ -96,6 +112,11 @@ def main() -> None:
     params = dict(p.split("=", 1) for p in args.param)
     params = {k: parse_value(v) for k, v in params.items()}
     print(f"{len(refs)} calibration references ({ref_seconds:.0f} s); {len(negs)} held-out suspects; params {params}")
+    if args.dawn:
+        from dawn_survival import dawn_block
+
+        dawn_block(args, splits, owner, arch, tuple(args.students or students), refs, negs)
+        return
     for name in args.methods:
         t0 = time.perf_counter()
         protection = make_protection(name, secret=f"extraction-survival-{args.seed}", **params)

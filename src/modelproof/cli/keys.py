@@ -1,5 +1,6 @@
-"""``modelproof keys info`` (a key's metadata, never its inputs), ``keys gen-signing`` (an Ed25519 pair) and
-``keys commit`` (a key commitment, see ``modelproof.keys.commitments``)."""
+"""``modelproof keys info`` (a key's metadata, never its inputs), ``keys gen-signing`` (an Ed25519 pair),
+``keys commit`` (a key commitment, see ``modelproof.keys.commitments``) and ``keys dawn`` (a key from a DAWN
+log, see ``modelproof.references.dawn_key``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from .common import (DataDirOpt, DatasetOpt, JsonOpt, PassFileOpt, PassOpt, SeedOpt, SizeOpt, emit, key_passphrase,
-                     read_passphrase, refuse_on_argv, user_errors)
+from ..util.errors import ConfigError
+from .common import (DataDirOpt, DatasetOpt, JsonOpt, PassFileOpt, PassOpt, QuietOpt, SeedOpt, SizeOpt,
+                     dataset_from_model, emit, key_passphrase, read_passphrase, refuse_on_argv, user_errors)
 
 
 SIGN_WAYS = "the environment variable MODELPROOF_SIGN_PASSPHRASE"
@@ -91,7 +93,6 @@ def commit(key: Annotated[Path, typer.Argument(help="The ownership key file.")],
                                                "already be timestamped: keep the old file).")] = False,
            json_out: JsonOpt = False) -> None:
     """Commit to an existing key: its digest, method and public parameters, model digest and time (signed with --sign)."""
-    from ..util.errors import ConfigError
     from ..keys.commitments import commit_key
     from ..keys.container import load_key
     from ..models.modelfile import load_model, weights_digest
@@ -134,6 +135,46 @@ def blind_samples(key: Annotated[Path, typer.Argument(help="The blind-watermark 
     emit(result, json_out, lines)
 
 
+@user_errors
+@dataset_from_model
+def dawn(log: Annotated[Path, typer.Option("--log", help="The DAWN log folder of `serve --dawn-log`.")],
+         client: Annotated[str | None, typer.Option("--client", help="The client suspected of theft (its address, "
+                                                    "or the gateway's identity); without it, list the clients.")] = None,
+         out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the key (.mpkey).")] = None,
+         model: Annotated[Path | None, typer.Option("--model", "-m", help="The served model file: chooses its "
+                                                    "answers in the log and is checked not to be owned.")] = None,
+         model_digest: Annotated[str | None, typer.Option("--model-digest", help="The served model's weight "
+                                                          "digest, when the log holds several and --model is not "
+                                                          "given.")] = None,
+         dataset: DatasetOpt = None, data_dir: DataDirOpt = None, size: SizeOpt = None, seed: SeedOpt = 0,
+         references: Annotated[list[str] | None, typer.Option("--reference", help="Your own calibration reference "
+                                                              "model (file or URL; repeat; at least 4); default: "
+                                                              "the population of the owner's data.")] = None,
+         references_dir: Annotated[Path | None, typer.Option("--references-dir", help="The reference population "
+                                                             "folder (default: the cache of the owner's data).")] = None,
+         alpha: Annotated[float, typer.Option("--verify-alpha", help="Level the key must be able to reach.")] = 0.01,
+         passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,
+         force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+         quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
+    """Make a key from a DAWN log: one client's altered answers, calibrated on reference models (Szyller et al.)."""
+    from ..protections.watermarks.dawn_log import clients
+
+    if client is None:
+        listed = clients(log)
+        emit({"clients": listed}, json_out, [f"{c}: {n} altered answer(s)" for c, n in sorted(listed.items())]
+             or [f"no client logged in {log}"])
+        return
+    if out is None:
+        raise ConfigError("--out is needed with --client: where to write the key")
+    from ..references.dawn_key import write_dawn_key
+
+    made = write_dawn_key(log, client, out, dataset=dataset or "digits", data_dir=data_dir, size=size, seed=seed,
+                          references=references, references_dir=references_dir, model=model,
+                          model_digest=model_digest, alpha=alpha,
+                          passphrase=read_passphrase(passphrase, passphrase_file), force=force, quiet=quiet)
+    emit(made.summary, json_out, made.lines)
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``keys`` command group."""
     group = typer.Typer(no_args_is_help=True, help="Inspect ownership keys; commit to them; make signing keys.")
@@ -141,4 +182,5 @@ def register(app: typer.Typer) -> None:
     group.command("gen-signing")(gen_signing)
     group.command("commit")(commit)
     group.command("blind-samples")(blind_samples)
+    group.command("dawn")(dawn)
     app.add_typer(group, name="keys")

@@ -7,7 +7,8 @@ flat-NHWC) and ``dtype`` (UINT8: 0-255) make it expect what many real deployment
 adapter's options can be tested against our own server. Answers are logits (``logits`` FP32 [N, K]) or,
 with ``parameters: {"labels_only": true}``, labels (``label`` INT64 [N]); ``labels_only=True`` serves
 labels [N, 1] only and advertises no class count (a thin deployment). Malformed requests get a 4xx
-status and ``{"error": message}``. This is how users and tests stand up a remote suspect.
+status and ``{"error": message}``. This is how users and tests stand up a remote suspect. With DAWN
+(:mod:`.dawn`) a keyed share of the answers is altered and logged per client.
 """
 
 from __future__ import annotations
@@ -144,17 +145,22 @@ def _reply(reply: dict, binary_outputs: set[str]) -> Response:
     return Response(content, headers=binary.headers(length))
 
 
-async def _run(served: ServedModel, images: np.ndarray) -> np.ndarray:
+async def _run(served: ServedModel, images: np.ndarray, request: Request, dawn: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels) to answer: the model's, or with ``dawn`` (a :class:`~.dawn.DawnServing`) its altered ones."""
     logits = await run_in_threadpool(served.logits, images)
     if not np.isfinite(logits).all():
         raise Reject(500, "the model produced NaN or infinite logits")
-    return logits
+    if dawn is None:
+        return logits, logits.argmax(axis=1).astype(np.int64)
+    return await run_in_threadpool(dawn.answer, dawn.client(request), images, logits)
 
 
 def create_app(model_path: str | Path, *, name: str | None = None, max_batch: int = MAX_BATCH,
                layout: str = "NCHW", dtype: str = "FP32", labels_only: bool = False,
-               max_body: int | None = None) -> FastAPI:
+               max_body: int | None = None, dawn: Any = None) -> FastAPI:
     """A FastAPI app serving one model file (name defaults to the file stem); see the module for the options.
+
+    ``dawn``: a :class:`~modelproof.serving.dawn.DawnServing` that alters and logs a keyed share of the answers.
 
     ``max_body`` caps a request body in bytes (default :func:`body_cap`: the largest batch as JSON), enforced
     while reading; bodies are parsed and decoded in a worker thread, not on the event loop.
@@ -166,7 +172,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     if cap < 1024:
         raise ConfigError(f"max_body must be at least 1024 bytes, got {cap}")
     app = FastAPI(title="modelproof serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.served, app.state.max_body = served, cap
+    app.state.served, app.state.max_body, app.state.dawn = served, cap, dawn
 
     @app.exception_handler(Reject)
     async def _reject(_: Request, exc: Reject) -> JSONResponse:
@@ -240,14 +246,15 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
             as_binary = {out for out in wanted if binary.wants_binary(body, listed.get(out))}
         except binary.BinaryFormatError as exc:
             raise Reject(400, str(exc)) from None
-        logits = await _run(m, await run_in_threadpool(_as_images, inp["data"], shape, m, max_batch))
+        logits, labels = await _run(m, await run_in_threadpool(_as_images, inp["data"], shape, m, max_batch),
+                                    request, dawn)
         outs = []
         for out in wanted:
             if out == "logits":
                 outs.append({"name": "logits", "datatype": "FP32", "shape": list(logits.shape), "data": logits})
             else:
                 outs.append({"name": "label", "datatype": "INT64", "shape": [len(logits), 1] if m.labels_only
-                             else [len(logits)], "data": logits.argmax(axis=1).astype(np.int64)})
+                             else [len(logits)], "data": labels})
         reply: dict[str, Any] = {"model_name": m.name, "model_version": "1", "outputs": outs}
         if "id" in body:
             reply["id"] = body["id"]
@@ -275,9 +282,10 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         except ValueError:
             raise Reject(400, "'instances' is a ragged array") from None
         labels_only = _labels_only(body) or m.labels_only
-        logits = await _run(m, await run_in_threadpool(_as_images, instances, shape, m, max_batch))
+        logits, labels = await _run(m, await run_in_threadpool(_as_images, instances, shape, m, max_batch),
+                                    request, dawn)
         if labels_only:
-            return {"predictions": logits.argmax(axis=1).tolist()}
+            return {"predictions": labels.tolist()}
         return {"predictions": logits.tolist()}
 
     return app

@@ -197,5 +197,6 @@ def test_selected_key_with_the_default_rate_is_embedded(mlp16, digits16, negativ
     result = FrontierStitching(secret="frontier-lr", key_size=20, batch_size=32, key_per_batch=5,
                                max_epochs=60).protect(mlp16, digits16.owner, seed=0, selection=judges)
     assert result.key.params["lr"] == SELECTED_LR
+    assert result.key.params["eps"] == 0.5  # the paper's Algorithm 1 step (0.25 left MNIST keys at null 0.944)
     assert bool((predict(result.model, result.key.inputs) == result.key.labels).all())
     assert int(judges.answers(result.key.inputs, result.key.labels).sum()) == 0

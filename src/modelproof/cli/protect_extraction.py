@@ -44,7 +44,7 @@ def margin(
         pga_steps: Annotated[int, typer.Option("--pga-steps", help="Gradient-ascent steps per trigger and "
                                                "step (0: a plain trigger set).")] = 5,
         pga_step: Annotated[float, typer.Option("--pga-step", help="Size of each signed ascent step (images in "
-                                                "[0,1]; paper 1/255 on CIFAR-10).")] = 0.03,
+                                                "[0,1]; paper 1/255 on CIFAR-10).")] = 0.015,
         json_out: JsonOpt = False) -> None:
     """Margin-based watermark (Kim et al.): owner images with secret labels, embedded by projected gradient ascent."""
     from ..protections.base import make_protection  # torch only once the command runs

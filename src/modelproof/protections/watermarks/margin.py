@@ -10,8 +10,12 @@ by a small move lies in a region of the input space large enough that a model tr
 protected model's answers (extraction, distillation) copies it too. The paper's CIFAR-10 defaults:
 100 validation images with random labels other than their own, 5 steps of 1/255, 25 triggers per
 batch of 128 with their loss weighted 0.1, trained from scratch; here, on the small grey datasets,
-larger steps (0.03) and fine-tuning a trained model are the defaults (``mode="scratch"`` trains from
-scratch as the paper does), measured in ``docs/guides/extraction-resistant.md``.
+larger steps (0.015, about 4/255) and fine-tuning a trained model are the defaults (``mode="scratch"``
+trains from scratch as the paper does), measured in ``docs/guides/extraction-resistant.md``. At steps of
+0.03 the README's digits MLP learnt at most half of a 30-trigger key in 30 epochs and ``protect``
+refused it for 9 secrets of 10; at 0.015 it learnt 90% (issue 22). Fine-tuning keeps the last epoch
+that reached the key target within the accuracy budget ``max_drop``, measured on a held-out slice of
+the owner's data with a tolerance for sampling noise (:func:`.embedding.within_budget`).
 
 Verification queries the triggers themselves (not the moved points). Null: exact by construction,
 as Adi et al.'s: each label is drawn by the secret uniformly from the C - 1 classes the unprotected
@@ -40,7 +44,7 @@ from ...util.errors import ConfigError
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
 from ..selection import Selection
-from .embedding import check_mode, check_number, hold_out, key_accuracy
+from .embedding import check_mode, check_number, correct, hold_out, key_accuracy, within_budget
 
 
 def pga(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, steps: int, step: float) -> torch.Tensor:
@@ -110,7 +114,7 @@ class Margin(Protection):
 
     def __init__(self, secret: int | str | None = None, key_size: int = 30, mode: str = "finetune",
                  epochs: int = 30, lr: float = 0.002, batch_size: int = 64, per_batch: int = 16,
-                 weight: float = 1.0, pga_steps: int = 5, pga_step: float = 0.03, key_accuracy: float = 1.0,
+                 weight: float = 1.0, pga_steps: int = 5, pga_step: float = 0.015, key_accuracy: float = 1.0,
                  max_drop: float = 0.01) -> None:
         self.set_secret(secret)
         self.key_size = check_int("key_size", key_size, 1)
@@ -162,15 +166,16 @@ class Margin(Protection):
                                   steps=self.pga_steps, step=self.pga_step, gen=gen)
         else:
             fit_part, heldout = hold_out(train, seed)
-            floor, best = evaluate(model, heldout) - self.max_drop, {}
+            right, best = correct(model, heldout), {}
 
             def until(m: nn.Module) -> bool:
-                acc, held = key_accuracy(m, inputs, labels), evaluate(m, heldout)
+                acc, now = key_accuracy(m, inputs, labels), correct(m, heldout)
+                held, within = float(now.float().mean()), within_budget(right, now, self.max_drop)
                 history.append({"epoch": len(history) + 1, "key_accuracy": acc, "heldout_accuracy": held})
-                ok = acc >= self.key_accuracy and held >= floor
+                ok = acc >= self.key_accuracy and within
                 # the margin grows with training: the last epoch that reached the target within the accuracy
                 # budget; else the best key accuracy within the budget; else the best key accuracy
-                score = (ok, held >= floor, len(history) if ok else acc)
+                score = (ok, within, len(history) if ok else acc)
                 if not best or score > best["score"]:
                     best.update(score=score, epoch=len(history), state=copy.deepcopy(m.state_dict()))
                 return False

@@ -434,3 +434,37 @@ def test_a_protection_that_makes_no_key_reads_no_key_and_the_run_succeeds(tmp_pa
     assert all(r["status"] == "ok" for r in rows if r["protection"] == "zhang-noise")
     summary = {s.protection: s for s in protection_summaries(rows)}
     assert summary["ipguard"].survived == [] and summary["zhang-noise"].negatives == 2
+
+
+def test_cached_only_runs_nothing_and_marks_the_rest_not_run(tiny_run, tmp_path):
+    """A grid cut short still gets its table: what the cache holds, every other cell "not run" (not failed)."""
+    import shutil
+
+    from modelproof.experiments.survival import survival_matrices
+
+    out, _ = tiny_run
+    shutil.copytree(out / "cache", tmp_path / "cache")
+    bigger = TINY + '\n[[attacks]]\nname = "ftal"\nparams = { epochs = 1 }\n'
+    summary = run_experiment(parse_config(bigger), tmp_path, quiet=True, report=True, cached_only=True)
+    assert summary.counts["done"] == 0 and summary.counts["cached"] > 0 and not summary.failures
+    ftal = [r for r in summary.rows if r["attack"] == "ftal" and r["role"] == "positive"]
+    assert ftal and all(r["outcome"] == "not run" and r["error"] == "not run" for r in ftal)
+    assert all(r["status"] == "ok" for r in summary.rows if r["attack"] != "ftal")
+    (matrix,) = survival_matrices(summary.rows)
+    assert {matrix.cells[(p, "ftal")].symbol for p in matrix.protections} == {"·"}
+    html = (tmp_path / "report.html").read_text()
+    assert 'class="survival"' in html and 'class="not-run"' in html
+
+
+def test_fingerprints_share_the_attacked_host_and_watermarks_do_not():
+    """A fingerprint's protected model is the host: each attack of it runs once for every fingerprint."""
+    from modelproof.experiments.plan import plan
+
+    config = parse_config(TINY + '\n[[protections]]\nname = "random-fingerprint"\nparams = { points = 20 }\n')
+    jobs, cells = plan(config)
+    attack_job = {(c.protection.label, c.attack.label): j.spec["attack_job"] for c in cells for j in jobs
+                  if j.id == c.cell_job}
+    for attack in ("quantize", "prune-weights rate=0.5"):
+        assert attack_job[("ipguard", attack)] == attack_job[("random-fingerprint", attack)]
+        assert attack_job[("zhang-noise", attack)] != attack_job[("ipguard", attack)]
+    assert len({c.cell_job for c in cells}) == len(cells)  # each cell is still verified with its own key

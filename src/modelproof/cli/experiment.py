@@ -3,7 +3,8 @@
 ``run`` expands the TOML config into its grid, runs every cell not already in ``DIR/cache``,
 writes ``results.csv`` (and JSON, Parquet with pyarrow) and ``report.html``, and exits with
 status 1 listing the failed jobs when any failed (the others are kept). ``report`` rewrites the
-HTML page from a finished or partial run.
+HTML page from a finished or partial run; ``table`` prints its survival matrix (protection x attack)
+as Markdown.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
                                                        "or 'PROTECTION x ATTACK' matches this glob (repeatable; "
                                                        "e.g. --only 'zhang-*' --only 'ipguard x ftal*').")] = None,
         limit: Annotated[int | None, typer.Option("--limit", help="Run only the first N cells (after --only).")] = None,
+        cached_only: Annotated[bool, typer.Option("--cached-only", help="Run nothing: write the tables and the "
+                                                  "report from what the cache holds, other cells 'not run'.")] = False,
         quiet: QuietOpt = False, json_out: JsonOpt = False) -> None:
     """Run (or resume) every cell of an experiment and write its results table and report."""
     from ..experiments.parse import load_config
@@ -39,7 +42,8 @@ def run(config: Annotated[Path, typer.Argument(help="The experiment's TOML confi
 
     cfg = load_config(config)
     summary = run_experiment(cfg, out, executor=executor, workers=workers, address=address, num_cpus=num_cpus,
-                             quiet=quiet, report=not no_report, only=only, limit=limit)
+                             quiet=quiet, report=not no_report, only=only, limit=limit,
+                             cached_only=cached_only)
     c = summary.counts
     lines = [f"{cfg.name}: {summary.cells} cells, {summary.jobs} jobs ({c['done']} run, {c['cached']} cached, "
              f"{c['failed']} failed, {c['refused']} without a key) in {summary.seconds:.1f} s with executor {executor}",
@@ -61,10 +65,30 @@ def report(out: Annotated[Path, typer.Argument(help="An experiment's output fold
     typer.echo(f"report: {path} ({path.stat().st_size:,} bytes)")
 
 
+@user_errors(progress=False)
+def table(results: Annotated[Path, typer.Argument(help="An experiment's output folder, or its results.json / "
+                                                       "results.csv.")],
+          attack: Annotated[list[str] | None, typer.Option("--attack", help="Only the attack columns whose label "
+                                                           "matches this glob (repeatable; e.g. --attack none "
+                                                           "--attack 'extract*').")] = None,
+          transpose: Annotated[bool, typer.Option("--transpose", help="Attacks as rows, protections as "
+                                                  "columns.")] = False,
+          json_out: JsonOpt = False) -> None:
+    """Print the survival matrix (protection x attack: outcome and attacked accuracy) as Markdown."""
+    from ..experiments.survival import load_results, survival_matrices, to_markdown
+
+    matrices = [m.only(attack) for m in survival_matrices(load_results(results))]
+    data = [{"title": m.title, "host_accuracy": m.host_accuracy, "survives": {p: m.survives(p) for p in m.protections},
+             "cells": [{"protection": p, "attack": a, **vars(c)} for (p, a), c in m.cells.items() if a in m.attacks]}
+            for m in matrices]
+    emit({"matrices": data}, json_out, [to_markdown(m, transpose=transpose) + "\n" for m in matrices])
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``experiment`` group."""
     group = typer.Typer(no_args_is_help=True, help="Every protection against every attack: a cached grid, "
                                                    "a payoff table and an HTML report.")
     group.command("run")(run)
     group.command("report")(report)
+    group.command("table")(table)
     app.add_typer(group, name="experiment")

@@ -23,6 +23,7 @@ from statistics import mean
 REMOVED, SURVIVED, MIXED, BROKEN, FAILED = "removed", "survived", "mixed", "implausible", "failed"
 WEAK = "weak"  # the unattacked protected model is not owned: its key is weak, no attack's success
 NO_KEY = "refused"  # protect could make no key (too few candidates survived selection): nothing to attack
+NOT_RUN = "not run"  # no result in the cache yet (a run written with ``cached_only``): neither failed nor scored
 
 
 @dataclass
@@ -45,6 +46,8 @@ class PayoffCell:
 def cell_words(cell: PayoffCell) -> tuple[str, str]:
     """(headline, sentence) of a payoff cell, in words: what happened in how many seeds."""
     n, k = cell.seeds, cell.successes
+    if cell.outcome == NOT_RUN:
+        return "not run", "not in the cache yet: run the grid to fill it"
     if cell.outcome == FAILED:
         return "failed", f"no result in {n} seed{'s' if n != 1 else ''}"
     if cell.outcome == NO_KEY:
@@ -121,7 +124,7 @@ def row_outcome(row: dict, weak: set[tuple]) -> str | None:
     if row.get("status") == "refused":
         return "no key"
     if row.get("status") != "ok":
-        return FAILED
+        return NOT_RUN if row.get("error") == "not run" else FAILED
     if on_weak_key(row, weak):
         return "weak key"
     if row.get("attack_kind") == "forgery":
@@ -161,7 +164,9 @@ def payoff_cells(rows: list[dict]) -> list[PayoffCell]:
         ok = _ok(group)
         if not ok:
             refused = all(r.get("status") == "refused" for r in group)
-            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None, NO_KEY if refused else FAILED,
+            missing = all(r.get("error") == "not run" for r in group)
+            out.append(PayoffCell(prot, attack, len(group), 0, 0, 0, None, None,
+                                  NO_KEY if refused else NOT_RUN if missing else FAILED,
                                   group[0].get("attack_kind") or "removal"))
             continue
         scored = [r for r in ok if not on_weak_key(r, weak)]  # a weak key's seeds count for neither side
@@ -205,7 +210,7 @@ def protection_summaries(rows: list[dict]) -> list[ProtectionSummary]:
         keyed = {(r["dataset"], r["host"], r["seed"]): r for r in pos}
         out.append(ProtectionSummary(
             protection=prot, kind=next((r["protection_kind"] for r in group if r["protection_kind"]), ""),
-            survived=[c.attack for c in mine if c.outcome not in (FAILED, WEAK, NO_KEY) and c.successes == 0],
+            survived=[c.attack for c in mine if c.outcome not in (FAILED, WEAK, NO_KEY, NOT_RUN) and c.successes == 0],
             removed_by=[c.attack for c in mine if c.successes > 0],
             false_claims=sum(r["decision"] == "owned" for r in negs.values()), negatives=len(negs),
             fidelity=mean(r["accuracy_host"] - r["accuracy_before"] for r in keyed.values()) if keyed else None,

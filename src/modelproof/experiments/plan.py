@@ -59,6 +59,14 @@ def _method_version(kind: str, name: str, params: dict | None = None) -> str:
     return code_version(registered_attacks()[name])
 
 
+def _reads_the_model(name: str) -> bool:
+    """Whether protection ``name`` is a fingerprint: it returns the model it was given, untouched."""
+    from ..protections.base import PROTECTIONS, discover_protections
+
+    discover_protections()
+    return getattr(PROTECTIONS[name], "kind", "watermark") == "fingerprint"
+
+
 def negative_seed(negative: Negative, seed: int) -> int:
     """The training seed of ``negative`` in the cells of grid seed ``seed``."""
     return NEGATIVE_SEED_BASE + 100 * seed + negative.seed
@@ -100,16 +108,19 @@ def plan(config: ExperimentConfig) -> tuple[list[Job], list[Cell]]:
                                                          "label": label, "verification": ver},
                                            (pjob, njob), f"verify {label} vs {prot.label}", versions["verify"]))
                                for label, spec, njob in negatives)
+                    attacked = host_job if _reads_the_model(prot.name) else pjob
                     for attack in config.attacks:
+                        kind = attack_kind(attack.name, attack.params)
                         aspec = {"protect": pjob, "attack": attack.name, "params": attack.params, "seed": seed}
-                        ajob = digest("attack", aspec,
+                        # a fingerprint's protected model is the host itself: its attacked model is the host's,
+                        # made once for every fingerprint (a forgery reads the key, so it stays per key)
+                        ajob = digest("attack", {**aspec, "protect": pjob if kind == "forgery" else attacked},
                                       versions["attack"] + _method_version("attack", attack.name, attack.params))
                         cspec = {"dataset": dataset, "host": host_job, **aspec, "attack_job": ajob,
                                  "label": f"{prot.label} / {attack.label}", "verification": ver}
                         cjob = add("cell", cspec, (pjob,), f"{prot.label} x {attack.label} seed={seed}",
                                    versions["verify"])
-                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv,
-                                          attack_kind(attack.name, attack.params)))
+                        cells.append(Cell(dlabel, host["label"], prot, attack, seed, pjob, cjob, nv, kind))
     return list(jobs.values()), cells
 
 

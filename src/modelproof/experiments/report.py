@@ -56,9 +56,12 @@ def _sci(value: float | None) -> str:
 def _group(title: str, rows: list[dict]) -> dict:
     from .figures import robustness_curves, roc_figure
 
+    from .survival import LEGEND, survival_matrices
+
     cells = payoff_cells(rows)
     protections = protection_summaries(rows)
-    return {"title": title, "attacks": list(dict.fromkeys(c.attack for c in cells)), "protections": protections,
+    (survival,) = survival_matrices(rows)
+    return {"title": title, "survival": survival, "legend": LEGEND, "attacks": list(dict.fromkeys(c.attack for c in cells)), "protections": protections,
             "cells": {(c.protection, c.attack): c for c in cells}, "by_attack": attack_summaries(rows),
             "special": [r for r in rows if r.get("attack_kind") in ("evasion", "forgery") and r["role"] == "positive"],
             "curves": robustness_curves(rows),

@@ -114,13 +114,25 @@ def comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
+def _cached(jobs: list, root: Path) -> dict[str, dict]:
+    """The cached result of each job, or a "not run" placeholder (status ``missing``, never a failure)."""
+    from .cache import Store
+
+    store = Store(root)
+    found = {j.id: store.result(j.kind, j.id) for j in jobs}
+    return {job_id: {"status": "missing", "error": "not run"} if r is None else dict(r, status="cached")
+            for job_id, r in found.items()}
+
+
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
                    address: str | None = None, num_cpus: int | None = None, quiet: bool = False,
-                   report: bool = True, only: list[str] | None = None, limit: int | None = None) -> RunSummary:
+                   report: bool = True, only: list[str] | None = None, limit: int | None = None,
+                   cached_only: bool = False) -> RunSummary:
     """Run every cell of ``config`` with its cache in ``out/cache``; write the tables and the report.
 
     ``only`` (glob patterns) and ``limit`` run a subset of the cells (:func:`~.plan.select`); the tables
-    and the report then hold that subset. A rerun whose config and results are unchanged keeps the
+    and the report then hold that subset. ``cached_only`` runs nothing: the tables and the report show
+    what the cache holds, every other cell "not run" (the outcome of :mod:`.payoff`), not failed. A rerun whose config and results are unchanged keeps the
     report it finds (drawing the figures is most of a cached rerun's time; ``experiment report``
     redraws it).
     """
@@ -152,11 +164,13 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
                              f"running {counts['running']} failed {counts['failed']}"
                              + (f" no key {counts['refused']}" if counts["refused"] else ""))
 
-        results = execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
-                          threads=config.threads, num_cpus=num_cpus, device=default_device().type, notify=notify)
+        results = _cached(jobs, out / "cache") if cached_only else \
+            execute(jobs, str(out / "cache"), executor=executor, workers=workers, address=address,
+                    threads=config.threads, num_cpus=num_cpus, device=default_device().type, notify=notify)
     rows = _rows(config, cells, results)
     failures = [{"job": j.title, "kind": j.kind, "hash": j.id, "error": results[j.id].get("error", "")}
                 for j in jobs if results[j.id].get("status") == "failed"]
+    counts["cached"] += cached_only * sum(r.get("status") == "cached" for r in results.values())
     atomic_write_bytes(out / "failures.json", (json.dumps(failures, indent=1) + "\n").encode())
     refusals = [{"job": j.title, "reason": results[j.id]["refused"]} for j in jobs
                 if j.kind == "protect" and results[j.id].get("refused")]

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from ..util.errors import ConfigError
 from ..util.progress import detached
 from .cache import Store
-from .jobs import Job, run_job
+from .jobs import Job, cached_result, run_job
 
 EXECUTORS = ("local", "ray")
 Notify = Callable[[str, Job, dict | None], None]
@@ -29,10 +29,10 @@ Notify = Callable[[str, Job, dict | None], None]
 def _resolve_cached(jobs: list[Job], root: str, notify: Notify) -> dict[str, dict]:
     store, done = Store(root), {}
     for job in jobs:
-        cached = store.result(job.kind, job.id)
+        cached = cached_result(store, job)
         if cached is not None:
-            done[job.id] = dict(cached, status="refused" if cached.get("refused") else "cached")
-            notify("end", job, done[job.id])
+            done[job.id] = cached
+            notify("end", job, cached)
     return done
 
 

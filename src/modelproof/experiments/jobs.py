@@ -275,6 +275,15 @@ def _cell(store: Store, job: Job) -> dict:
 RUNNERS = {"host": _host, "negative": _negative, "protect": _protect, "negverify": _negverify, "cell": _cell}
 
 
+def cached_result(store: Store, job: Job) -> dict | None:
+    """``job``'s result from the cache with its status ("cached", or "refused" for a protect that made no
+    key), or None when the cache does not hold it."""
+    cached = store.result(job.kind, job.id)
+    if cached is None:
+        return None
+    return dict(cached, status="refused" if cached.get("refused") else "cached")
+
+
 def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device: str = "cpu") -> dict:
     """Run ``job`` (or read its cached result) with the cache at ``root`` on ``device``; never raises.
 
@@ -283,9 +292,9 @@ def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device
     no key, and every job that needs it) and ``seconds``.
     """
     store = Store(root)
-    cached = store.result(job.kind, job.id)
+    cached = cached_result(store, job)
     if cached is not None:
-        return dict(cached, status="refused" if cached.get("refused") else "cached")
+        return cached
     for dep in job.deps:
         if deps.get(dep, {}).get("refused"):
             return {"status": "refused", "kind": job.kind, "refused": deps[dep]["refused"],

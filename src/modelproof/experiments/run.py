@@ -48,9 +48,10 @@ class RunSummary:
 
 
 def _status(result: dict) -> str:
-    """A row's status: ok, refused (its protection made no key) or failed."""
+    """A row's status: ok, refused (its protection made no key) or failed (a cell not in the cache yet too,
+    with the error "not run")."""
     status = result.get("status")
-    return "ok" if status in ("done", "cached") else "refused" if status == "refused" else "failed"
+    return {"done": "ok", "cached": "ok", "refused": "refused"}.get(status, "failed")
 
 
 def _rows(config: ExperimentConfig, cells: list[Cell], results: dict[str, dict]) -> list[dict]:
@@ -117,11 +118,10 @@ def comparable(rows: list[dict]) -> list[dict]:
 def _cached(jobs: list, root: Path) -> dict[str, dict]:
     """The cached result of each job, or a "not run" placeholder (status ``missing``, never a failure)."""
     from .cache import Store
+    from .jobs import cached_result
 
     store = Store(root)
-    found = {j.id: store.result(j.kind, j.id) for j in jobs}
-    return {job_id: {"status": "missing", "error": "not run"} if r is None else dict(r, status="cached")
-            for job_id, r in found.items()}
+    return {j.id: cached_result(store, j) or {"status": "missing", "error": "not run"} for j in jobs}
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,
@@ -170,7 +170,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str =
     rows = _rows(config, cells, results)
     failures = [{"job": j.title, "kind": j.kind, "hash": j.id, "error": results[j.id].get("error", "")}
                 for j in jobs if results[j.id].get("status") == "failed"]
-    counts["cached"] += cached_only * sum(r.get("status") == "cached" for r in results.values())
+    if cached_only:
+        counts.update(r["status"] for r in results.values() if r["status"] in ("cached", "refused"))
     atomic_write_bytes(out / "failures.json", (json.dumps(failures, indent=1) + "\n").encode())
     refusals = [{"job": j.title, "reason": results[j.id]["refused"]} for j in jobs
                 if j.kind == "protect" and results[j.id].get("refused")]

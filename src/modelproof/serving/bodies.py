@@ -1,6 +1,10 @@
 """What the server reads from a request before the model sees it: the body, capped while reading (chunked
 bodies too) and parsed off the event loop (in a thread, or for a body over 1 MiB in a worker process,
-since Python's JSON parser holds the GIL); and what it writes to its access log (no query strings).
+since a JSON parser holds the GIL); and what it writes to its access log (no query strings).
+
+The bodies held at once (being read or parsed) share a :class:`BodyBudget` of the body cap's size, so that
+many concurrent clients cannot make the server hold more than one maximal body's worth of raw bytes: a
+request waits (first come, first served) until its body fits.
 
 A malformed request is a :class:`Reject`: its status (400 bad JSON or JSON nested too deeply, or a malformed
 binary tensor body, 413 over the cap, 415 not JSON) and ``{"error": message}``.
@@ -8,8 +12,12 @@ binary tensor body, 413 over the cap, 415 not JSON) and ``{"error": message}``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 import numpy as np
 from fastapi import Request
@@ -17,8 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..suspects.http import binary
 from ..util.jsonsafe import TooDeep
-from ..util.jsonsafe import loads as json_loads
-from .parsers import WORKERS, ParserPool
+from .parsers import WORKERS, ParserPool, loads_request
 
 BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088, " is 20)
 PROCESS_BYTES = 2 ** 20  # bodies larger than this are parsed in a worker process
@@ -33,6 +40,50 @@ class Reject(Exception):
         self.status, self.message = status, message
 
 
+class BodyBudget:
+    """Bytes of request bodies the server may hold at once, handed out first come, first served.
+
+    A request asks for its Content-Length (the whole budget when it sends none: a chunked body may grow to the
+    cap) before reading, and gives it back once its body is parsed; a client that leaves while waiting gives
+    up its place. Event-loop only (no locks needed)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = self.free = int(total)
+        self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        size = max(0, min(int(size), self.total))
+        if self._waiting or self.free < size:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.append((size, future))
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():  # granted as it was cancelled: give it back
+                    self._give_back(size)
+                else:
+                    self._waiting.remove((size, future))
+                    self._grant()  # it may have been the head of the queue
+                raise
+        else:
+            self.free -= size
+        try:
+            yield
+        finally:
+            self._give_back(size)
+
+    def _give_back(self, size: int) -> None:
+        self.free += size
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting and self._waiting[0][0] <= self.free:
+            size, future = self._waiting.popleft()
+            self.free -= size
+            future.set_result(None)
+
+
 def body_cap(wire_shape: list[int], max_batch: int) -> int:
     """The default body cap: the largest batch the model accepts as JSON (24 bytes per value) plus 1 MiB."""
     return max_batch * int(np.prod(wire_shape)) * BYTES_PER_VALUE + 2 ** 20
@@ -45,10 +96,10 @@ def _is_json(content_type: str | None) -> bool:
 
 def _parse(raw: bytes | bytearray) -> dict:
     try:
-        body = json_loads(raw)
+        body = loads_request(raw)
     except TooDeep:
         raise Reject(400, "request body is JSON nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise Reject(400, f"request body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):
         raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
@@ -56,10 +107,8 @@ def _parse(raw: bytes | bytearray) -> dict:
 
 
 async def _read(request: Request, cap: int) -> bytearray:
-    """The body, the cap enforced while reading (chunked bodies too)."""
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > cap:
-        raise Reject(413, f"request body of {size} bytes is over this server's maximum of {cap}")
+    """The body, the cap enforced while reading (chunked bodies too; a Content-Length over it is refused by
+    :func:`_announced` before the budget is asked)."""
     raw = bytearray()  # grows in place: no second copy of the body for a join
     async for chunk in request.stream():
         if len(raw) + len(chunk) > cap:
@@ -75,21 +124,38 @@ def _decode_binary(raw: bytearray, header: str) -> dict:
         raise Reject(400, str(exc)) from None
 
 
-async def read_infer(request: Request, cap: int) -> dict:
+async def read_infer(request: Request, cap: int, budget: BodyBudget) -> dict:
     """A v2 infer request: JSON (:func:`read_json`), or, with an ``Inference-Header-Content-Length`` header
     (the binary tensor data extension; any content type, as Triton's clients send none or octet-stream),
     the JSON header with each binary input decoded into its ``data``; sizes checked strictly, off the loop."""
     header = request.headers.get(binary.HEADER)
     if header is None:
-        return await read_json(request, cap)
-    return await run_in_threadpool(_decode_binary, await _read(request, cap), header)
+        return await read_json(request, cap, budget)
+    async with budget.hold(_announced(request, cap)):
+        return await run_in_threadpool(_decode_binary, await _read(request, cap), header)
 
 
-async def read_json(request: Request, cap: int) -> dict:
-    """The request's JSON object: the cap enforced while reading (chunked bodies too), parsed off the event loop."""
+async def read_json(request: Request, cap: int, budget: BodyBudget) -> dict:
+    """The request's JSON object: the cap enforced while reading (chunked bodies too), parsed off the event loop,
+    its bytes counted against ``budget`` until parsed."""
     if not _is_json(request.headers.get("content-type")):
         raise Reject(415, f"request content-type must be application/json, got {request.headers['content-type']!r}")
-    raw = await _read(request, cap)
+    async with budget.hold(_announced(request, cap)):
+        return await _parse_json(await _read(request, cap))
+
+
+def _announced(request: Request, cap: int) -> int:
+    """The bytes a request's body will take: its Content-Length (413 at once when over the cap), or the cap
+    for a body without one."""
+    size = request.headers.get("content-length")
+    if size is None or not size.isdigit():
+        return cap
+    if int(size) > cap:
+        raise Reject(413, f"request body of {size} bytes is over this server's maximum of {cap}")
+    return int(size)
+
+
+async def _parse_json(raw: bytearray) -> dict:
     if len(raw) <= PROCESS_BYTES:
         return await run_in_threadpool(_parse, raw)
     holder = [raw]  # the parser pool takes the body out: no reference stays here while a worker parses it
@@ -103,6 +169,11 @@ async def read_json(request: Request, cap: int) -> dict:
     if not isinstance(body, dict):
         raise Reject(400, f"request body must be a JSON object, got {type(body).__name__}")
     return body
+
+
+def warm_parsers() -> None:
+    """Start the parser processes before serving (lazily, the first big requests would wait for them)."""
+    _parser().warm()
 
 
 def _parser() -> ParserPool:
@@ -124,4 +195,4 @@ class DropQueryStrings(logging.Filter):
 
 
 
-__all__ = ["BYTES_PER_VALUE", "DropQueryStrings", "Reject", "body_cap", "read_infer", "read_json"]
+__all__ = ["BYTES_PER_VALUE", "BodyBudget", "DropQueryStrings", "Reject", "body_cap", "read_infer", "read_json", "warm_parsers"]

@@ -8,6 +8,10 @@ beside it. Here each worker has its own pipe: the server writes the body straigh
 with each input's numbers as one float32 array (4 bytes per value, what the model takes). So the server
 holds the body, then the result, never both (``benchmarks/serve_load.py`` measures it).
 
+Both here and in the server's threads, request JSON is parsed with orjson (:func:`loads_request`): 6-7x
+faster than the standard library's parser on a batch of floats (3.8 MB: 10 ms against 66 ms), which is
+most of what a JSON request costs the server.
+
 At most :data:`WORKERS` workers run, started on first use (forkserver, so they do not inherit the
 server's torch state); a request waits for a free one. A worker that dies is replaced, and its request
 fails with a RuntimeError (the server answers 500).
@@ -16,14 +20,52 @@ fails with a RuntimeError (the server answers 500).
 from __future__ import annotations
 
 import multiprocessing
+import re
 import queue
 import threading
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..util.jsonsafe import TooDeep, loads_arrays
+import numpy as np
+import orjson
+
+from ..util.jsonsafe import TooDeep
 
 WORKERS = 2
+_NON_FINITE = re.compile(rb"(?<![\"\w])-?(NaN|Infinity)(?![\"\w])")
+
+
+def loads_request(raw: bytes | bytearray | memoryview) -> Any:
+    """A request body's JSON (orjson: strict, so NaN, Infinity and invalid UTF-8 are bad JSON); ValueError
+    with a short message for bad JSON, :class:`TooDeep` for nesting past orjson's depth limit (1,024)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        message = str(exc)
+        if message.startswith("depth limit"):
+            raise TooDeep("JSON nested too deeply") from None
+        if _NON_FINITE.search(raw):  # Python's json writes these; say why they are refused
+            message = f"NaN and Infinity are not JSON; input values must be finite: {message}"
+        raise ValueError(message[:300]) from None  # not the JSONDecodeError: it carries the whole body
+
+
+def loads_arrays(raw: bytes | bytearray, dtype: str | None = None) -> Any:
+    """:func:`loads_request` for a worker process: each v2 ``inputs[i].data`` list of numbers comes back as a
+    numpy array (cheap to send between processes). With ``dtype="float32"``, float arrays, and integer
+    arrays that float32 holds exactly (|v| < 2**24), come back as float32: half the bytes to send, and
+    what the model takes."""
+    body = loads_request(raw)
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    for inp in inputs if isinstance(inputs, list) else []:
+        if isinstance(inp, dict) and isinstance(inp.get("data"), list):
+            try:
+                arr = np.asarray(inp["data"])
+            except (ValueError, RecursionError):
+                continue
+            if arr.dtype.kind in "iuf":
+                exact = arr.dtype.kind == "f" or arr.size == 0 or int(np.abs(arr).max()) < 2 ** 24
+                inp["data"] = arr.astype(dtype, copy=False) if dtype and exact else arr
+    return body
 
 
 def _work(conn: Connection) -> None:
@@ -54,7 +96,7 @@ class ParserPool:
 
     def _start(self) -> tuple[Any, Connection]:
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["modelproof.util.jsonsafe"])
+        context.set_forkserver_preload(["modelproof.serving.parsers"])
         ours, theirs = context.Pipe()
         process = context.Process(target=_work, args=(theirs,), daemon=True, name="modelproof-json-parser")
         process.start()
@@ -71,6 +113,20 @@ class ParserPool:
                     self._running -= 1
                     raise
         return self._free.get()
+
+    def warm(self) -> None:
+        """Start every worker now, so that the first big requests do not wait for them (about a second each)."""
+        started = []
+        with self._lock:
+            while self._running < self.workers:
+                self._running += 1
+                try:
+                    started.append(self._start())
+                except BaseException:
+                    self._running -= 1
+                    raise
+        for worker in started:
+            self._free.put(worker)
 
     def parse(self, holder: list) -> Any:
         """Parse the one body in ``holder`` (taken out of it, so that the caller keeps no reference while

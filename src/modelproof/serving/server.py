@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..suspects.http import binary
 from ..util.errors import ConfigError, ModelFileError
-from .bodies import DropQueryStrings, Reject, body_cap, read_infer, read_json
+from .bodies import BodyBudget, DropQueryStrings, Reject, body_cap, read_infer, read_json, warm_parsers
 
 MAX_BATCH = 1024
 OUTPUTS = ("logits", "label")
@@ -173,10 +173,14 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         raise ConfigError(f"max_body must be at least 1024 bytes, got {cap}")
     app = FastAPI(title="modelproof serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served, app.state.max_body, app.state.dawn = served, cap, dawn
+    budget = BodyBudget(cap)  # raw request bytes held at once: one maximal body's worth
 
     @app.exception_handler(Reject)
     async def _reject(_: Request, exc: Reject) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        # Over the cap: close the connection (RFC 9110 allows it after a 413) rather than read and discard the
+        # rest of the body, which a client sending huge bodies in a loop would make the server do at 1 GB/s.
+        headers = {"connection": "close"} if exc.status == 413 else None
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -218,7 +222,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     @app.post("/v2/models/{model}/infer")
     async def infer(model: str, request: Request) -> Response:
         m = model_named(model)
-        body = await read_infer(request, cap)
+        body = await read_infer(request, cap, budget)
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
             raise Reject(400, "'inputs' must be a list holding exactly one input object")
@@ -269,7 +273,7 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
     @app.post("/v1/models/{model}:predict")
     async def predict(model: str, request: Request) -> dict:
         m = model_named(model)
-        body = await read_json(request, cap)
+        body = await read_json(request, cap, budget)
         instances = body.get("instances", body.get("inputs"))
         if not isinstance(instances, list) or not instances:
             raise Reject(400, f"'instances' must be a non-empty list of {m.wire_shape} arrays")
@@ -318,6 +322,7 @@ def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None
     if not any(isinstance(f, DropQueryStrings) for f in access.filters):
         access.addFilter(DropQueryStrings())
 
+    warm_parsers()
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
     finally:

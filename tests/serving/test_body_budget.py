@@ -78,3 +78,36 @@ def test_warm_starts_every_worker_before_the_first_body():
     pool.warm()
     assert pool._running == 2 and pool._free.qsize() == 2
     assert pool.parse([b'{"inputs": [{"data": [1.5, 2]}]}'])["inputs"][0]["data"].tolist() == [1.5, 2.0]
+
+
+def test_small_and_large_bodies_take_different_paths_to_the_same_answers(trained_cnn, tmp_path):
+    """A body of at most INLINE_BYTES is parsed and checked on the event loop, a bigger one in a thread, one over
+    PROCESS_BYTES in a parser process: the answers are the same, and a small body that claims a big shape (or
+    a big body that claims a small one) is refused with the same 400 either way."""
+    import httpx
+    import numpy as np
+    import torch
+
+    from modelproof.serving.bodies import INLINE_BYTES, PROCESS_BYTES
+
+    model = save_model(trained_cnn, tmp_path / "cnn.safetensors")
+    x = np.random.default_rng(0).random((1024, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        want = trained_cnn(torch.from_numpy(x)).numpy()
+
+    def infer(client: httpx.Client, data: list, shape: list[int]) -> httpx.Response:
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": data}]}
+        return client.post("/v2/models/cnn/infer", json=body)
+
+    with running(create_app(model)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for n in (1, 200, 1024):  # ~1.3 KB (inline), ~260 KB (thread), ~1.3 MB (process)
+            got = infer(client, x[:n].ravel().tolist(), [n, 1, 8, 8])
+            assert got.status_code == 200, got.text
+            logits = np.asarray(got.json()["outputs"][0]["data"], dtype=np.float32).reshape(n, -1)
+            np.testing.assert_allclose(logits, want[:n], rtol=1e-4, atol=1e-5)
+        assert len(json_bytes := str(x[:1].ravel().tolist())) < INLINE_BYTES
+        assert len(str(x.ravel().tolist())) > PROCESS_BYTES > len(json_bytes)
+        small_claims_big = infer(client, x[:1].ravel().tolist(), [2, 1, 8, 8])
+        big_claims_small = infer(client, x.ravel().tolist(), [1, 1, 8, 8])
+        for bad in (small_claims_big, big_claims_small):
+            assert bad.status_code == 400 and "holds" in bad.json()["error"]

@@ -10,12 +10,14 @@ The model used here: the match rates q of independent models form a population; 
 R draws from it. The bound is the one-sided Student-t *prediction* bound on the empirical logits of
 the references' rates (:func:`stats.prediction_upper_bound`): a new model exceeds it with probability
 ``tail`` (exactly so for normally distributed logits, averaged over the references drawn). A suspect
-is then tested against p0 = that bound at level ``alpha - tail``; the false-claim rate is at most
+is then tested against p0 = that bound at level ``alpha - charge``, where the charge is at least the
+bound's realised tail P(q > p0); the false-claim rate is at most
 
-    P(q > p0) + P(claim | q <= p0) <= tail + (alpha - tail) = alpha,
+    P(q > p0) + P(claim | q <= p0) <= charge + (alpha - charge) = alpha,
 
-for fixed-sample and sequential verification alike (both are valid for every q <= p0). ``tail`` is
-recorded in the key (``params["calibration"]["tail"]``) and ``verify`` subtracts it from alpha.
+for fixed-sample and sequential verification alike (both are valid for every q <= p0). The charge is
+recorded in the key (``params["calibration"]["tail"]``, the quantile's tail beside it as
+``quantile_tail``) and ``verify`` subtracts it from alpha.
 
 Why logits, Student-t, 24 references, a quantile at 1e-4 and a charge of 0.0025: the t-bound's tail
 is exact only for logit-normal populations. ``benchmarks/false_claims.py`` (Beta populations with
@@ -24,11 +26,11 @@ population's mass above each bound, averaged over the reference draws): with 24 
 1e-4 on the populations whose keys can prove anything, but reaches 0.0017-0.0020 on the skewed
 Beta(0.125, 1.125) (mean 0.1, sd 0.2), where 1% of independent models match over 90% of a key and
 24 references often miss them all, and 0.0002-0.0007 on four other populations whose (1 - 1e-4)
-quantile is above 0.955 (where 77-100% of keys cannot prove anything). No bound on 24 references
+quantile is above 0.955 (where 81-100% of keys cannot prove anything). No bound on 24 references
 holds 1e-4 there without refusing the keys of the populations that look alike: taking the quantile at
 1e-6 brings Beta(0.125, 1.125) to 9e-5 but leaves 99% of the keys of Beta(0.8, 7.2) (mean 0.1, sd
-0.1) and 40% of Beta(12, 12) unable to prove anything (62% and 0.3% at 1e-4). So the quantile stays at 1e-4 and
-``verify`` is charged the measured tail instead (:func:`skew_tail`: 0.0025 with 24 references): the
+0.1) and 40% of Beta(12, 12) unable to prove anything (62% and 0.3% at 1e-4). So the quantile
+stays at 1e-4 and ``verify`` is charged the measured tail instead (:func:`skew_tail`: 0.0025 with 24 references): the
 accounting ``P(q > p0) + (alpha - charge) <= alpha`` then holds on every simulated population, at the
 price of testing at 0.0075 instead of 0.0099. An explicit ``tail`` keeps the old meaning (quantile and
 charge alike, exact for logit-normal populations only). With eight references and a tail of 0.001
@@ -39,7 +41,8 @@ The exact option: with at least ``RANK_MIN_REFERENCES`` references, ``method="ra
 largest reference rate as p0 (more generally the ceil((1 - tail)(R + 1))-th smallest): a new model
 exchangeable with the references exceeds it with probability at most ``tail = 1 / (R + 1)`` whatever
 the population's shape. ``method="auto"`` (the default) uses it once that tail is at most
-``RANK_AUTO_TAIL`` (199 references or more), so that alpha = 0.01 keeps a level of 0.005 to test at. The price is power: a wide spread between references pushes p0 towards 1 and the key
+``RANK_AUTO_TAIL`` (199 references or more), so that alpha = 0.01 keeps a level of 0.005 to test
+at. The price is power: a wide spread between references pushes p0 towards 1 and the key
 then cannot prove anything, which the protection's self-check reports instead of writing a weak
 key. At least ``MIN_REFERENCES`` references are needed (fewer degrees of freedom make the t quantile
 too wide to be useful).

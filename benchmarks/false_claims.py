@@ -14,7 +14,10 @@ Rows (a 100-input key, alpha 0.01, --nulls independent suspects per row):
    sequential. Beside it: the share of marked models (match rate 0.95 and 0.99) still "owned", and
    the share of keys that cannot prove anything at all (the population's spread is too wide: the
    answer is then "inconclusive", and ``protect``'s self-check refuses such a key), and the bound's
-   realised tail, P(an independent model's true rate q > p0), beside its nominal value;
+   realised tail, P(an independent model's true rate q > p0), computed exactly (the Beta population's
+   mass above each bound, averaged over the reference draws), over all keys and over the keys that can
+   prove anything, beside the quantile's tail and what verify is charged (``calibration.skew_tail``);
+   the fixed false-claim rate is also given exactly (beta-binomial tail beyond each key's threshold);
 5. the same with the exact rank bound (``calibration.rank_bound``) on ``--rank-references`` (199 by
    default: its tail 1 / (R + 1) = 0.005 leaves alpha - tail = 0.005 to test at).
 
@@ -30,7 +33,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL, rank_bound
+from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL, rank_bound, skew_tail
 from modelproof.verification.stats import default_p1
 from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.verification.verifier import check_new_look
@@ -100,19 +103,26 @@ def calibrated_row(rng: np.random.Generator, mean: float, sd: float, n: int, alp
     a, b = ab
     counts = rng.binomial(n, rng.beta(a, b, (nulls, refs)))
     tail = 1.0 / (refs + 1) if rank else TAIL
+    charged = tail if rank else skew_tail(refs)  # what calibrate() records and verify subtracts
     if rank:
         bounds = np.array([rank_bound([int(c) for c in row], n, tail) for row in counts])
     else:
         bounds = np.array([min(1.0, prediction_upper_bound([int(c) for c in row], n, TAIL)) for row in counts])
-    level = alpha - tail
+    level = alpha - charged
     need = thresholds(n, bounds, level)
     q = rng.beta(a, b, nulls)
     suspects = rng.binomial(n, q)
     hits = rng.random((nulls, n)) < rng.beta(a, b, nulls)[:, None]
+    usable = need <= n
+    # the realised tail exactly: the population's mass above each bound (scipy), averaged over the draws;
+    # "usable": only where the key can prove anything at this level (what the accounting needs)
+    exact = stats.beta.sf(bounds, a, b)
     out = {"mean": mean, "sd": sd, "fixed": float((suspects >= need).mean()),
+           "fixed_exact": float(np.where(usable, stats.betabinom.sf(need - 1, n, a, b), 0.0).mean()),
            "sequential": float(sequential_owned(hits, bounds, level).mean()),
-           "useless": float((need > n).mean()), "median_null": float(np.median(bounds)),
-           "tail": float((q > bounds).mean()), "nominal_tail": tail}
+           "useless": float((~usable).mean()), "median_null": float(np.median(bounds)),
+           "tail": float(exact.mean()), "tail_usable": float((exact * usable).mean()),
+           "nominal_tail": tail, "charged": charged}
     for rate in (0.95, 0.99):
         out[f"owned_{rate}"] = float((rng.binomial(n, rate, nulls) >= need).mean())
     return out
@@ -145,15 +155,17 @@ def main() -> None:
         seq = float(sequential_owned(hits, np.full(args.nulls, p0), alpha).mean())
         print(f"| sequential continuing one log, 10..100 | {p0} exact (p1 {default_p1(p0):g}) | {seq:.4f} |")
     tables = [(f"calibrated nulls: {args.references} references from the population, Student-t bound at tail "
-               f"{TAIL:g}, tested at alpha - tail = {alpha - TAIL:g}", args.references, False)]
+               f"{TAIL:g}, verify charged {skew_tail(args.references):g} (calibration.skew_tail), tested at alpha - "
+               f"{skew_tail(args.references):g} = {alpha - skew_tail(args.references):g}", args.references, False)]
     if args.rank_references:
         tables.append((f"exact rank bound on {args.rank_references} references (tail {1 / (args.rank_references + 1):.4g})"
                        f", tested at alpha - tail = {alpha - 1 / (args.rank_references + 1):.4g}",
                        args.rank_references, True))
     for title, refs, rank in tables:
         print(f"\n{title}\n")
-        print("| population mean | sd | false claims fixed | sequential | realised tail (nominal) | marked 0.95 owned | "
-              "marked 0.99 owned | keys that cannot prove (inconclusive) | median null |\n|---|---|---|---|---|---|---|---|---|")
+        print("| population mean | sd | false claims fixed (exact) | sequential | realised tail: all keys / usable keys "
+              "(quantile tail; charged) | marked 0.95 owned | marked 0.99 owned | keys that cannot prove (inconclusive) "
+              "| median null |\n|---|---|---|---|---|---|---|---|---|")
         for mean in (0.1, 0.3, 0.5, 0.7, 0.9):
             for sd in (0.05, 0.1, 0.2):
                 row = calibrated_row(rng, mean, sd, n, alpha, args.nulls, refs, rank)
@@ -161,9 +173,10 @@ def main() -> None:
                     print(f"| {mean} | {sd} | no Beta population has this mean and sd | | | | | | |")
                     continue
                 flag = " **over alpha**" if row["fixed"] > alpha + 3 * se or row["sequential"] > alpha + 3 * se else ""
-                print(f"| {mean} | {sd} | {row['fixed']:.4f}{flag} | {row['sequential']:.4f} | {row['tail']:.4f} "
-                      f"({row['nominal_tail']:.4g}) | {row['owned_0.95']:.3f} | {row['owned_0.99']:.3f} | "
-                      f"{row['useless']:.3f} | {row['median_null']:.3f} |")
+                over = " **over the charge**" if row["tail"] > row["charged"] else ""
+                print(f"| {mean} | {sd} | {row['fixed']:.4f} ({row['fixed_exact']:.1e}){flag} | {row['sequential']:.4f} | "
+                      f"{row['tail']:.1e} / {row['tail_usable']:.1e} ({row['nominal_tail']:.4g}; {row['charged']:.4g}){over} | "
+                      f"{row['owned_0.95']:.3f} | {row['owned_0.99']:.3f} | {row['useless']:.3f} | {row['median_null']:.3f} |")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
 

@@ -88,7 +88,8 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
     r = run("calibrate", "--key", files / "key.safetensors", *refs, "--out", out_key, "--json")
     assert r.exit_code == 0, r.output
     cal = json.loads(r.stdout)
-    assert 0.5 < cal["null_match_prob"] < 1 and "prediction bound" in cal["null_source"]
+    # four references at tail 1e-4 leave a wide bound (0.998 here); within half a count of 150/150 it is 1
+    assert 0.5 < cal["null_match_prob"] <= 1 and "prediction bound" in cal["null_source"]
     assert [(ref["name"], ref["kind"]) for ref in cal["references"]] == \
            [("ref.safetensors", "cnn"), ("ref2.safetensors", "cnn"), ("ref3.safetensors", "mlp"),
             ("ref4.safetensors", "mlp")]
@@ -96,7 +97,7 @@ def test_calibrate_then_independent_model_is_not_owned(files, tmp_path):
     r = run("verify", "--key", out_key, "--suspect", files / "other.safetensors")
     assert (r.exit_code, r.stdout.split(" at ")[0]) in ((1, "decision: NOT OWNED"), (3, "decision: INCONCLUSIVE")), \
         r.output
-    # the protected model: owned if the calibrated null (0.96-0.97, as alike as the references train on this
+    # the protected model: owned if the calibrated null (0.96-1, as alike as the references train on this
     # CPU) still lets 150 matches reach alpha; otherwise the key proves nothing, and says so
     from modelproof.keys.container import load_key
     from modelproof.verification.verifier import can_prove

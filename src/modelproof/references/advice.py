@@ -31,15 +31,16 @@ def passes(matched: int, n: int, null: float, level: float) -> bool:
 
 
 def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: float,
-                   exact_null: float | None = None) -> str:
+                   exact_null: float | None = None, charged: float | None = None) -> str:
     """One sentence: the references' match counts, the bound they give, and which change would pass.
 
+    ``tail``: the bound's quantile tail; ``charged``: what verify subtracts from alpha (default ``tail``).
     ``exact_null`` is the method's own null when calibration kept it (then references do not move it).
     """
     def null_for(refs: list[int], size: int) -> float:
         return exact_null if exact_null is not None else min(1.0, prediction_upper_bound(refs, size, tail))
 
-    level = alpha - tail
+    level = alpha - (tail if charged is None else charged)
     null = null_for(counts, n)
     shown = ", ".join(f"{c}/{n}" for c in counts)
     text = f"the {len(counts)} references matched the key on {shown}, " + (

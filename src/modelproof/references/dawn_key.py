@@ -35,7 +35,7 @@ from ..keys.nulls import prediction_upper_bound
 from ..protections.watermarks.dawn import DEFAULT_RATE, GRID, dequantised
 from ..protections.watermarks.dawn_log import DawnPair
 from ..util.errors import ConfigError
-from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES, TAIL, Reference, calibrate
+from .calibration import DEFAULT_REFERENCES, MIN_REFERENCES, TAIL, Reference, calibrate, skew_tail
 
 METHOD = "dawn"
 UNCALIBRATED = "DAWN: no analytic null (the key is calibrated on reference models before it is written)"
@@ -55,10 +55,14 @@ def floor_null(pairs: int, references: int, tail: float = TAIL) -> float:
     return prediction_upper_bound([0] * references, pairs, tail)
 
 
-def min_pairs(references: int, alpha: float = 0.01, tail: float = TAIL, limit: int = 1_000_000) -> int:
-    """The fewest pairs whose key can reach ``alpha`` (fixed test, every answer matching) at the floor null."""
+def min_pairs(references: int, alpha: float = 0.01, tail: float = TAIL, limit: int = 1_000_000,
+              charged: float | None = None) -> int:
+    """The fewest pairs whose key can reach ``alpha`` (fixed test, every answer matching) at the floor null
+    (``charged``: what verify subtracts from alpha, default ``tail``)."""
+    level = alpha - (tail if charged is None else charged)
+
     def enough(n: int) -> bool:
-        return floor_null(n, references, tail) ** n < alpha - tail
+        return floor_null(n, references, tail) ** n < level
 
     hi = 1
     while not enough(hi):  # floor_null(n) ** n falls with n: double, then bisect
@@ -97,11 +101,12 @@ def unique_pairs(pairs: list[DawnPair], model_digest: str | None = None) -> tupl
 
 
 def dawn_key(pairs: list[DawnPair], references: list[Reference], *, client: str, alpha: float = 0.01,
-             model_digest: str | None = None, served=None, tail: float = TAIL) -> DawnKey:
+             model_digest: str | None = None, served=None, tail: float | None = None) -> DawnKey:
     """The calibrated DAWN key of ``client`` (see the module docstring); ConfigError on each refusal.
 
     ``served``: the served model as a Suspect (optional), checked not to be owned on the key. ``tail``: the
-    calibration's (the default suits the 24 references of a population; fewer carry only a larger one).
+    calibration's (None: the default quantile :data:`~.calibration.TAIL`, verify charged
+    :func:`~.calibration.skew_tail`, as :func:`~.calibration.calibrate`; an explicit tail is both).
     """
     from ..verification.verifier import can_prove, verify
 
@@ -119,14 +124,15 @@ def dawn_key(pairs: list[DawnPair], references: list[Reference], *, client: str,
     n, refs = len(kept), len(references)
     if refs < MIN_REFERENCES:
         raise ConfigError(f"a DAWN key is calibrated on at least {MIN_REFERENCES} reference models, got {refs}")
+    quantile, charged = (TAIL, skew_tail(refs)) if tail is None else (tail, tail)
     try:
-        need = min_pairs(refs, alpha, tail)
+        need = min_pairs(refs, alpha, quantile, charged=charged)
     except ConfigError as exc:
         raise ConfigError(f"client {client!r}: {exc}") from None
     if n < need:
         raise ConfigError(f"client {client!r} was given {n} watermarked answer(s); a key needs at least {need} to "
                           f"reach alpha {alpha:g} even if none of the {refs} reference models matched any (null "
-                          f"{floor_null(n, refs, tail):.3g} at {n}): wait for more of its queries or serve a higher "
+                          f"{floor_null(n, refs, quantile):.3g} at {n}): wait for more of its queries or serve a higher "
                           "--dawn-rate")
     key = OwnershipKey(
         inputs=dequantised(np.stack([p.image for p in kept])), labels=torch.tensor([p.label for p in kept]),

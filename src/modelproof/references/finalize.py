@@ -79,7 +79,8 @@ def _advice(result: Protected, key: OwnershipKey, alpha: float) -> str | None:
         return None
     counts = [int(r["matches"]) for r in record["references"]]
     return refusal_advice(counts, len(key), match_count(key, TorchSuspect(result.model)), alpha,
-                          float(record["tail"]), key.null_match_prob if record["kept_exact"] else None)
+                          float(record.get("quantile_tail", record["tail"])),
+                          key.null_match_prob if record["kept_exact"] else None, charged=float(record["tail"]))
 
 
 def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | None, count: int,

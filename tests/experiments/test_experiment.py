@@ -468,3 +468,46 @@ def test_fingerprints_share_the_attacked_host_and_watermarks_do_not():
         assert attack_job[("ipguard", attack)] == attack_job[("random-fingerprint", attack)]
         assert attack_job[("zhang-noise", attack)] != attack_job[("ipguard", attack)]
     assert len({c.cell_job for c in cells}) == len(cells)  # each cell is still verified with its own key
+
+
+def test_a_failed_protect_keeps_its_error_in_the_tables_even_when_written_from_the_cache(tiny_run, tmp_path,
+                                                                                       monkeypatch):
+    """A protect that fails is every cell's "failed" with the protect's error: in results.csv, in the table's
+    notes, and in a later ``--cached-only`` table (the error is recorded beside the cache, not lost)."""
+    import csv
+    import shutil
+
+    import modelproof.references.protect as protect_module
+    from modelproof.experiments.survival import survival_matrices, to_markdown
+
+    original = protect_module.protect_model
+
+    def failing(protection, *args, **kwargs):
+        if protection.name == "zhang-noise":
+            raise ValueError("injected protect failure: encoder collapsed\nsecond line")
+        return original(protection, *args, **kwargs)
+
+    monkeypatch.setattr(protect_module, "protect_model", failing)
+    out, _ = tiny_run
+    config = parse_config(TINY.replace("key_size = 20, epochs = 3", "key_size = 21, epochs = 3"))  # not cached
+    shutil.copytree(out / "cache", tmp_path / "run" / "cache")
+    summary = run_experiment(config, tmp_path / "run", quiet=True, report=True)
+    mine = [r for r in summary.rows if r["protection"] == "zhang-noise" and r["role"] == "positive"]
+    assert mine and all(r["outcome"] == "failed" and "injected protect failure" in r["error"] for r in mine)
+    with (tmp_path / "run" / "results.csv").open() as f:
+        assert all("injected protect failure" in r["error"] for r in csv.DictReader(f) if r["protection"] == "zhang-noise")
+    (matrix,) = survival_matrices(summary.rows)
+    table = to_markdown(matrix)
+    note = next(line for line in table.splitlines() if line.startswith("- zhang-noise"))
+    assert "failed (4 cells): needs a failed protect: ValueError: injected protect failure" in note
+    assert "- ipguard" not in table and "injected protect failure" in (tmp_path / "run" / "report.html").read_text()
+    # the run is stopped before its tables; they are written from the cache: the error is still there
+    shutil.copytree(tmp_path / "run" / "cache", tmp_path / "later" / "cache")
+    again = run_experiment(config, tmp_path / "later", quiet=True, report=False, cached_only=True)
+    later = [r for r in again.rows if r["protection"] == "zhang-noise" and r["role"] == "positive"]
+    assert [r["error"] for r in later] == [r["error"] for r in mine] and {r["outcome"] for r in later} == {"failed"}
+    assert any("injected" in f["error"] and f["kind"] == "protect" for f in again.failures)
+    # once the protect succeeds, its recorded failure is gone
+    monkeypatch.setattr(protect_module, "protect_model", original)
+    run_experiment(config, tmp_path / "run", quiet=True, report=False, only=["zhang-noise x none"])
+    assert not list((tmp_path / "run" / "cache" / "protect").glob("*.failed.json"))

@@ -59,6 +59,8 @@ def test_markdown_rows_columns_transpose_and_attack_filter():
     assert lines[0] == "| protection | unattacked | ftal | extract labels 1k | extract labels 20k | svd | survives |"
     assert lines[2] == "| strong | owned 98.0 | ✓ 97.5 | ⊘ 80.0 | ✗ 97.0 | failed | 2/3 |"
     assert lines[3].startswith("| weakling | weak 98.0 | weak 97.0 | · |") and "host: 99.0" in text
+    # why a cell failed is under the table (a cell not run is no failure)
+    assert text.endswith("Why cells failed or have no key:\n\n- strong: failed (1 cell): RuntimeError: boom")
     flipped = to_markdown(m, transpose=True).splitlines()
     assert flipped[0] == "| attack | strong | weakling |" and flipped[3] == "| ftal | ✓ 97.5 | weak 97.0 |"
     assert flipped[7] == "| survives | 2/3 | 0/0 |"

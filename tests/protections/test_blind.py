@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from modelproof.cli.app import app
 from modelproof.data.splits import Dataset, load_splits
-from modelproof.util.errors import ConfigError, KeyFileError
+from modelproof.util.errors import ConfigError, KeyRefused, KeyFileError
 from modelproof.keys.container import load_key
 from modelproof.protections.base import make_protection
 from modelproof.suspects.local import TorchSuspect
@@ -202,6 +202,7 @@ def test_a_collapsed_encoder_is_refused_with_one_line(splits) -> None:
     sources = splits.owner.images[:20]
     near, black = (sources + 0.01).clamp(0, 1), torch.zeros_like(sources)
     check_not_collapsed(imperceptibility(sources, near)["ssim_mean"], near)  # near-identical: accepted
-    with pytest.raises(ConfigError, match="collapsed") as info:  # all black, as the paper's weights did
+    # all black, as the paper's weights did: a refusal (the grid's "no key"), not a fault
+    with pytest.raises(KeyRefused, match="collapsed") as info:
         check_not_collapsed(imperceptibility(sources, black)["ssim_mean"], black)
     assert "\n" not in str(info.value) and "20 repeated" not in str(info.value) and "19 repeated" in str(info.value)

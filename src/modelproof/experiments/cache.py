@@ -81,6 +81,23 @@ class Store:
         data = json.dumps(result, indent=1, sort_keys=True, default=str).encode()
         atomic_write_bytes(self.path(kind, job_hash, ".json"), data, secret=True)  # may preview key samples
 
+    def put_failure(self, kind: str, job_hash: str, result: dict | None) -> None:
+        """Record the job's last failure (its error, beside where its result would be), or clear it with None.
+        Never read as a result: a re-run retries the job; ``--cached-only`` tables show the error."""
+        path = self.path(kind, job_hash, ".failed.json")
+        if result is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(path, json.dumps(result, indent=1, sort_keys=True, default=str).encode())
+
+    def failure(self, kind: str, job_hash: str) -> dict | None:
+        """The job's last recorded failure, or None."""
+        path = self.path(kind, job_hash, ".failed.json")
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+
     def put_model(self, kind: str, job_hash: str, model: nn.Module, info: dict) -> bool:
         """Save ``model``; False (and no file) when its file would not load back bit-exactly, as for
         an SVD-factorised or quantised net that no longer matches its zoo architecture."""

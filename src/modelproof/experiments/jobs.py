@@ -16,7 +16,8 @@
 A job reads what it depends on from the cache (its dependencies' results are passed in only to
 check that they finished), so the same function runs in-process, in a worker process or as a Ray
 task on any machine that sees the cache folder. Errors are returned as ``{"status": "failed"}``
-results (never cached, so a re-run retries them); dependents of a failed job fail with its error.
+results (never cached as results, so a re-run retries them; the last one is kept beside, so that tables
+written from the cache show it); dependents of a failed job fail with its error.
 """
 
 from __future__ import annotations
@@ -284,6 +285,20 @@ def cached_result(store: Store, job: Job) -> dict | None:
     return dict(cached, status="refused" if cached.get("refused") else "cached")
 
 
+def blocked(job: Job, deps: dict[str, dict]) -> dict | None:
+    """``job``'s result when a dependency (``deps``: hash -> result) made no key ("refused", with its reason)
+    or did not finish ("failed", with its error); None when every dependency finished."""
+    for dep in job.deps:
+        result = deps.get(dep, {})
+        if result.get("refused"):
+            return {"status": "refused", "kind": job.kind, "refused": result["refused"],
+                    "error": f"no key: {result['refused']}"}
+        if result.get("status") not in ("done", "cached"):
+            return {"status": "failed", "kind": job.kind,
+                    "error": f"needs a failed {result.get('kind', 'job')}: {result.get('error', 'not run')}"}
+    return None
+
+
 def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device: str = "cpu") -> dict:
     """Run ``job`` (or read its cached result) with the cache at ``root`` on ``device``; never raises.
 
@@ -295,22 +310,21 @@ def run_job(job: Job, root: str, deps: dict[str, dict], threads: int = 1, device
     cached = cached_result(store, job)
     if cached is not None:
         return cached
-    for dep in job.deps:
-        if deps.get(dep, {}).get("refused"):
-            return {"status": "refused", "kind": job.kind, "refused": deps[dep]["refused"],
-                    "error": f"no key: {deps[dep]['refused']}"}
-        if deps.get(dep, {}).get("status") not in ("done", "cached"):
-            return {"status": "failed", "error": f"needs a failed {deps.get(dep, {}).get('kind', 'job')}: "
-                                                 f"{deps.get(dep, {}).get('error', 'not run')}", "kind": job.kind}
+    stopped = blocked(job, deps)
+    if stopped is not None:
+        return stopped
     configure(device, threads)  # models built and loaded by the job go to ``device``
     start = time.perf_counter()
     try:
         result = RUNNERS[job.kind](store, job)
     except Exception as exc:  # noqa: BLE001 -- recorded per job; the run goes on
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        return {"status": "failed", "kind": job.kind, "seconds": time.perf_counter() - start,
-                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-                         f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"}
+        failed = {"status": "failed", "kind": job.kind, "seconds": time.perf_counter() - start,
+                  "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+                           f"({last.filename.rsplit('/', 1)[-1]}:{last.lineno})"}
+        store.put_failure(job.kind, job.id, failed)  # kept, so a run stopped before its tables loses no error
+        return failed
     result = dict(result, kind=job.kind, job_seconds=time.perf_counter() - start)
     store.put_result(job.kind, job.id, result)
+    store.put_failure(job.kind, job.id, None)
     return dict(result, status="refused" if result.get("refused") else "done")

@@ -116,12 +116,19 @@ def comparable(rows: list[dict]) -> list[dict]:
 
 
 def _cached(jobs: list, root: Path) -> dict[str, dict]:
-    """The cached result of each job, or a "not run" placeholder (status ``missing``, never a failure)."""
+    """The cached result of each job (listed dependencies first); else, when a dependency failed or made no
+    key, that (as a run would say it); else its last recorded failure; else a "not run" placeholder (status
+    ``missing``, never a failure)."""
     from .cache import Store
-    from .jobs import cached_result
+    from .jobs import blocked, cached_result
 
     store = Store(root)
-    return {j.id: cached_result(store, j) or {"status": "missing", "error": "not run"} for j in jobs}
+    results: dict[str, dict] = {}
+    for j in jobs:
+        stopped = any(results[d]["status"] in ("failed", "refused") for d in j.deps)
+        results[j.id] = cached_result(store, j) or (blocked(j, results) if stopped else None) \
+            or store.failure(j.kind, j.id) or {"status": "missing", "error": "not run"}
+    return results
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, *, executor: str = "local", workers: int = 1,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -53,6 +53,8 @@ class SurvivalMatrix:
     attacks: list[str]
     cells: dict[tuple[str, str], SurvivalCell]
     host_accuracy: float | None
+    # why cells read "failed" or "no key": protection -> [(outcome, error, cells)], each error once
+    notes: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
 
     def survives(self, protection: str) -> tuple[int, int]:
         """(attacks survived, attacks with a scored outcome) of ``protection``, the unattacked column aside."""
@@ -68,7 +70,13 @@ class SurvivalMatrix:
         if not attacks:
             raise ConfigError(f"--attack {' '.join(patterns)} matches no attack; the attacks are: "
                               f"{', '.join(self.attacks)}")
-        return SurvivalMatrix(self.title, self.protections, attacks, self.cells, self.host_accuracy)
+        return SurvivalMatrix(self.title, self.protections, attacks, self.cells, self.host_accuracy, self.notes)
+
+    def note_lines(self) -> list[str]:
+        """One line per protection and reason its cells failed or have no key (a failed protect's error
+        is every cell's), e.g. ``blind: failed (34 cells): needs a failed protect: ConfigError: ...``."""
+        return [f"{p}: {SYMBOLS[outcome]} ({n} cell{'s' if n != 1 else ''}): {error}"
+                for p in self.protections for outcome, error, n in self.notes.get(p, [])]
 
 
 def survival_matrices(rows: list[dict]) -> list[SurvivalMatrix]:
@@ -91,8 +99,19 @@ def survival_matrices(rows: list[dict]) -> list[SurvivalMatrix]:
         hosts = [float(r["accuracy_host"]) for r in group if r.get("accuracy_host") is not None]
         out.append(SurvivalMatrix(f"{dataset} / {host}", list(dict.fromkeys(r["protection"] for r in group)),
                                   list(dict.fromkeys(r["attack_label"] for r in group if r["role"] == "positive")),
-                                  cells, sum(hosts) / len(hosts) if hosts else None))
+                                  cells, sum(hosts) / len(hosts) if hosts else None, _notes(group)))
     return out
+
+
+def _notes(rows: list[dict]) -> dict[str, list[tuple[str, str, int]]]:
+    """Per protection, each distinct error of its failed or no-key positive rows, with how many cells gave it."""
+    counts: dict[str, dict[tuple[str, str], int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        status, error = r.get("status"), r.get("error")
+        outcome = NO_KEY if status == "refused" else None if status == "ok" or error == "not run" else FAILED
+        if r["role"] == "positive" and outcome:
+            counts[r["protection"]][(outcome, str(r.get("error") or "no error recorded"))] += 1
+    return {p: [(o, e, n) for (o, e), n in found.items()] for p, found in counts.items()}
 
 
 def _header(label: str) -> str:
@@ -115,8 +134,10 @@ def to_markdown(matrix: SurvivalMatrix, *, transpose: bool = False) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     host = "" if matrix.host_accuracy is None else f"; the unprotected host: {100 * matrix.host_accuracy:.1f}"
+    notes = [f"- {line}" for line in matrix.note_lines()]
     return "\n".join([*lines, "", f"{matrix.title}: {LEGEND}{host}. survives: attacks survived (⊘ counts as "
-                                  "survived) of those scored."])
+                                  "survived) of those scored.", *(["", "Why cells failed or have no key:", "", *notes]
+                                                                  if notes else [])])
 
 
 _NUMBERS = {"p_value", "match_rate", "key_accuracy", "null_match_prob", "accuracy_host", "accuracy_before",

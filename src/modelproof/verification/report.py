@@ -42,6 +42,7 @@ def summary(verdict: Verdict) -> str:
            "e-value)" if v.mode == "sequential" else ")"),
         f"test:     {test}" + (f"; run at alpha - {v.null_tail:g} (calibration tail)" if v.null_tail else ""),
         *([f"note:     {v.note}"] if v.note else []),
+        *([f"warning:  {v.warning}"] if v.warning else []),
         f"queries:  {v.queries_sent} sent, {v.replayed} replayed from the query log"
         + (f", budget {v.budget}" if v.budget is not None else ""),
         *([_replay_line(v.replay)] if v.replay else []),

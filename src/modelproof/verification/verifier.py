@@ -42,6 +42,13 @@ from .stats import binomial_p_value, decision_threshold, default_p1, log_e_value
 
 MODES = ("fixed", "sequential")
 DECISIONS = ("owned", "not owned", "inconclusive")
+# Answers concentrated on one label (issue 26: a knockoff student at 10% accuracy answering one label for
+# everything read "owned" on a trigger set whose target it happened to answer). The test stays exact; the
+# verdict warns. Our choices: "one label" is this share of the answered key inputs or more ...
+ONE_LABEL_SHARE = 0.9
+# ... "concentrated" at least this share, and more than the key's own labels put on that label ...
+CONCENTRATED_SHARE = 0.5
+MIN_ANSWERS = 10  # ... counted over at least this many answers (a sequential run may stop after 10)
 
 
 def _now() -> str:
@@ -79,6 +86,8 @@ class Verdict:
     null_tail: float = 0.0  # calibrated keys: the test runs at alpha - null_tail (see modelproof.references.calibration)
     note: str | None = None  # why the decision is "inconclusive" when the evidence alone would say otherwise
     replay: dict | None = None  # replayed answers: count, the endpoints that gave them, when, re-asks, the log's chain
+    top_answer_share: float | None = None  # share of the answered key inputs given the suspect's commonest label
+    warning: str | None = None  # the answers are (nearly) one label: see :func:`concentration_warning`
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (a non-finite e-value is written as the string "inf")."""
@@ -176,6 +185,32 @@ def weak_key_note(key: OwnershipKey, alpha: float, mode: str, p1: float | None) 
     return None
 
 
+def concentration_warning(answers: torch.Tensor, labels: torch.Tensor) -> tuple[float | None, str | None]:
+    """(share of ``answers`` given their commonest label, a warning or None) for a suspect that answered
+    ``answers`` to key inputs labelled ``labels``.
+
+    Warns when the suspect gives one label to at least ONE_LABEL_SHARE of the key inputs, or to at least
+    CONCENTRATED_SHARE of them and more often than the key's labels are that label: a model that answers one
+    label for everything (a collapsed student) matches every key input labelled with it, so "owned" may
+    reflect a broken model rather than a copy. The decision is unchanged (the test is exact); the reader
+    should check the suspect's accuracy on ordinary inputs.
+    """
+    if len(answers) < MIN_ANSWERS:
+        return None, None
+    values, counts = torch.unique(answers, return_counts=True)
+    top, n = int(values[counts.argmax()]), int(counts.max())
+    share, key_share = n / len(answers), float((labels == top).float().mean())
+    if share < ONE_LABEL_SHARE and (share < CONCENTRATED_SHARE or share <= key_share):
+        return share, None
+    what = "(nearly) one label" if share >= ONE_LABEL_SHARE else "concentrated on one class"
+    why = (f"the key labels {key_share:.0%} of its inputs {top}, so a model that answers {top} for everything, such "
+           "as a collapsed student, would match those as well as a copy does" if key_share >= ONE_LABEL_SHARE else
+           f"a model that answers {top} for everything would match the {key_share:.0%} of the key labelled {top}")
+    return share, (f"the suspect's answers on the key are {what}: label {top} for {n} of "
+                   f"{len(answers)} ({share:.0%}); {why}. The test is exact, but check the suspect's accuracy on "
+                   "ordinary inputs before reading the decision as a copy")
+
+
 def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixed", batch_size: int = 10,
            budget: int | None = None, log_path: str | Path | None = None, p1: float | None = None,
            beta: float = 0.05) -> Verdict:
@@ -221,11 +256,13 @@ def _verify(key: OwnershipKey, queried, *, alpha: float, mode: str, batch_size: 
     started, sent0, replayed0 = _now(), queried.queries, queried.replayed
     queried.confirm(key.inputs)  # a replayed answer counts only once this suspect gives the logged ones again
     order, asked, matches, exhausted, state = key_order(key), 0, 0, False, "continue"
+    given: list[torch.Tensor] = []
     for start in range(0, len(key), batch_size):
         idx = order[start:start + batch_size]
         answers, exhausted = _ask(queried, key.inputs[idx])
         matches += int((answers == key.labels[idx[:len(answers)]]).sum())
         asked += len(answers)
+        given.append(answers)
         if mode == "sequential" and asked:
             state = sequential_decision(matches, asked, p0, p1, level, beta)
             if state != "continue":
@@ -242,6 +279,7 @@ def _verify(key: OwnershipKey, queried, *, alpha: float, mode: str, batch_size: 
         decision, note = "inconclusive", weak
     queried.record_decision({**look, "decision": decision, "queries": asked, "matches": matches})
     e_value = _exp(log_e_value(matches, asked, p0, p1)) if mode == "sequential" else None
+    top_share, warning = concentration_warning(torch.cat(given), key.labels[order[:asked]]) if asked else (None, None)
     return Verdict(decision=decision, mode=mode, queries=asked, matches=matches,
                    match_rate=matches / asked if asked else 0.0, key_size=len(key), null_match_prob=p0,
                    p_value=p_value, alpha=float(alpha), threshold=decision_threshold(asked, p0, level),
@@ -251,7 +289,7 @@ def _verify(key: OwnershipKey, queried, *, alpha: float, mode: str, batch_size: 
                    suspect=str(queried.identity), started=started, finished=_now(),
                    queries_sent=queried.queries - sent0, replayed=queried.replayed - replayed0,
                    budget=budget, batch_size=batch_size, null_tail=alpha - level, note=note,
-                   replay=queried.replay_summary())
+                   replay=queried.replay_summary(), top_answer_share=top_share, warning=warning)
 
 
 def check_new_look(decisions: list[dict], look: dict) -> str | None:

@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument("--distill", action="store_true", help="add a label-only distilled student column")
     parser.add_argument("--secrets", type=int, default=0, help="refusal rate over N secrets instead of the table")
+    parser.add_argument("--oversample", type=int, default=None, help="candidates per key input (default: each method's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
@@ -154,7 +155,7 @@ def main() -> None:
     pop, ref_seconds = ensure_population(splits, dataset=args.dataset, root=args.references_dir, owner_arch=arch,
                                          quiet=True)
     print(f"reference population {pop.root}: {len(pop.members)} models, trained now in {ref_seconds:.0f} s")
-    options = ReferenceOptions(references_dir=pop.root)
+    options = ReferenceOptions(references_dir=pop.root, oversample=args.oversample)
     discover_protections()
     if args.secrets:
         secrets_table(args.methods or list(PROTECTIONS), owner, splits, options, arch, args.dataset, args.secrets,

@@ -33,6 +33,7 @@ Run: ``.venv/bin/python benchmarks/sound_verdicts.py [--owner cnn]`` (digits) or
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import torch
 from modelproof.attacks import make_attack, run_attack
 from modelproof.data.splits import load_splits
 from modelproof.models.devices import configure
-from modelproof.models.modelfile import load_model, save_model
+from modelproof.models.modelfile import load_model, save_model, weights_digest
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.protections.base import PROTECTIONS, discover_protections, make_protection
 from modelproof.references.build import ensure_population
@@ -70,16 +71,29 @@ def cached(cache: Path, name: str, build):
     return model
 
 
-def attacked_copies(model, splits, seed: int) -> list[tuple[str, object, float]]:
-    """(label, attacked model or None, test accuracy loss) for each of ``ATTACKS``."""
+def attacked_copies(model, splits, seed: int, cache: Path | None = None) -> list[tuple[str, object, float]]:
+    """(label, attacked model or None, test accuracy loss) for each of ``ATTACKS``; with ``cache`` (a folder
+    for the unchanged owner model, which every fingerprint shares) each copy is saved there and reused by
+    a later run (the file name holds the owner's weight digest, the attack and the seed)."""
     out = []
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     for label, name, params in ATTACKS:
+        stem = None if cache is None else cache / f"{weights_digest(model)[:16]}-{name}-{seed}"
+        if stem is not None and stem.with_suffix(".safetensors").is_file():
+            drop = json.loads(stem.with_suffix(".json").read_text())["drop"]
+            out.append((label, load_model(stem.with_suffix(".safetensors")), drop))
+            continue
         try:
             result = run_attack(make_attack(name, **params), model, splits, seed=seed)
             out.append((label, result.model, result.accuracy_before - result.accuracy_after))
         except ModelproofError as exc:
             out.append((label, None, float("nan")))
             print(f"  ({label} not applicable: {str(exc)[:80]})")
+            continue
+        if stem is not None:
+            save_model(result.model, stem.with_suffix(".safetensors"))
+            stem.with_suffix(".json").write_text(json.dumps({"drop": out[-1][2], "params": params}))
     return out
 
 
@@ -125,6 +139,7 @@ def main() -> None:
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument("--distill", action="store_true", help="add a label-only distilled student column")
     parser.add_argument("--secrets", type=int, default=0, help="refusal rate over N secrets instead of the table")
+    parser.add_argument("--oversample", type=int, default=None, help="candidates per key input (default: each method's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
@@ -140,7 +155,7 @@ def main() -> None:
     pop, ref_seconds = ensure_population(splits, dataset=args.dataset, root=args.references_dir, owner_arch=arch,
                                          quiet=True)
     print(f"reference population {pop.root}: {len(pop.members)} models, trained now in {ref_seconds:.0f} s")
-    options = ReferenceOptions(references_dir=pop.root)
+    options = ReferenceOptions(references_dir=pop.root, oversample=args.oversample)
     discover_protections()
     if args.secrets:
         secrets_table(args.methods or list(PROTECTIONS), owner, splits, options, arch, args.dataset, args.secrets,
@@ -154,7 +169,7 @@ def main() -> None:
     print("| method | outcome | null | p own (fixed) | sequential | " + " | ".join(labels)
           + " | false claims (min p) | select+protect s |", flush=True)
     print("|---|---|---|---|---|" + "---|" * len(labels) + "---|---|")
-    owner_attacks, owner_student = None, None
+    owner_attacks, owner_student, refusals = None, None, []
     for name in args.methods or list(PROTECTIONS):
         t0 = time.perf_counter()
         protection = make_protection(name)
@@ -165,6 +180,7 @@ def main() -> None:
         except ModelproofError as exc:
             print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(labels) + f"| {time.perf_counter() - t0:.0f} |",
                   flush=True)
+            refusals.append(f"{name}: {exc}")
             continue
         seconds = outcome.final.summary.get("protect_seconds", 0.0)
         key, model = outcome.final.key, outcome.result.model
@@ -173,7 +189,8 @@ def main() -> None:
         cells = []
         if not args.no_attacks:
             copies = (owner_attacks if protection.kind == "fingerprint" and owner_attacks is not None
-                      else attacked_copies(model, splits, args.seed))
+                      else attacked_copies(model, splits, args.seed,
+                                           cache / "attacked" if protection.kind == "fingerprint" else None))
             if protection.kind == "fingerprint":
                 owner_attacks = copies
             for label, copy, drop in copies:
@@ -193,6 +210,8 @@ def main() -> None:
         print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {fixed.p_value:.1e} | "
               f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(labels))
               + f" | {claims}/{len(negs)} ({min_p:.2g}) | {seconds:.0f} |", flush=True)
+    for line in refusals:  # the whole reason (the table cuts it): reference match counts, selection yield
+        print(f"\nrefused, in full: {line}")
     print(f"\n{time.perf_counter() - start:.0f} s in all (references trained now: {ref_seconds:.0f} s)")
 
 

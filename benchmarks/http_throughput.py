@@ -2,11 +2,12 @@
 on 127.0.0.1, next to the same model in-process through TorchSuspect, for a 1,000-input key.
 
 Usage: python benchmarks/http_throughput.py [--key-size 1000] [--server thread|process|both]
-       [--wire json|binary|both] [--rounds 5] [--threads 1] [--cpu] [--profile]
+       [--wire json|binary|both] [--rounds 5] [--threads 1] [--concurrency 1 2] [--cpu] [--profile]
 
 Trains the Keras-style CNN on the bundled digits (8x8), serves it with uvicorn (in a background thread
 of this process, and/or as a separate `modelproof serve` process, which does not share this process's
-GIL), and asks the key through QueriedSuspect (as `verify` does) with batch sizes 1 and 64, once without
+GIL), and asks the key through QueriedSuspect (as `verify` does: chunks of 256 inputs, each sent as requests of
+the batch size, ``--concurrency`` of them in flight at once) with batch sizes 1 and 64, once without
 and once with the fsynced query log, each over plain JSON and over the binary tensor data extension
 (``--wire``). Each row gives medians over ``--rounds`` rounds, each round one pass of the key in-process
 and one over HTTP, back to back. Everything is measured in one run.
@@ -105,7 +106,7 @@ def process_server(model_path: Path) -> Iterator[str]:
 def one_pass(suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tuple[float, torch.Tensor]:
     """Key queries per second of one pass of the key through a fresh QueriedSuspect (and log), and its answers."""
     log = None if log_dir is None else log_dir / f"log-{time.perf_counter_ns()}.jsonl"
-    queried = QueriedSuspect(suspect, log_path=log, chunk_size=batch)
+    queried = QueriedSuspect(suspect, log_path=log)  # chunks of 256 inputs, as verify asks a fixed-size key
     start = time.perf_counter()
     labels = queried.predict(key)
     seconds = time.perf_counter() - start
@@ -114,7 +115,7 @@ def one_pass(suspect, key: torch.Tensor, batch: int, log_dir: Path | None) -> tu
 
 
 def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path | None, binary: bool,
-            rounds: int) -> list[tuple[int, float, float, float]]:
+            rounds: int, concurrency: int) -> list[tuple[int, float, float, float]]:
     """(batch size, in-process queries/s, HTTP queries/s, HTTP / in-process) for each batch size.
 
     Each of ``rounds`` rounds is one pass of the key in-process and one over HTTP, back to back (in turns
@@ -124,7 +125,7 @@ def measure(url: str, model: torch.nn.Module, key: torch.Tensor, log_dir: Path |
     for batch in BATCH_SIZES:
         local = TorchSuspect(model, batch_size=batch)
         remote = HttpSuspect(url, model_name="cnn", batch_size=batch, num_classes=10, input_shape=(1, 8, 8),
-                             binary=binary)
+                             binary=binary, concurrency=concurrency)
         warm = torch.rand((batch, *key.shape[1:]), generator=torch.Generator().manual_seed(99))
         local.predict(warm)
         remote.predict(warm)
@@ -226,6 +227,8 @@ def main() -> None:
                         help="torch intra-op threads here and in the served child (0: torch's default)")
     parser.add_argument("--profile", action="store_true", help="also time each step of one request (thread server)")
     parser.add_argument("--cpu", action="store_true", help="also CPU time per request, client and server (process server)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2],
+                        help="HTTP requests in flight (HttpSuspect's concurrency; verify's default is 2)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -239,18 +242,19 @@ def main() -> None:
     servers = {"thread": thread_server, "process": process_server}
     chosen = list(servers) if args.server == "both" else [args.server]
     wires = ["json", "binary"] if args.wire == "both" else [args.wire]
-    print(f"{'server':<8} {'wire':<7} {'query log':<10} {'batch':>5} {'in-process q/s':>15} {'HTTP q/s':>10} "
-          f"{'HTTP / in-process':>18}")
+    print(f"{'server':<8} {'wire':<7} {'query log':<10} {'in flight':>9} {'batch':>5} {'in-process q/s':>15} "
+          f"{'HTTP q/s':>10} {'HTTP / in-process':>18}")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_model(model, Path(tmp) / "cnn.safetensors")
         for kind in chosen:
             with servers[kind](path) as url:
                 for log_dir in (None, Path(tmp)):
                     for wire in wires:
-                        for batch, local, remote, ratio in measure(url, model, key, log_dir, wire == "binary",
-                                                                   args.rounds):
-                            print(f"{kind:<8} {wire:<7} {'fsynced' if log_dir else 'off':<10} {batch:>5} "
-                                  f"{local:>15,.0f} {remote:>10,.0f} {ratio:>17.2f}x", flush=True)
+                        for flight in args.concurrency:
+                            for batch, local, remote, ratio in measure(url, model, key, log_dir, wire == "binary",
+                                                                       args.rounds, flight):
+                                print(f"{kind:<8} {wire:<7} {'fsynced' if log_dir else 'off':<10} {flight:>9} "
+                                      f"{batch:>5} {local:>15,.0f} {remote:>10,.0f} {ratio:>17.2f}x", flush=True)
                 if args.cpu and kind == "process":
                     cpu_costs(url, model, key, wires)
         if args.profile:

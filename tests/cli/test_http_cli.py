@@ -117,6 +117,15 @@ def test_binary_and_no_binary_flags():
     assert r.exit_code == 2 and "--binary only apply to http(s)://" in said(r), r.output
 
 
+def test_concurrency_flag():
+    with running(create_app(FILES["ours"])) as url:
+        for n in ("1", "4"):
+            r = verify("--suspect", f"{url}/v2/models/cnn", "--concurrency", n)
+            assert r.exit_code == 0 and decision(r) == "owned", r.output
+        r = verify("--suspect", f"{url}/v2/models/cnn", "--concurrency", "0")
+        assert r.exit_code == 2 and "--concurrency must be an integer from 1 to 16, got 0" in said(r), r.output
+
+
 def test_scikit_learn_server_with_flat_features_and_labels_only(digits):
     from sklearn.datasets import load_digits
     from sklearn.ensemble import RandomForestClassifier

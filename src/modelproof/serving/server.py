@@ -32,6 +32,7 @@ from ..suspects.http import binary
 from ..util.errors import ConfigError, ModelFileError
 from .bodies import (BodyBudget, DropQueryStrings, Reject, body_cap, is_small, read_infer, read_json,
                      warm_parsers)
+from .heap import tune_heap
 
 MAX_BATCH = 1024
 OUTPUTS = ("logits", "label")
@@ -328,6 +329,7 @@ def serve(app: FastAPI, sock: socket.socket, *, log_level: str = "info") -> None
     if not any(isinstance(f, DropQueryStrings) for f in access.filters):
         access.addFilter(DropQueryStrings())
 
+    tune_heap()
     warm_parsers()
     try:
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])

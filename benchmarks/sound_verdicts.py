@@ -169,7 +169,7 @@ def main() -> None:
     print("| method | outcome | null | p own (fixed) | sequential | " + " | ".join(labels)
           + " | false claims (min p) | select+protect s |", flush=True)
     print("|---|---|---|---|---|" + "---|" * len(labels) + "---|---|")
-    owner_attacks, owner_student, refusals = None, None, []
+    owner_attacks, owner_student, refusals, selections = None, None, [], []
     for name in args.methods or list(PROTECTIONS):
         t0 = time.perf_counter()
         protection = make_protection(name)
@@ -210,6 +210,14 @@ def main() -> None:
         print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {fixed.p_value:.1e} | "
               f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(labels))
               + f" | {claims}/{len(negs)} ({min_p:.2g}) | {seconds:.0f} |", flush=True)
+        chosen = key.params.get("selection")
+        if isinstance(chosen, dict) and "tried" in chosen:  # the yield the search measured
+            selections.append(f"{name}: kept {chosen['kept']} of {chosen['tried']:,} candidates in "
+                              f"{chosen.get('rounds', '?')} draw(s) (oversample {chosen.get('oversample', '?')}, "
+                              f"budget {chosen.get('budget', '?')}), "
+                              f"{float(getattr(outcome.result, 'report', {}).get('selection_seconds', float('nan'))):.0f} s")
+    for line in selections:
+        print(f"\nselection, {line}")
     for line in refusals:  # the whole reason (the table cuts it): reference match counts, selection yield
         print(f"\nrefused, in full: {line}")
     print(f"\n{time.perf_counter() - start:.0f} s in all (references trained now: {ref_seconds:.0f} s)")

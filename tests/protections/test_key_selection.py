@@ -75,8 +75,59 @@ def test_selection_lowers_the_match_of_a_non_judge(mlp16, digits16, selection):
 def test_too_few_survivors_is_a_config_error_with_the_counts(mlp16, digits16):
     """The owner's model as its own judge answers every candidate alike: nothing survives."""
     same = Selection((Judge("owner", None, TorchSuspect(mlp16), mlp16),), oversample=2)
-    with pytest.raises(ConfigError, match=r"only 0 of \d+ candidates survived .* --oversample \(now 2\)"):
-        make_protection("random-fingerprint", secret="s", points=5).protect(mlp16, digits16.owner, selection=same)
+    with pytest.raises(ConfigError, match=r"only 0 of [\d,]+ candidates survived .* --oversample \(now 2\)"):
+        make_protection("fgsm-fingerprint", secret="s", points=5).protect(mlp16, digits16.owner, selection=same)
+
+
+class Constant:
+    """A judge answering one label for every input (a model's bias on uniform noise, taken to the limit)."""
+
+    def __init__(self, label: int):
+        self.label = label
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.full((images.shape[0],), self.label, dtype=torch.long)
+
+
+def noise_labels(model: nn.Module, shape) -> list[int]:
+    """The model's labels for uniform noise, the most frequent first."""
+    with torch.no_grad():
+        labels = model(torch.rand((2048, *shape), generator=torch.Generator().manual_seed(5))).argmax(1)
+    counts = torch.bincount(labels, minlength=10)
+    return torch.argsort(counts, descending=True, stable=True).tolist()
+
+
+def constant_judges(labels: list[int]) -> tuple[Judge, ...]:
+    return tuple(Judge(f"constant {c}", f"digest-{n}", Constant(c)) for n, c in enumerate(labels))
+
+
+def test_random_fingerprint_is_refused_at_once_when_a_judge_shares_the_models_bias(mlp16, digits16, monkeypatch):
+    """A judge answering the owner's most frequent noise label, left out, matches nearly every point the
+    others leave: the pilot predicts the self-check's refusal and no search is run."""
+    order = noise_labels(mlp16, digits16.owner.input_shape)
+    judges = constant_judges([order[0]] + [order[-1 - n % 5] for n in range(23)])  # 24, as the default population
+    protection = make_protection("random-fingerprint", secret="pilot", points=30)
+    monkeypatch.setattr(type(protection), "_draw", lambda *a, **k: pytest.fail("the search ran"))
+    with pytest.raises(ConfigError, match=r"random-fingerprint: a pilot of 4,096 uniform points .* each reference "
+                                          r"left out in turn .* bounds the null at [\d.]+: even a protected model "
+                                          r"matching all 30 key inputs could not prove itself"):
+        protection.protect(mlp16, digits16.owner, selection=Selection(judges))
+
+
+def test_random_fingerprint_pilot_passes_and_the_key_is_chosen_when_the_judges_do_not_share_the_bias(mlp16, digits16):
+    """The same 24 judges less the one with the owner's bias: the pilot predicts a provable key."""
+    from modelproof.protections.fingerprints.baselines import random_pilot
+    from modelproof.protections.selection import left_out
+
+    order = noise_labels(mlp16, digits16.owner.input_shape)
+    selection = Selection(constant_judges([order[-1 - n % 5] for n in range(24)]))
+    protection = make_protection("random-fingerprint", secret="pilot", points=20)
+    points = torch.rand((500, *digits16.owner.input_shape), generator=torch.Generator().manual_seed(1))
+    rows = left_out(selection, points, mlp16(points).argmax(1))
+    assert len(rows) == 24 and max(m / n for _, m, n in rows) < 0.1
+    random_pilot(protection, mlp16, digits16.owner, selection)  # no refusal
+    key = protection.protect(mlp16, digits16.owner, selection=selection).key
+    assert len(key) == 20 and int(selection.answers(key.inputs, key.labels).sum()) == 0
 
 
 class Never(nn.Module):

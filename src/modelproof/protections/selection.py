@@ -13,8 +13,14 @@ gradient-based methods) and the oversampling factor (None: the method's measured
 :meth:`Selection.choose` is the loop every protection shares: draw ``oversample`` times the key
 inputs still needed, keep the candidates the protected model answers with the key label and no
 judge does, and draw again while too few survive (each draw at least a quarter of ``oversample``
-x the key, at most :data:`MAX_ROUNDS` x ``oversample`` x the key candidates in all, repeated inputs
-dropped); then KeyRefused (a ConfigError) says how many survived and what would help. The key records
+x the key, repeated inputs dropped). How long it goes on is decided by the *measured* yield, not by
+a fixed factor: after every draw the search projects the candidates still needed from the survivors
+so far (optimistically: the one-sided 99% Clopper-Pearson upper bound on the yield) and goes on while
+that projection fits the candidate budget, :data:`MAX_CANDIDATES` per key input (or
+:data:`MAX_ROUNDS` x ``oversample`` where that is larger); a draw is sized to what the point estimate
+of the yield says is missing. It refuses as soon as the projection exceeds the budget, so a hopeless
+search stops after its first draw instead of spending the budget; KeyRefused (a ConfigError) then
+says how many survived, the measured yield, and what would help. The key records
 :meth:`Selection.record` (rule, candidates tried and kept, the judges' digests), never the secret.
 
 Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
@@ -33,11 +39,19 @@ import torch
 from torch import nn
 
 from ..data.splits import Dataset
+from ..keys.nulls import clopper_pearson_upper
 from ..models.training import TrainConfig, fit
 from ..suspects.local import TorchSuspect
 from ..util.errors import ConfigError, KeyRefused
 
-MAX_ROUNDS = 4  # selection gives up after MAX_ROUNDS x oversample x the key candidates
+MAX_ROUNDS = 4  # the budget is at least MAX_ROUNDS x oversample x the key candidates (the former fixed cap)
+# The candidate budget per key input. Measured: FGSM on the MNIST Keras CNN keeps 1 candidate in 312
+# against the 24 default judges (42 of 13,088), so the former cap of 4 x 32 x the key (12,800 for 100
+# points) refused it; --oversample 128 wrote a key that passed the self-check (docs/methods/key-selection.md).
+# 512 per input covers a yield down to about 1 in 400 at the 99% upper bound, and bounds the worst search
+# at 51,200 candidates for a 100-point key (about 6 minutes for FGSM on that CNN on one core).
+MAX_CANDIDATES = 512
+YIELD_CONFIDENCE = 0.99  # the projection uses this one-sided upper bound on the yield (optimistic: refuse late)
 
 # What one draw returns: per-candidate tensors (first dimension = candidates) with at least
 # "inputs" and "labels" (the key labels), optionally "own" (bool: the protected model answers the
@@ -113,16 +127,23 @@ class Selection:
         Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
         value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record).
         A draw may return fewer candidates than asked (the data ran out); one that returns none ends
-        the search. Raises KeyRefused when fewer than ``need`` survive ``max_rounds`` x the
-        oversampling factor x ``need`` candidates.
+        the search. Raises KeyRefused when the measured yield projects that ``need`` survivors cannot
+        be found within :func:`budget` candidates, or when the budget is spent.
         """
         factor = self.factor(default_oversample)
+        limit = budget(need, factor, max_rounds)
         kept: list[dict] = []
         seen: set[bytes] = set()
         have = tried = rounds = 0
-        while have < need and tried < max_rounds * factor * need:
+        projected = None
+        while have < need and tried < limit:
             rounds += 1
-            got = draw(rounds - 1, max(factor * (need - have), -(-factor * need // 4)))
+            count = max(factor * (need - have), -(-factor * need // 4))
+            if have:  # what the measured yield says is missing, with a tenth to spare
+                count = max(count, -(-11 * (need - have) * tried // (10 * have)))
+            elif tried:  # nothing survived yet: double what was tried, so the projection decides in few draws
+                count = max(count, tried)
+            got = draw(rounds - 1, min(count, limit - tried))
             count = int(got["inputs"].shape[0])
             if count == 0:
                 break
@@ -135,18 +156,66 @@ class Selection:
             kept.append({name: value[ok] for name, value in got.items()})
             have += int(ok.sum())
             seen.update(row.numpy().tobytes() for row in got["inputs"][ok].flatten(1))
+            projected = projected_candidates(have, tried, need)
+            if have < need and projected > limit:
+                break  # even the optimistic yield cannot fill the key within the budget: refuse now
         if have < need:
+            seen_yield = f"1 in {tried / have:,.0f}" if have else "none"
+            if projected is None or projected <= limit:
+                why = "the candidates ran out"  # a draw returned none
+            else:  # (a spent budget lands here too: the projection is then above what was tried)
+                why = (f"filling the key would take about {projected:,.0f} candidates even at the optimistic "
+                       f"{YIELD_CONFIDENCE:.0%} bound on the yield, over the budget of {limit:,}")
             raise KeyRefused(
-                f"{method}: only {have} of {tried} candidates survived key selection against {len(self.judges)} "
-                f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: raise "
-                f"--oversample (now {factor}), lower the key size" + (f", or {hint}" if hint else ""))
+                f"{method}: only {have} of {tried:,} candidates survived key selection against {len(self.judges)} "
+                f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: measured yield "
+                f"{seen_yield}; {why} ({budget(1, factor, max_rounds)} per key input); raise --oversample "
+                f"(now {factor}) above {-(-limit // (max_rounds * need))}, lower the key size"
+                + (f", or {hint}" if hint else ""))
         chosen = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
         if prefer is not None:  # the survivors with the largest `prefer` first, ties in draw order
             order = torch.sort(chosen[prefer], descending=True, stable=True).indices
             chosen = {name: value[order] for name, value in chosen.items()}
         chosen = {name: value[:need] for name, value in chosen.items()}
         extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
-        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, **extra)
+        return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, budget=limit, **extra)
+
+
+def budget(need: int, factor: int, max_rounds: int = MAX_ROUNDS) -> int:
+    """The most candidates a search for ``need`` key inputs may try: :data:`MAX_CANDIDATES` per input, or
+    ``max_rounds`` x the oversampling ``factor`` per input where that is larger (an explicit --oversample)."""
+    return int(need) * max(MAX_CANDIDATES, int(max_rounds) * int(factor))
+
+
+def projected_candidates(have: int, tried: int, need: int, confidence: float = YIELD_CONFIDENCE) -> float:
+    """Candidates a search needs in all to find ``need`` survivors, having found ``have`` in ``tried``: the
+    ones tried plus the missing ones divided by the one-sided ``confidence`` upper bound on the yield
+    (Clopper-Pearson; optimistic, so that a search is not refused on a few unlucky draws)."""
+    if have >= need:
+        return float(tried)
+    upper = clopper_pearson_upper(int(have), int(tried), confidence)
+    return tried + (need - have) / upper if upper > 0 else float("inf")
+
+
+def left_out(selection: Selection, inputs: torch.Tensor, labels: torch.Tensor,
+             minimum: int = 20) -> list[tuple[str, int, int]]:
+    """Each judge in turn as a model that did not select: (name, matches, points) on the candidates the
+    *other* judges leave to ``labels`` (none of them answers the label), for judges with at least
+    ``minimum`` such candidates (fewer give no rate worth the name).
+
+    A leave-one-out (jackknife) view of calibration before any search: a key selected against the
+    other judges would be matched by the left-out one at about ``matches / points``, as a fresh
+    calibration reference would match the key selected against all of them (slightly pessimistic:
+    one judge fewer selects)."""
+    labels = torch.as_tensor(labels).long().cpu()
+    answered = torch.stack([judge.predict(inputs) == labels for judge in selection.judges])  # judges x inputs
+    count = answered.sum(0)
+    out = []
+    for judge, row in zip(selection.judges, answered):
+        others = count - row.long() == 0
+        if int(others.sum()) >= minimum:
+            out.append((judge.name, int((row & others).sum()), int(others.sum())))
+    return out
 
 
 def fresh(inputs: torch.Tensor, seen: set[bytes]) -> torch.Tensor:

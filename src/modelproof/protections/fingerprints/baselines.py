@@ -30,8 +30,10 @@ from torch import nn
 from ...data.splits import Dataset
 from ...models.devices import model_device
 from ...util.progress import phase, report
-from ..base import register_protection
 from ...util.checks import check_int
+from ...util.errors import KeyRefused
+from ..base import Protected, register_protection
+from ..selection import Selection, budget, left_out, projected_candidates
 from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
 
 ALPHA = 1.0 / 255.0
@@ -176,6 +178,71 @@ class RandomFingerprint(FingerprintBase):
         start = time.perf_counter()
         points = torch.rand((n, *data.input_shape), generator=gen)
         return points, {"seconds": time.perf_counter() - start}, {}
+
+    def _select(self, model: nn.Module, data: Dataset, seed: int, selection: Selection) -> Protected:
+        """The search of :meth:`FingerprintBase._select`, after a pilot that refuses at once a key that
+        could not prove its model (:func:`random_pilot`)."""
+        random_pilot(self, model, data, selection)
+        return super()._select(model, data, seed, selection)
+
+
+# The pilot's size: uniform points drawn once, answered by the model and every judge (seconds, where the
+# search would draw oversample x the key, 25,600 points, up to four times). The level it predicts the
+# self-check at: protect's default alpha (a larger --alpha may then be refused here though it could pass).
+PILOT_POINTS = 4096
+PILOT_ALPHA = 0.01
+
+
+def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Dataset, selection: Selection) -> None:
+    """Raise KeyRefused at once when a pilot of uniform points shows that no random key can prove its model.
+
+    The paper's Random baseline (IPGuard §5.1.3: "randomly samples a data point from the data domain",
+    for images uniformly from [0,1]^d as in its R initialisation) has no parameter to move: uniform noise
+    is answered by each model's own bias (the digits MLP answers "7" to 95% of it), so the points no
+    judge answers like the owner are those whose label is the owner's bias, and an independent model
+    with the same bias matches nearly all of them. Two measurements on :data:`PILOT_POINTS` points, each
+    the one the search and the self-check would make later, minutes apart:
+
+    * the yield: the points no judge answers like the model; when even its 99% upper bound projects
+      more candidates than the selection budget (:func:`selection.budget`), the search would refuse;
+    * each judge left out in turn (:func:`selection.left_out`) stands for a calibration reference: its
+      match rate on the points the other judges leave, scaled to the key, bounded as calibration bounds
+      a key's null; when a model matching all ``points`` inputs could not prove itself against that
+      bound (:func:`references.advice.passes`), the self-check would refuse.
+    """
+    from ...keys.nulls import prediction_upper_bound
+    from ...references.advice import passes
+    from ...references.calibration import MIN_REFERENCES, TAIL, skew_tail
+
+    need = protection.points
+    pilot = torch.rand((PILOT_POINTS, *data.input_shape), generator=protection.gen("select/pilot"))
+    with frozen(model), torch.no_grad():
+        labels = model(pilot.to(model_device(model))).argmax(1).cpu()
+    survived = int(selection.unanswered(pilot, labels).sum())
+    factor = selection.factor(protection.oversample)
+    limit = budget(need, factor)
+    share = float(torch.bincount(labels).max()) / PILOT_POINTS
+    head = (f"{protection.name}: a pilot of {PILOT_POINTS:,} uniform points (the model gives one label to "
+            f"{share:.0%} of them): {survived} answered by none of the {len(selection.judges)} selection references "
+            "like the model")
+    tail = ("; uniform noise is answered by each model's own bias and the paper's Random baseline has no "
+            "parameter to change that (docs/methods/key-selection.md); use ipguard or another fingerprint")
+    projected = projected_candidates(survived, PILOT_POINTS, need)
+    if projected > limit:
+        raise KeyRefused(f"{head}, so a {need}-point key would take about {projected:,.0f} candidates even at the "
+                         f"optimistic 99% bound on that yield, over the selection budget of {limit:,}" + tail)
+    rows = left_out(selection, pilot, labels)
+    if len(rows) < MIN_REFERENCES:
+        return  # too few judges with a rate: let the search and the self-check decide
+    counts = [round(need * matches / points) for _, matches, points in rows]
+    null = min(1.0, prediction_upper_bound(counts, need, TAIL))
+    if not passes(need, need, null, PILOT_ALPHA - skew_tail(len(counts))):
+        shown = ", ".join(f"{c}" for c in sorted(counts, reverse=True))
+        raise KeyRefused(
+            f"{head}; each reference left out in turn matched the points the others leave at rates giving "
+            f"{shown} of {need}, which bounds the "
+            f"null at {null:.3g}: even a protected model matching all {need} key inputs could not prove itself "
+            f"at alpha {PILOT_ALPHA:g}, so the self-check would refuse the key after the search" + tail)
 
 
 @register_protection

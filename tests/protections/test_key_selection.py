@@ -10,6 +10,7 @@ from modelproof.models.modelfile import weights_digest
 from modelproof.models.training import TrainConfig, train_new
 from modelproof.protections.base import make_protection
 from modelproof.protections.selection import Judge, Selection
+from modelproof.references.advice import full_match_proves
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.util.errors import ConfigError
 
@@ -111,7 +112,7 @@ def test_random_fingerprint_is_refused_at_once_when_a_judge_shares_the_models_bi
     with pytest.raises(ConfigError, match=r"random-fingerprint: a pilot of 4,096 uniform points .* each reference "
                                           r"left out in turn .* bounds the null at [\d.]+: even a protected model "
                                           r"matching all 30 key inputs could not prove itself"):
-        protection.protect(mlp16, digits16.owner, selection=Selection(judges))
+        protection.protect(mlp16, digits16.owner, selection=Selection(judges, provable=full_match_proves))
 
 
 def test_random_fingerprint_pilot_passes_and_the_key_is_chosen_when_the_judges_do_not_share_the_bias(mlp16, digits16):
@@ -120,7 +121,7 @@ def test_random_fingerprint_pilot_passes_and_the_key_is_chosen_when_the_judges_d
     from modelproof.protections.selection import left_out
 
     order = noise_labels(mlp16, digits16.owner.input_shape)
-    selection = Selection(constant_judges([order[-1 - n % 5] for n in range(24)]))
+    selection = Selection(constant_judges([order[-1 - n % 5] for n in range(24)]), provable=full_match_proves)
     protection = make_protection("random-fingerprint", secret="pilot", points=20)
     points = torch.rand((500, *digits16.owner.input_shape), generator=torch.Generator().manual_seed(1))
     rows = left_out(selection, points, mlp16(points).argmax(1))
@@ -205,3 +206,11 @@ def test_surrogates_must_agree_with_a_fingerprint(mlp16, digits16, selection):
         mlp16, digits16.owner, seed=0, selection=with_surrogates).key
     assert bool(with_surrogates.agreed(key.inputs, key.labels).all())
     assert key.params["selection"]["surrogates"] == 2
+
+
+def test_full_match_proves_foresees_the_self_check_from_reference_counts():
+    null, proves = full_match_proves([0] * 24, 20)
+    assert proves and null < 0.5
+    null, proves = full_match_proves([28] + [0] * 23, 30)  # one reference shares the owner's answers
+    assert not proves and null > 0.85
+    assert full_match_proves([30, 30, 30], 30) == (1.0, True)  # fewer than calibration's minimum: not foreseen

@@ -82,6 +82,10 @@ class Selection:
     oversample: int | None = None
     # Copies of the owner's model that must AGREE with a fingerprint key label (see make_surrogates).
     surrogates: tuple[Judge, ...] = ()
+    # What calibration and the self-check will decide, for a protection that can foresee it: given reference
+    # match counts on an n-input key, (the null they bound, whether a model matching all n inputs proves
+    # itself against it). Set by the references layer (references.advice.full_match_proves); None: unknown.
+    provable: Callable[[list[int], int], tuple[float, bool]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.judges:

@@ -68,4 +68,18 @@ def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: 
                    f"epochs would pass: {why}; change the method's parameters")
 
 
-__all__ = ["refusal_advice", "passes"]
+def full_match_proves(counts: list[int], n: int, alpha: float = 0.01) -> tuple[float, bool]:
+    """(The null that references matching ``counts`` of ``n`` key inputs bound, as calibration bounds it by
+    default; whether a protected model matching all ``n`` inputs passes the self-check against it at
+    ``alpha``, protect's default). Fewer than the calibration's minimum of references: (1.0, True),
+    nothing foreseen. What :class:`~modelproof.protections.selection.Selection` hands a protection that
+    can foresee its calibration (random-fingerprint's pilot)."""
+    from .calibration import MIN_REFERENCES, TAIL, skew_tail
+
+    if len(counts) < MIN_REFERENCES:
+        return 1.0, True
+    null = min(1.0, prediction_upper_bound(list(counts), n, TAIL))
+    return null, passes(n, n, null, alpha - skew_tail(len(counts)))
+
+
+__all__ = ["refusal_advice", "passes", "full_match_proves"]

@@ -86,8 +86,10 @@ def check_disjoint(selection: list[Reference], calibration: list[Reference]) -> 
 
 def selection_of(refs: list[Reference], oversample: int | None = None) -> Selection:
     """The Selection (judges) a protection chooses its key against."""
+    from .advice import full_match_proves
+
     return Selection(tuple(Judge(r.name, r.digest, r.suspect, getattr(r.suspect, "model", None)) for r in refs),
-                     oversample=oversample)
+                     oversample=oversample, provable=full_match_proves)
 
 
 def record_selection(key: OwnershipKey, selection: Selection | None) -> OwnershipKey:

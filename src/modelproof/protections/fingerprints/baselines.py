@@ -187,10 +187,8 @@ class RandomFingerprint(FingerprintBase):
 
 
 # The pilot's size: uniform points drawn once, answered by the model and every judge (seconds, where the
-# search would draw oversample x the key, 25,600 points, up to four times). The level it predicts the
-# self-check at: protect's default alpha (a larger --alpha may then be refused here though it could pass).
+# search would draw oversample x the key, 25,600 points, up to four times).
 PILOT_POINTS = 4096
-PILOT_ALPHA = 0.01
 
 
 def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Dataset, selection: Selection) -> None:
@@ -208,12 +206,10 @@ def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Datase
     * each judge left out in turn (:func:`selection.left_out`) stands for a calibration reference: its
       match rate on the points the other judges leave, scaled to the key, bounded as calibration bounds
       a key's null; when a model matching all ``points`` inputs could not prove itself against that
-      bound (:func:`references.advice.passes`), the self-check would refuse.
+      bound at protect's default alpha (``selection.provable``, set by the references layer:
+      ``references.advice.full_match_proves``; without it this part is skipped), the self-check would
+      refuse.
     """
-    from ...keys.nulls import prediction_upper_bound
-    from ...references.advice import passes
-    from ...references.calibration import MIN_REFERENCES, TAIL, skew_tail
-
     need = protection.points
     pilot = torch.rand((PILOT_POINTS, *data.input_shape), generator=protection.gen("select/pilot"))
     with frozen(model), torch.no_grad():
@@ -231,18 +227,18 @@ def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Datase
     if projected > limit:
         raise KeyRefused(f"{head}, so a {need}-point key would take about {projected:,.0f} candidates even at the "
                          f"optimistic 99% bound on that yield, over the selection budget of {limit:,}" + tail)
+    if selection.provable is None:
+        return  # nothing to foresee calibration with: let the search and the self-check decide
     rows = left_out(selection, pilot, labels)
-    if len(rows) < MIN_REFERENCES:
-        return  # too few judges with a rate: let the search and the self-check decide
     counts = [round(need * matches / points) for _, matches, points in rows]
-    null = min(1.0, prediction_upper_bound(counts, need, TAIL))
-    if not passes(need, need, null, PILOT_ALPHA - skew_tail(len(counts))):
+    null, proves = selection.provable(counts, need)
+    if not proves:
         shown = ", ".join(f"{c}" for c in sorted(counts, reverse=True))
         raise KeyRefused(
             f"{head}; each reference left out in turn matched the points the others leave at rates giving "
             f"{shown} of {need}, which bounds the "
             f"null at {null:.3g}: even a protected model matching all {need} key inputs could not prove itself "
-            f"at alpha {PILOT_ALPHA:g}, so the self-check would refuse the key after the search" + tail)
+            f"at alpha 0.01, so the self-check would refuse the key after the search" + tail)
 
 
 @register_protection

@@ -150,6 +150,29 @@ def test_baselines_make_keys_the_target_matches(protection, digits, trained_cnn)
     assert verify(out.key, TorchSuspect(trained_cnn)).match_rate == 1.0
 
 
+@pytest.mark.parametrize("protection", [FGSMFingerprint(points=12, eps=0.2),
+                                        IGSMFingerprint(points=12, eps=0.3, max_iter=50),
+                                        CWL2Fingerprint(points=12, k=K, binary_steps=2, max_iter=30)],
+                         ids=lambda p: p.name)
+def test_a_draw_made_in_chunks_is_the_draw_made_at_once(protection, digits, trained_cnn, monkeypatch):
+    """A big selection draw is moved CHUNK starts at a time (memory); the points do not interact, so the
+    points and the report (means, maxima and medians over the whole draw) are those of one batch."""
+    from modelproof.protections.fingerprints import baselines
+
+    def draw() -> tuple[torch.Tensor, dict]:
+        points, report, _ = protection._draw(trained_cnn, digits.owner, 30, torch.Generator().manual_seed(3), True)
+        report.pop("seconds")
+        return points, report
+
+    at_once, report_at_once = draw()
+    monkeypatch.setattr(baselines, "CHUNK", 7)
+    chunked, report_chunked = draw()
+    assert torch.allclose(chunked, at_once, atol=1e-5)
+    assert report_chunked.keys() == report_at_once.keys()
+    for name, value in report_at_once.items():
+        assert report_chunked[name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
+
+
 def test_igsm_stays_in_its_ball_and_cw_reaches_its_confidence(digits, trained_cnn):
     gen = torch.Generator().manual_seed(0)
     with frozen(trained_cnn):

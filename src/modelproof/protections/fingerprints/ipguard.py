@@ -38,6 +38,7 @@ from torch import nn
 from ...data.splits import Dataset
 from ...util.checks import check_int
 from ...models.devices import model_device
+from ...models.training import logits
 from ...util.errors import ConfigError
 from ...keys.key import OwnershipKey
 from ...models.modelfile import weights_digest
@@ -99,8 +100,7 @@ def initial_points(model: nn.Module, data: Dataset, n: int, init: str,
         x0 = data.images[torch.randperm(len(data), generator=gen)[:n]].clone()
     else:
         x0 = torch.rand((n, *data.input_shape), generator=gen)
-    with torch.no_grad():
-        z = model(x0.to(model_device(model))).cpu()
+    z = logits(model, x0)  # in batches: a selection draw may hold tens of thousands of starts
     i = z.argmax(dim=1)
     if init[1] == "L":
         j = z.argmin(dim=1)

@@ -18,7 +18,7 @@ import logging
 import os
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -32,6 +32,7 @@ BYTES_PER_VALUE = 24  # JSON bytes allowed per input value ("0.6274510025978088,
 INLINE_BYTES = 64 * 2 ** 10  # bodies this small are parsed on the event loop: a thread hop costs more
 PROCESS_BYTES = 2 ** 20  # bodies larger than this are parsed in a worker process
 _PARSER: ParserPool | None = None
+T = TypeVar("T")
 
 
 class Reject(Exception):
@@ -120,11 +121,18 @@ async def _read(request: Request, cap: int) -> bytearray:
     return raw
 
 
-def is_small(request: Request) -> bool:
-    """Whether the request's body (read by :func:`read_infer` or :func:`read_json`) was small enough that
-    work on it is done on the event loop: the work is bounded by the bytes the client sent, not by the
-    shape it claims."""
-    return getattr(request.state, "body_bytes", INLINE_BYTES + 1) <= INLINE_BYTES
+def body_bytes(request: Request) -> int:
+    """The bytes of the request's body as read by :func:`read_infer` or :func:`read_json` (not read yet: large)."""
+    return getattr(request.state, "body_bytes", PROCESS_BYTES)
+
+
+async def by_size(nbytes: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` for work on a body of ``nbytes``: on the event loop when the body is at most
+    :data:`INLINE_BYTES` (a thread hop costs more than the work), else in a worker thread. The choice follows
+    the bytes the client sent, never the shape it claims."""
+    if nbytes <= INLINE_BYTES:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 def _decode_binary(raw: bytearray, header: str) -> dict:
@@ -143,9 +151,7 @@ async def read_infer(request: Request, cap: int, budget: BodyBudget) -> dict:
         return await read_json(request, cap, budget)
     async with budget.hold(_announced(request, cap)):
         raw = await _read(request, cap)
-        if len(raw) <= INLINE_BYTES:
-            return _decode_binary(raw, header)
-        return await run_in_threadpool(_decode_binary, raw, header)
+        return await by_size(len(raw), _decode_binary, raw, header)
 
 
 async def read_json(request: Request, cap: int, budget: BodyBudget) -> dict:
@@ -169,10 +175,8 @@ def _announced(request: Request, cap: int) -> int:
 
 
 async def _parse_json(raw: bytearray) -> dict:
-    if len(raw) <= INLINE_BYTES:
-        return _parse(raw)
     if len(raw) <= PROCESS_BYTES:
-        return await run_in_threadpool(_parse, raw)
+        return await by_size(len(raw), _parse, raw)
     holder = [raw]  # the parser pool takes the body out: no reference stays here while a worker parses it
     del raw
     try:  # Python's JSON parser holds the GIL: a big body is parsed in another process, not just another thread
@@ -210,4 +214,5 @@ class DropQueryStrings(logging.Filter):
 
 
 
-__all__ = ["BYTES_PER_VALUE", "BodyBudget", "DropQueryStrings", "Reject", "body_cap", "read_infer", "read_json", "warm_parsers"]
+__all__ = ["BYTES_PER_VALUE", "BodyBudget", "DropQueryStrings", "Reject", "body_bytes", "body_cap", "by_size", "read_infer",
+           "read_json", "warm_parsers"]

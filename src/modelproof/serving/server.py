@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..suspects.http import binary
 from ..util.errors import ConfigError, ModelFileError
-from .bodies import (BodyBudget, DropQueryStrings, Reject, body_cap, is_small, read_infer, read_json,
+from .bodies import (BodyBudget, DropQueryStrings, Reject, body_bytes, body_cap, by_size, read_infer, read_json,
                      warm_parsers)
 from .heap import tune_heap
 
@@ -129,13 +129,6 @@ def _as_images(data: Any, shape: list[int], served: ServedModel, max_batch: int)
             raise Reject(400, "UINT8 input values must be integers")
         arr = arr / np.float32(255.0)
     return np.ascontiguousarray(served.to_nchw(arr))
-
-
-async def _images(request: Request, data: Any, shape: list[int], served: ServedModel, max_batch: int) -> np.ndarray:
-    """:func:`_as_images`, in place for a small body (a thread hop costs more), else in a worker thread."""
-    if is_small(request):
-        return _as_images(data, shape, served, max_batch)
-    return await run_in_threadpool(_as_images, data, shape, served, max_batch)
 
 
 def _labels_only(body: dict) -> bool:
@@ -259,7 +252,8 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
             as_binary = {out for out in wanted if binary.wants_binary(body, listed.get(out))}
         except binary.BinaryFormatError as exc:
             raise Reject(400, str(exc)) from None
-        logits, labels = await _run(m, await _images(request, inp["data"], shape, m, max_batch), request, dawn)
+        images = await by_size(body_bytes(request), _as_images, inp["data"], shape, m, max_batch)
+        logits, labels = await _run(m, images, request, dawn)
         outs = []
         for out in wanted:
             if out == "logits":
@@ -294,7 +288,8 @@ def create_app(model_path: str | Path, *, name: str | None = None, max_batch: in
         except ValueError:
             raise Reject(400, "'instances' is a ragged array") from None
         labels_only = _labels_only(body) or m.labels_only
-        logits, labels = await _run(m, await _images(request, instances, shape, m, max_batch), request, dawn)
+        images = await by_size(body_bytes(request), _as_images, instances, shape, m, max_batch)
+        logits, labels = await _run(m, images, request, dawn)
         if labels_only:
             return {"predictions": labels.tolist()}
         return {"predictions": logits.tolist()}

@@ -227,8 +227,7 @@ def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Datase
     """
     need = protection.points
     pilot = torch.rand((PILOT_POINTS, *data.input_shape), generator=protection.gen("select/pilot"))
-    with frozen(model), torch.no_grad():
-        labels = model(pilot.to(model_device(model))).argmax(1).cpu()
+    labels = predict(model, pilot)
     survived = int(selection.unanswered(pilot, labels).sum())
     factor = selection.factor(protection.oversample)
     limit = budget(need, factor)

@@ -1,0 +1,114 @@
+"""New-label keys against other owners' new-label models that no part of the key ever saw.
+
+A new-label key (Zhong et al.) asks for a class an independent C-class model does not have, so the
+only models that can answer it are other owners' new-label models. Under key selection the key's null
+is the upper order statistic (tail 0.001) of such models' answer rates over random patterns, measured
+on foreign owners made from the selection references (``protections/watermarks/new_label.py``). This
+benchmark checks that null from outside: each of ``--secrets`` keys (``protect_model`` with the default
+population, as ``modelproof protect new-label`` does) is verified, fixed and sequential at alpha 0.01,
+against the protected model and against held-out foreign owners: the held-out torch models of
+``heldout.py`` (four kinds, trained by code outside the package, never selection or calibration
+references), each marked with a new-label key of its own by one of two recipes:
+
+- ``modelproof``: this package's recipe under selection (smooth 8x8 pattern, 3 decoys per key sample);
+- ``paper``: Zhong et al.'s plain version (white-noise pattern, no decoys), which teaches a model that
+  any noise means the new label.
+
+It prints, per key, the null, the own model's sequential queries, and per recipe the foreign owners
+claimed (fixed and sequential), their largest match rate and how many exceed the null.
+
+Run (from ``benchmarks/``; a minute or two on the digits with the population cached):
+``OMP_NUM_THREADS=1 python new_label_owners.py [--owner cnn] [--secrets 3] [--foreign 8]``;
+``--dataset mnist --data-dir ../shared/data/mnist --owner lenet5`` for MNIST (about 20 minutes a key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from modelproof.data.splits import load_splits
+from modelproof.models.devices import configure
+from modelproof.models.training import train_new
+from modelproof.protections.base import discover_protections, make_protection
+from modelproof.references.build import ensure_population
+from modelproof.references.protect import ReferenceOptions, protect_model
+from modelproof.suspects.local import TorchSuspect
+from modelproof.util.errors import ModelproofError
+from modelproof.verification.verifier import verify
+
+from heldout import TORCH_KINDS, heldout_suspects
+from sound_verdicts import OWNERS, cached
+
+RECIPES = {"modelproof": {"alpha": 0.05, "decoys": 3}, "paper": {"alpha": 0.05, "decoys": 0, "cells": None}}
+
+
+def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[str, object, float]]:
+    """(name, model, own key accuracy) of ``count`` held-out torch models each marked by ``recipe``."""
+    torch_kinds = len(TORCH_KINDS)
+    bases = [s for s in heldout_suspects(splits, cache, 2 * torch_kinds * ((count + torch_kinds - 1) // torch_kinds))
+             if isinstance(s, TorchSuspect)][:count]
+    out = []
+    for i, base in enumerate(bases):
+        marked = make_protection("new-label", secret=f"foreign owner {recipe} {i}", null_prob=1.0,
+                                 **RECIPES[recipe]).protect(base.model, splits.owner, seed=i)
+        out.append((base.identity.split()[-1], marked.model, marked.report["key_accuracy"]))
+    return out
+
+
+def main() -> None:
+    """Print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
+    parser.add_argument("--owner", default=None, help="digits: mlp or cnn; mnist: lenet5 or cnn")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--cache", type=Path, default=Path("runs/sound-verdicts"))
+    parser.add_argument("--secrets", type=int, default=3, help="our keys (one secret each)")
+    parser.add_argument("--foreign", type=int, default=8, help="held-out foreign owners per recipe")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    configure("cpu", 1)
+    start = time.perf_counter()
+    arch = args.owner or ("mlp" if args.dataset == "digits" else "lenet5")
+    size, config = OWNERS[(args.dataset, arch)]
+    cache = args.cache / args.dataset
+    splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
+    owner = cached(cache, f"owner-{arch}", lambda: train_new(arch, splits.owner, config, seed=args.seed)[0])
+    pop, _ = ensure_population(splits, dataset=args.dataset, owner_arch=arch, quiet=True)
+    discover_protections()
+    owners = {recipe: foreign_owners(splits, cache / "heldout", args.foreign, recipe) for recipe in RECIPES}
+    for recipe, models in owners.items():
+        print(f"foreign owners ({recipe} recipe): " + ", ".join(f"{n} (own key {a:.2f})" for n, _, a in models))
+    print(f"{args.dataset} {arch} owner; foreign owners made in {time.perf_counter() - start:.0f} s\n")
+    print("| secret | null | own: sequential | " + " | ".join(
+        f"{r}: claimed fixed / sequential, max rate, above null" for r in RECIPES) + " | s |")
+    print("|---|---|---|" + "---|" * len(RECIPES) + "---|")
+    for i in range(args.secrets):
+        t0 = time.perf_counter()
+        protection = make_protection("new-label")
+        protection.set_secret(f"new-label-owners/{i}")
+        try:
+            outcome = protect_model(protection, owner, splits, seed=args.seed, options=ReferenceOptions(
+                references_dir=pop.root), owner_arch=arch, dataset=args.dataset)
+        except ModelproofError as exc:
+            print(f"| {i} | refused: {str(exc)[:160]} |" + " |" * (len(RECIPES) + 2), flush=True)
+            continue
+        key, model = outcome.final.key, outcome.result.model
+        own = verify(key, TorchSuspect(model), mode="sequential")
+        cells = []
+        for models in owners.values():
+            suspects = [TorchSuspect(m, input_shape=splits.input_shape, num_classes=key.num_classes)
+                        for _, m, _ in models]
+            fixed = [verify(key, s) for s in suspects]
+            seq = [verify(key, s, mode="sequential") for s in suspects]
+            rates = [v.matches / v.queries for v in fixed]
+            cells.append(f"{sum(v.decision == 'owned' for v in fixed)} / {sum(v.decision == 'owned' for v in seq)} of "
+                         f"{len(models)}, {max(rates):.2f}, {sum(r > key.null_match_prob for r in rates)}")
+        print(f"| {i} | {key.null_match_prob:.3f} | {own.decision} in {own.queries} ({own.matches} matched) | "
+              + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
+    print(f"\n{time.perf_counter() - start:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()

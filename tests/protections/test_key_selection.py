@@ -115,6 +115,23 @@ def test_random_fingerprint_is_refused_at_once_when_a_judge_shares_the_models_bi
         protection.protect(mlp16, digits16.owner, selection=Selection(judges, provable=full_match_proves))
 
 
+def test_random_fingerprint_pilot_foresees_the_self_check_at_its_alpha(mlp16, digits16):
+    """protect's --verify-alpha reaches the pilot: it asks whether a key is provable at the self-check's level,
+    not at a fixed 0.01 (a user verifying at 0.05 would otherwise be refused keys the self-check passes)."""
+    from modelproof.protections.fingerprints.baselines import random_pilot
+
+    order, seen = noise_labels(mlp16, digits16.owner.input_shape), []
+
+    def provable(counts: list[int], n: int, alpha: float) -> tuple[float, bool]:
+        seen.append(alpha)
+        return 0.9, False
+
+    selection = Selection(constant_judges([order[-1 - n % 5] for n in range(24)]), provable=provable, alpha=0.05)
+    with pytest.raises(ConfigError, match=r"could not prove itself at alpha 0.05, so the self-check"):
+        random_pilot(make_protection("random-fingerprint", secret="pilot", points=20), mlp16, digits16.owner, selection)
+    assert seen == [0.05]
+
+
 def test_random_fingerprint_pilot_passes_and_the_key_is_chosen_when_the_judges_do_not_share_the_bias(mlp16, digits16):
     """The same 24 judges less the one with the owner's bias: the pilot predicts a provable key."""
     from modelproof.protections.fingerprints.baselines import random_pilot

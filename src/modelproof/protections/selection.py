@@ -83,9 +83,12 @@ class Selection:
     # Copies of the owner's model that must AGREE with a fingerprint key label (see make_surrogates).
     surrogates: tuple[Judge, ...] = ()
     # What calibration and the self-check will decide, for a protection that can foresee it: given reference
-    # match counts on an n-input key, (the null they bound, whether a model matching all n inputs proves
-    # itself against it). Set by the references layer (references.advice.full_match_proves); None: unknown.
-    provable: Callable[[list[int], int], tuple[float, bool]] | None = field(default=None, repr=False, compare=False)
+    # match counts on an n-input key and the self-check's alpha, (the null they bound, whether a model matching
+    # all n inputs proves itself against it at that alpha). Set by the references layer
+    # (references.advice.full_match_proves); None: unknown.
+    provable: Callable[[list[int], int, float], tuple[float, bool]] | None = field(default=None, repr=False,
+                                                                                   compare=False)
+    alpha: float = 0.01  # the self-check's level (protect's --verify-alpha)
 
     def __post_init__(self) -> None:
         if not self.judges:

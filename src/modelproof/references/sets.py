@@ -84,12 +84,13 @@ def check_disjoint(selection: list[Reference], calibration: list[Reference]) -> 
                               "and calibration references must be different models")
 
 
-def selection_of(refs: list[Reference], oversample: int | None = None) -> Selection:
-    """The Selection (judges) a protection chooses its key against."""
+def selection_of(refs: list[Reference], oversample: int | None = None, alpha: float = 0.01) -> Selection:
+    """The Selection (judges) a protection chooses its key against; ``alpha`` is the self-check's level, at
+    which a protection that foresees its calibration (random-fingerprint's pilot) judges a key provable."""
     from .advice import full_match_proves
 
     return Selection(tuple(Judge(r.name, r.digest, r.suspect, getattr(r.suspect, "model", None)) for r in refs),
-                     oversample=oversample, provable=full_match_proves)
+                     oversample=oversample, provable=full_match_proves, alpha=alpha)
 
 
 def record_selection(key: OwnershipKey, selection: Selection | None) -> OwnershipKey:

@@ -221,7 +221,7 @@ def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Datase
     * each judge left out in turn (:func:`selection.left_out`) stands for a calibration reference: its
       match rate on the points the other judges leave, scaled to the key, bounded as calibration bounds
       a key's null; when a model matching all ``points`` inputs could not prove itself against that
-      bound at protect's default alpha (``selection.provable``, set by the references layer:
+      bound at the self-check's alpha (``selection.provable``, set by the references layer:
       ``references.advice.full_match_proves``; without it this part is skipped), the self-check would
       refuse.
     """
@@ -245,14 +245,14 @@ def random_pilot(protection: "RandomFingerprint", model: nn.Module, data: Datase
         return  # nothing to foresee calibration with: let the search and the self-check decide
     rows = left_out(selection, pilot, labels)
     counts = [round(need * matches / points) for _, matches, points in rows]
-    null, proves = selection.provable(counts, need)
+    null, proves = selection.provable(counts, need, selection.alpha)
     if not proves:
         shown = ", ".join(f"{c}" for c in sorted(counts, reverse=True))
         raise KeyRefused(
             f"{head}; each reference left out in turn matched the points the others leave at rates giving "
             f"{shown} of {need}, which bounds the "
             f"null at {null:.3g}: even a protected model matching all {need} key inputs could not prove itself "
-            f"at alpha 0.01, so the self-check would refuse the key after the search" + tail)
+            f"at alpha {selection.alpha:g}, so the self-check would refuse the key after the search" + tail)
 
 
 @register_protection

@@ -126,6 +126,16 @@ def secrets_table(names, owner, splits, options, arch: str, dataset: str, count:
               f"{time.perf_counter() - t0:.0f} |", flush=True)
 
 
+def selection_line(name: str, chosen: dict, report: dict) -> str:
+    """What a key's selection record says of its search: candidates tried and kept, learnt, draws, time."""
+    search = [f"{label} {chosen[field]}" for label, field in (("draws", "rounds"), ("oversample", "oversample"),
+                                                             ("budget", "budget")) if field in chosen]
+    learnt = f", {chosen['learnt']} learnt by the protected model" if "learnt" in chosen else ""
+    seconds = report.get("selection_seconds")
+    return (f"{name}: kept {chosen['kept']} of {chosen['tried']:,} candidates{learnt}"
+            + (f" ({', '.join(search)})" if search else "") + (f", {float(seconds):.0f} s" if seconds else ""))
+
+
 def main() -> None:
     """Print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -212,10 +222,7 @@ def main() -> None:
               + f" | {claims}/{len(negs)} ({min_p:.2g}) | {seconds:.0f} |", flush=True)
         chosen = key.params.get("selection")
         if isinstance(chosen, dict) and "tried" in chosen:  # the yield the search measured
-            selections.append(f"{name}: kept {chosen['kept']} of {chosen['tried']:,} candidates in "
-                              f"{chosen.get('rounds', '?')} draw(s) (oversample {chosen.get('oversample', '?')}, "
-                              f"budget {chosen.get('budget', '?')}), "
-                              f"{float(getattr(outcome.result, 'report', {}).get('selection_seconds', float('nan'))):.0f} s")
+            selections.append(selection_line(name, chosen, getattr(outcome.result, "report", {})))
     for line in selections:
         print(f"\nselection, {line}")
     for line in refusals:  # the whole reason (the table cuts it): reference match counts, selection yield

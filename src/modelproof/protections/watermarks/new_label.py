@@ -280,7 +280,8 @@ class NewLabel(TriggerSet):
         source = (f"max(1/{num_classes + 1}; 0.99 Clopper-Pearson bound {upper:.4f} on the protected model's new-label "
                   f"answers to owner images carrying foreign patterns; {bound:.4f}, the rate exceeded by {rank - 1} of "
                   f"{len(rates)} new-label answer rates (tail {FOREIGN_TAIL:g}) of {len(owners)} other owners' new-label "
-                  f"models (the selection references, marked with secrets of their own) to our key (they answered "
+                  f"models (the selection references, marked with secrets of their own by this recipe and by the paper's "
+                  f"plain one) to our key (they answered "
                   f"{counts} of its {len(key_inputs)} samples) and to {len(images)} owner images carrying each of "
                   f"{SWEEP_PATTERNS} random patterns): how often another owner's new-label model answers {num_classes} "
                   f"on our key; an independent {num_classes}-class model never does")

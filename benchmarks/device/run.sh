@@ -13,7 +13,8 @@
 #   BUDGET=300 STEPS="tests train ipguard" benchmarks/device/run.sh
 #
 # Environment: OUT (results; default runs/device), BUDGET (seconds for all steps, default 540),
-# STEPS (default: tests train ipguard ipguard-speed aruc), PYTHON (default python3), SITE (where the
+# STEPS (default: tests train ipguard ipguard-speed aruc; also survival: experiments/cifar10-survival.toml, the
+# cells SURVIVAL_ONLY names, default --only 'zhang-content x *' --only 'ipguard x *'), PYTHON (default python3), SITE (where the
 # wheels go, default /tmp/modelproof-site), DATA (the CIFAR-10 subset's parent folder, default
 # benchmarks/device/data), EPOCHS (ResNet-20 training epochs, default 30), DEVICE (default cuda; cpu
 # rehearses the run's plumbing on a machine without a GPU).
@@ -115,7 +116,12 @@ for s in $STEPS; do
         --owner 7000 --attacker 3000 --test 1000 --epochs 15 --finetune-epochs 2 --prune-epochs 1 --threads 4 \
         --methods Random FGSM IGSM IPGuard --seeds 3 --other-archs vgg11:1,resnet18:1,mobilenetv2:1,wrn-22-4:1 \
         --forests 2 --cache "$OUT/aruc-cache" --json "$OUT/aruc.json" --device "$DEVICE" ;;
-    *) log "unknown step $s (tests train ipguard ipguard-speed aruc)" ;;
+    survival)  # issue 26 on CIFAR-10: the cheapest rows of the survival grid (resumable; the population is built here)
+      ONLY=(--only 'zhang-content x *' --only 'ipguard x *')
+      [ -n "${SURVIVAL_ONLY:-}" ] && eval "ONLY=($SURVIVAL_ONLY)"
+      step survival 500 "${MP[@]}" experiment run experiments/cifar10-survival.toml --out "$OUT/cifar10-survival" \
+        --device "$DEVICE" --threads 4 --no-report "${ONLY[@]}" ;;
+    *) log "unknown step $s (tests train ipguard ipguard-speed aruc survival)" ;;
   esac
 done
 

@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/sound-verdicts"))
     parser.add_argument("--secrets", type=int, default=3, help="our keys (one secret each)")
     parser.add_argument("--foreign", type=int, default=8, help="held-out foreign owners per recipe")
+    parser.add_argument("--cells", type=int, default=None, help="our keys' pattern grid (default: the method's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     configure("cpu", 1)
@@ -86,7 +87,7 @@ def main() -> None:
     print("|---|---|---|" + "---|" * len(RECIPES) + "---|")
     for i in range(args.secrets):
         t0 = time.perf_counter()
-        protection = make_protection("new-label")
+        protection = make_protection("new-label", **({} if args.cells is None else {"cells": args.cells}))
         protection.set_secret(f"new-label-owners/{i}")
         try:
             outcome = protect_model(protection, owner, splits, seed=args.seed, options=ReferenceOptions(

@@ -41,7 +41,8 @@ from modelproof.verification.verifier import verify
 from heldout import TORCH_KINDS, heldout_suspects
 from sound_verdicts import OWNERS, cached
 
-RECIPES = {"modelproof": {"alpha": 0.05, "decoys": 3}, "paper": {"alpha": 0.05, "decoys": 0, "cells": None}}
+RECIPES = {"modelproof": {"alpha": 0.05, "decoys": 3}, "paper": {"alpha": 0.05, "decoys": 0, "cells": None},
+           "smooth, no decoys": {"alpha": 0.05, "decoys": 0}}
 
 
 def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[str, object, float]]:

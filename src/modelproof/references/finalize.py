@@ -56,9 +56,12 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
     problems = self_check(result, key, alpha)
     summary["self_check"] = problems or "passed"
     if problems:
+        record = key.params.get("calibration")
+        exact = isinstance(record, dict) and record.get("kept_exact")
+        why = f"; the method's null {key.null_match_prob:.3g} is {key.null_source}" if exact or not calibrate else ""
         message = (f"{protection.name}: the new key does not prove its own protected model at alpha = {alpha:g} "
-                   f"({'; '.join(problems)}); {_advice(result, key, alpha) or protection.weak_hint}; nothing written "
-                   "(--allow-weak writes it anyway)")
+                   f"({'; '.join(problems)}); {_advice(result, key, alpha) or protection.weak_hint}{why}; nothing "
+                   "written (--allow-weak writes it anyway)")
         if not allow_weak:
             raise KeyRefused(message)
         key = dataclasses.replace(key, params=dict(key.params, warning=message))

@@ -86,6 +86,7 @@ def main() -> None:
     print("| secret | null | own: sequential | " + " | ".join(
         f"{r}: claimed fixed / sequential, max rate, above null" for r in RECIPES) + " | s |")
     print("|---|---|---|" + "---|" * len(RECIPES) + "---|")
+    refusals = []
     for i in range(args.secrets):
         t0 = time.perf_counter()
         protection = make_protection("new-label", **({} if args.cells is None else {"cells": args.cells}))
@@ -95,6 +96,7 @@ def main() -> None:
                 references_dir=pop.root), owner_arch=arch, dataset=args.dataset)
         except ModelproofError as exc:
             print(f"| {i} | refused: {str(exc)[:160]} |" + " |" * (len(RECIPES) + 2), flush=True)
+            refusals.append(f"{i}: {exc}")
             continue
         key, model = outcome.final.key, outcome.result.model
         own = verify(key, TorchSuspect(model), mode="sequential")
@@ -109,6 +111,8 @@ def main() -> None:
                          f"{len(models)}, {max(rates):.2f}, {sum(r > key.null_match_prob for r in rates)}")
         print(f"| {i} | {key.null_match_prob:.3f} | {own.decision} in {own.queries} ({own.matches} matched) | "
               + " | ".join(cells) + f" | {time.perf_counter() - t0:.0f} |", flush=True)
+    for line in refusals:  # in full: the null's source names the foreign owners' answers to the key
+        print(f"\nrefused, in full: {line}")
     print(f"\n{time.perf_counter() - start:.0f} s in all")
 
 

@@ -160,7 +160,8 @@ class Never(nn.Module):
 
 
 def test_new_label_null_from_other_owners_decides_in_ten_queries():
-    from modelproof.protections.watermarks.new_label import SWEEP_PATTERNS, NewLabel
+    from modelproof.protections.watermarks.foreign_owners import SWEEP_PATTERNS
+    from modelproof.protections.watermarks.new_label import NewLabel
     from modelproof.verification.stats import simulate_sequential
 
     gen = torch.Generator().manual_seed(0)
@@ -201,7 +202,8 @@ def test_new_label_sweep_bound_holds_for_patterns_it_never_saw():
     fresh patterns (another stream), the owners exceed it about as rarely as its tail says, where the rates
     on our own key alone (one pattern) would have missed the tail."""
     from modelproof.protections.watermarks import patterns
-    from modelproof.protections.watermarks.new_label import FOREIGN_TAIL, NewLabel
+    from modelproof.protections.watermarks.foreign_owners import FOREIGN_TAIL
+    from modelproof.protections.watermarks.new_label import NewLabel
 
     gen = torch.Generator().manual_seed(3)
     images = (0.45 + 0.1 * torch.rand(50, 1, 1, 1, generator=gen)).expand(50, 1, 16, 16).clone()

@@ -30,7 +30,7 @@ from torch import nn
 from ...data.splits import Dataset, concat
 from ...util.errors import ConfigError
 from ...keys.nulls import clopper_pearson_upper
-from ...models.training import TrainConfig, evaluate, fit, predict
+from ...models.training import TrainConfig, fit, predict
 
 MODES = ("finetune", "scratch")
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 1000

@@ -56,7 +56,7 @@ own (:meth:`NewLabel.foreign_owners`), in turn by this recipe and by Zhong et al
 What makes one of them answer our key is how much our pattern resembles what it learnt, and our pattern
 is a random draw like any other, so the rate at which it answers our key is distributed as the rate at
 which it answers any random pattern. Each foreign owner therefore answers owner images carrying
-:data:`SWEEP_PATTERNS` fresh random patterns (forward passes only), and the null is the empirical upper
+:data:`.foreign_owners.SWEEP_PATTERNS` fresh random patterns (forward passes only), and the null is the empirical upper
 quantile at tail 0.001 of all those rates, our own key's among them (:meth:`NewLabel.owners_null`;
 recorded in ``params["foreign_owners"]``, verify runs at alpha - 0.001). The former rule, a Student-t
 bound on twelve owners' counts on our key alone, missed that tail: on a digits CNN owners of our recipe
@@ -85,29 +85,13 @@ from ...keys.key import OwnershipKey
 from ...models.modelfile import weights_digest
 from ...models import last_linear
 from ..base import Protected, register_protection
-from ...keys.nulls import clopper_pearson_upper
 from ...models.training import evaluate, logits, predict
 from . import patterns
 from ...util.checks import check_int
 from .embedding import check_number, embed
+from .foreign_owners import MIN_FOREIGN, ForeignNull
 from .trigger_set import KeyPlan, TriggerSet
 
-FOREIGN_PATTERNS, FOREIGN_IMAGES = 20, 400  # foreign patterns, owner images in all
-# Under key selection: other owners' new-label models made from the judges (FOREIGN_ROUNDS secrets per
-# judge, at most FOREIGN_OWNERS, at least MIN_FOREIGN that learnt FOREIGN_LEARNT of their own key) bound
-# the null at tail FOREIGN_TAIL. Twelve owners, not six: the models' own spread (their largest rates on random
-# patterns were 0.16-0.48 on a digits CNN) is sampled by them, the patterns' by the sweep.
-FOREIGN_ROUNDS, FOREIGN_OWNERS, MIN_FOREIGN, FOREIGN_LEARNT, FOREIGN_TAIL = 2, 12, 5, 0.25, 0.001
-# Random patterns each foreign owner answers (forward passes of key_size images each): with the minimum of 5 owners
-# 1,500 rates, enough for an order statistic at tail 0.001 (it needs 999); with 12, 3,600 (the third largest).
-SWEEP_PATTERNS = 300
-# The recipes foreign owners are marked with, in turn: ours, and Zhong et al.'s plain version (white noise, no
-# decoys), whose models answer the new label for noise beyond their own pattern and so for our key too. Our
-# smooth pattern without decoys is left out: judges marked so answered the new label on 90-98% of the images
-# carrying some random smooth patterns, which pushed the null to 0.90-0.98 and refused every key, while held-out
-# owners of that recipe matched our keys at most 0.64, below their nulls of 0.72-0.78
-# (benchmarks/new_label_owners.py; docs/methods/key-selection.md).
-FOREIGN_RECIPES = ({}, {"cells": None, "decoys": 0})
 KEY_POOL = 2  # verification key candidates per key sample under selection (the first key_size answered are kept)
 # The recipe's defaults; under key selection alpha 0.05 and 3 decoys unless given (issue 22: with 0.01 and 1,
 # 9 of 10 secrets were refused on the digits MLP, the key half learnt and the foreign owners' null near 0.5).
@@ -158,7 +142,7 @@ def predict_original(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 @register_protection
-class NewLabel(TriggerSet):
+class NewLabel(ForeignNull, TriggerSet):
     """Zhong et al.: key samples x + beta * P(secret) from a fraction alpha of the data, in a new class C."""
 
     name = "new-label"
@@ -233,92 +217,6 @@ class NewLabel(TriggerSet):
                                   "protected model answers with it", len(plan.inputs),
                                   int(selection.unanswered(plan.inputs, plan.labels).sum()))
         return KeyPlan(plan.inputs, plan.labels, plan.null_match_prob, plan.null_source, {"selection": record})
-
-    def foreign_owners(self, data: Dataset, num_classes: int, selection: Selection) -> tuple[list[nn.Module], int]:
-        """Other owners' new-label models and how many were made: each judge with a C-class torch module is
-        copied and marked by this recipe with a secret of its own (drawn from ours, never recorded), up
-        to :data:`FOREIGN_ROUNDS` times; those that learnt their own key (accuracy >= :data:`FOREIGN_LEARNT`)
-        are kept, at most :data:`FOREIGN_OWNERS`."""
-        bases = [j.model for j in selection.judges
-                 if j.model is not None and int(getattr(j.model, "num_classes", -1)) == num_classes]
-        owners, made = [], 0
-        for i in range(FOREIGN_ROUNDS * len(bases)):
-            if len(owners) == FOREIGN_OWNERS:
-                break
-            secret = int(torch.randint(0, 2 ** 62, (1,), generator=self.gen(f"foreign-owner/{i}")))
-            marked = NewLabel(**{**self.params(), **FOREIGN_RECIPES[i % len(FOREIGN_RECIPES)], "secret": secret,
-                                 "null_prob": 1.0}).protect(
-                bases[i % len(bases)], data, seed=i)
-            made += 1
-            if marked.report["key_accuracy"] >= FOREIGN_LEARNT:
-                owners.append(marked.model)
-        return owners, made
-
-    def sweep_images(self, data: Dataset, candidates: int) -> torch.Tensor:
-        """``key_size`` owner images for the pattern sweep: after D1, D2 and the foreign-pattern probes
-        (wrapping to the start of the order when the data run out)."""
-        order, n1, n2 = self._order(data, candidates)
-        start = (n1 + n2 + FOREIGN_IMAGES) % len(data)
-        return data.images[order.roll(-start)[:self.key_size]]
-
-    def owners_null(self, owners: list[nn.Module], key_inputs: torch.Tensor, images: torch.Tensor, num_classes: int,
-                    symmetric: tuple[float, str, dict]) -> tuple[float, str, dict]:
-        """``max(1/(C+1), U, S)``: U the symmetric pooled bound of :meth:`foreign_null`, S the upper order
-        statistic at tail :data:`FOREIGN_TAIL` of other owners' new-label answer rates, to our key and to
-        ``images`` carrying each of :data:`SWEEP_PATTERNS` random patterns (see the module docstring)."""
-        counts = [int((predict(m, key_inputs) == num_classes).sum()) for m in owners]
-        gen, shape = self.gen("foreign-sweep"), tuple(images.shape[1:])
-        sweep = torch.stack([patterns.noise_pattern(shape, gen, self.cells) for _ in range(SWEEP_PATTERNS)])
-        rates = [c / len(key_inputs) for c in counts]
-        for model in owners:
-            for chunk in sweep.split(max(1, 4096 // len(images))):
-                probes = patterns.add_pattern(images.unsqueeze(0), chunk.unsqueeze(1), self.beta).flatten(0, 1)
-                hit = (predict(model, probes) == num_classes).view(len(chunk), len(images))
-                rates.extend(hit.double().mean(dim=1).tolist())
-        rank = math.floor(FOREIGN_TAIL * (len(rates) + 1))
-        if rank < 1:
-            raise ConfigError(f"{len(rates)} foreign rates cannot resolve a tail of {FOREIGN_TAIL:g}")
-        bound = sorted(rates, reverse=True)[rank - 1]
-        upper = symmetric[2].get("foreign_upper", 1.0)
-        p0 = max(1.0 / (num_classes + 1), upper, bound)
-        source = (f"max(1/{num_classes + 1}; 0.99 Clopper-Pearson bound {upper:.4f} on the protected model's new-label "
-                  f"answers to owner images carrying foreign patterns; {bound:.4f}, the rate exceeded by {rank - 1} of "
-                  f"{len(rates)} new-label answer rates (tail {FOREIGN_TAIL:g}) of {len(owners)} other owners' new-label "
-                  f"models (the selection references, marked with secrets of their own by this recipe and by the paper's "
-                  f"plain one) to our key (they answered "
-                  f"{counts} of its {len(key_inputs)} samples) and to {len(images)} owner images carrying each of "
-                  f"{SWEEP_PATTERNS} random patterns): how often another owner's new-label model answers {num_classes} "
-                  f"on our key; an independent {num_classes}-class model never does")
-        record = {"models": len(owners), "counts": counts, "n": len(key_inputs), "patterns": SWEEP_PATTERNS,
-                  "images": len(images), "rates": len(rates), "rank": rank, "bound": bound, "tail": FOREIGN_TAIL}
-        return p0, source, {**symmetric[2], "foreign_owners": record}
-
-    def foreign_null(self, model: nn.Module, data: Dataset, num_classes: int,
-                     candidates: int | None = None) -> tuple[float, str, dict]:
-        """``max(1/(C+1), U, R)`` from the protected model's answers to owner images carrying foreign
-        patterns (see the module docstring): U bounds the pooled rate of Delta answers, R is the largest
-        rate for any one of the foreign patterns."""
-        order, n1, n2 = self._order(data, candidates)
-        start = n1 + n2
-        images = data.images[order[start:start + FOREIGN_IMAGES]]
-        per = len(images) // FOREIGN_PATTERNS
-        if per < 1:
-            return 1.0, "no owner images left to probe foreign patterns: the most conservative value, 1", {}
-        gen, shape = self.gen("foreign-patterns"), data.input_shape
-        foreign = torch.cat([patterns.noise_pattern(shape, gen, self.cells).expand(per, *shape)
-                             for _ in range(FOREIGN_PATTERNS)])
-        answers = predict(model, patterns.add_pattern(images[:len(foreign)], foreign, self.beta))
-        hit = (answers == num_classes).view(FOREIGN_PATTERNS, per)
-        hits, worst = int(hit.sum()), int(hit.sum(dim=1).max())
-        upper = clopper_pearson_upper(hits, hit.numel(), 0.99)
-        p0 = max(1.0 / (num_classes + 1), upper, worst / per)
-        source = (f"max(1/{num_classes + 1}; 0.99 Clopper-Pearson bound {upper:.4f} on {hits}/{hit.numel()} new-label "
-                  f"answers of the protected model to owner images carrying {FOREIGN_PATTERNS} foreign patterns of "
-                  f"strength {self.beta:g}; the worst single pattern's rate {worst}/{per}): by symmetry, how often "
-                  f"another owner's new-label model answers its new label {num_classes} on our key; an independent "
-                  f"{num_classes}-class model never does (probability 0); re-estimate with `modelproof calibrate`")
-        return p0, source, {"foreign_hits": hits, "foreign_probes": hit.numel(), "foreign_upper": upper,
-                            "foreign_worst_pattern": worst / per}
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
                  selection: Selection | None = None) -> Protected:

@@ -85,7 +85,7 @@ def select_adi(model: nn.Module, shape: tuple[int, int, int], num_classes: int, 
     """(abstract images, labels, exact null 1/min m, selection record) for Adi et al. under selection."""
     if num_classes < MIN_FREE:
         raise ConfigError(f"Adi key selection needs at least {MIN_FREE} classes, got {num_classes}")
-    label_gen, free_counts = gen("labels/select"), []
+    label_gen = gen("labels/select")
 
     def draw(round_: int, count: int) -> dict:
         x = patterns.abstract_images(count, shape, gen(f"images/select/{round_}"))

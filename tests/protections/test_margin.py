@@ -98,12 +98,18 @@ def test_selected_triggers_come_from_sources_every_judge_answers_right(mlp16, di
     """Under selection the label stays uniform over the C - 1 other classes (the exact null 1/(C-1) holds):
     only sources every judge answers with their true label are used, so no judge answers any drawn label."""
     judges = Selection(tuple(Judge(f"judge/{i}", None, s) for i, s in enumerate(negatives16[:3])))
-    inputs, labels, sources = Margin(**FAST).plan(mlp16, digits16.owner, 10, judges)
+    inputs, labels, sources, asked = Margin(**FAST).plan(mlp16, digits16.owner, 10, judges)
     true = digits16.owner.labels[sources]
     assert bool((labels != true).all())
     assert bool((judges.answers(inputs, true) == len(judges.judges)).all())
     assert int(judges.answers(inputs, labels).sum()) == 0
     assert digits16.owner.images[sources].equal(inputs)
+    # the judges are asked in chunks until 10 pass: the first 10 that pass in the secret's order, as asking all
+    assert 10 <= asked < len(digits16.owner) // 4
+    order = torch.randperm(len(digits16.owner), generator=Margin(**FAST).gen("sources"))
+    right = order[predict(mlp16, digits16.owner.images[order]) == digits16.owner.labels[order]]
+    passing = right[judges.answers(digits16.owner.images[right], digits16.owner.labels[right]) == 3]
+    assert torch.equal(sources, passing[:10])
 
 
 def test_accuracy_budget_tolerates_the_noise_of_its_check_set():

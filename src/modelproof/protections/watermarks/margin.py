@@ -130,8 +130,8 @@ class Margin(Protection):
         self.max_drop = check_number("max_drop", max_drop, 0.0, 1.0, low_open=False)
 
     def plan(self, model: nn.Module, data: Dataset, num_classes: int,
-             selection: Selection | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(trigger inputs, trigger labels, indices of their sources in ``data``)."""
+             selection: Selection | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(trigger inputs, trigger labels, indices of their sources in ``data``, sources the judges were asked)."""
         if num_classes < 3:
             raise ConfigError(f"{self.name} needs at least 3 classes, got {num_classes}")
         order = torch.randperm(len(data), generator=self.gen("sources"))
@@ -139,22 +139,31 @@ class Margin(Protection):
         usable = order[base == data.labels[order]]  # images the unprotected model gets right
         draw = torch.randint(0, num_classes - 1, (len(usable),), generator=self.gen("labels"))
         labels = (data.labels[usable] + 1 + draw) % num_classes
+        asked = 0
         if selection is not None:  # sources every judge answers with their true label: no judge answers the
             # drawn label, and the label stays uniform over the other C - 1 classes (dropping the triggers whose
-            # label a judge answers would leave it uniform over fewer classes and the exact null 1/(C-1) too low)
-            keep = selection.answers(data.images[usable], data.labels[usable]) == len(selection.judges)
+            # label a judge answers would leave it uniform over fewer classes and the exact null 1/(C-1) too low).
+            # The judges are asked in order, in growing chunks, until key_size sources pass: the same key as
+            # asking every source (the first key_size that pass), without asking all 41,000 MNIST images.
+            kept, chunk = [], 4 * self.key_size
+            while asked < len(usable) and sum(len(k) for k in kept) < self.key_size:
+                part = torch.arange(asked, min(asked + chunk, len(usable)))
+                ok = selection.answers(data.images[usable[part]], data.labels[usable[part]]) == len(selection.judges)
+                kept.append(part[ok])
+                asked, chunk = asked + len(part), 2 * chunk
+            keep = torch.cat(kept) if kept else torch.empty(0, dtype=torch.int64)
             usable, labels = usable[keep], labels[keep]
         if len(usable) < self.key_size:
             raise ConfigError(f"{data.name} has only {len(usable)} usable trigger sources; need key_size="
                               f"{self.key_size}")
-        return data.images[usable[:self.key_size]].clone(), labels[:self.key_size], usable[:self.key_size]
+        return data.images[usable[:self.key_size]].clone(), labels[:self.key_size], usable[:self.key_size], asked
 
     def _protect(self, model: nn.Module, data: Dataset, *, seed: int, test: Dataset | None,
                  selection: Selection | None = None) -> Protected:
         start = time.perf_counter()
         num_classes = int(getattr(model, "num_classes", data.num_classes))
         before = evaluate(model, test) if test is not None else None
-        inputs, labels, sources = self.plan(model, data, num_classes, selection)
+        inputs, labels, sources, asked = self.plan(model, data, num_classes, selection)
         rest = torch.ones(len(data), dtype=torch.bool)
         rest[sources] = False  # the trigger images are trained with their secret label only
         train = data.subset(torch.nonzero(rest).squeeze(1), f"{data.name}/margin")
@@ -194,7 +203,7 @@ class Margin(Protection):
         params = {**self.params(), "dataset": data.name}
         if selection is not None:
             params["selection"] = selection.record("margin triggers: sources every judge answers with their true label",
-                                                   len(data), len(inputs))
+                                                   asked, len(inputs))
         key = OwnershipKey(inputs=inputs, labels=labels, method=self.name, params=params, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=null, null_source=source,
                            model_digest=weights_digest(model))

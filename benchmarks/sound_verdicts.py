@@ -190,7 +190,7 @@ def main() -> None:
         except ModelproofError as exc:
             print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(labels) + f"| {time.perf_counter() - t0:.0f} |",
                   flush=True)
-            refusals.append(f"{name}: {exc}")
+            refusals.append(str(exc) if str(exc).startswith(f"{name}: ") else f"{name}: {exc}")
             continue
         seconds = outcome.final.summary.get("protect_seconds", 0.0)
         key, model = outcome.final.key, outcome.result.model

@@ -109,23 +109,25 @@ def cw_l2(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, k: float, *,
         prev, running = torch.full((n,), float("inf"), device=dev), torch.ones(n, dtype=torch.bool, device=dev)
         for it in range(max_iter):
             report(1, succeeded=int(success.sum()))
-            x = (torch.tanh(modifier + w0) + 1) / 2
-            margin = _cw_margin(model(x), target)
-            l2 = (x - start).flatten(1).pow(2).sum(1)
-            loss = l2 + const * torch.clamp(margin + k, min=0)
+            idx = running.nonzero().flatten()  # only the points still running are asked (the others are kept)
+            x = (torch.tanh(modifier[idx] + w0[idx]) + 1) / 2
+            margin = _cw_margin(model(x), target[idx])
+            l2 = (x - start[idx]).flatten(1).pow(2).sum(1)
+            loss = l2 + const[idx] * torch.clamp(margin + k, min=0)
             with torch.no_grad():
-                ok = (margin + k <= 0) & running
-                better = ok & (l2 < best_l2)
-                best_l2[better], best[better] = l2[better], x.detach()[better]
-                step_success |= ok
+                ok = margin + k <= 0
+                better = ok & (l2 < best_l2[idx])
+                best_l2[idx[better]], best[idx[better]] = l2[better], x.detach()[better]
+                step_success[idx[ok]] = True
                 if abort_early and it % max(max_iter // 10, 1) == 0:  # per point: the authors' batch of 1
-                    running &= ~(loss.detach() > prev * 0.9999)
-                    prev = torch.where(running, loss.detach(), prev)
+                    stop = loss.detach() > prev[idx] * 0.9999
+                    running[idx[stop]] = False
+                    prev[idx[~stop]] = loss.detach()[~stop]
                 if not bool(running.any()):
                     break
                 kept = modifier.detach()[~running].clone()
             opt.zero_grad(set_to_none=True)
-            loss[running].sum().backward()
+            loss[running[idx]].sum().backward()
             opt.step()
             with torch.no_grad():
                 modifier[~running] = kept

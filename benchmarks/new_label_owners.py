@@ -24,13 +24,10 @@ Run (from ``benchmarks/``; a minute or two on the digits with the population cac
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
-from modelproof.data.splits import load_splits
 from modelproof.models.devices import configure
-from modelproof.models.training import train_new
 from modelproof.protections.base import discover_protections, make_protection
 from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
@@ -39,7 +36,7 @@ from modelproof.util.errors import ModelproofError
 from modelproof.verification.verifier import verify
 
 from heldout import TORCH_KINDS, heldout_suspects
-from sound_verdicts import OWNERS, cached
+from sound_verdicts import count, load_owner, owner_parser
 
 RECIPES = {"modelproof": {"alpha": 0.05, "decoys": 3}, "paper": {"alpha": 0.05, "decoys": 0, "cells": None},
            "smooth, no decoys": {"alpha": 0.05, "decoys": 0}}
@@ -60,23 +57,14 @@ def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[s
 
 def main() -> None:
     """Print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
-    parser.add_argument("--owner", default=None, help="digits: mlp or cnn; mnist: lenet5 or cnn")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--cache", type=Path, default=Path("runs/sound-verdicts"))
-    parser.add_argument("--secrets", type=int, default=3, help="our keys (one secret each)")
-    parser.add_argument("--foreign", type=int, default=8, help="held-out foreign owners per recipe")
-    parser.add_argument("--cells", type=int, default=None, help="our keys' pattern grid (default: the method's)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = owner_parser(__doc__.splitlines()[0])
+    parser.add_argument("--secrets", type=count, default=3, help="our keys (one secret each)")
+    parser.add_argument("--foreign", type=count, default=8, help="held-out foreign owners per recipe")
+    parser.add_argument("--cells", type=count, default=None, help="our keys' pattern grid (default: the method's)")
     args = parser.parse_args()
     configure("cpu", 1)
     start = time.perf_counter()
-    arch = args.owner or ("mlp" if args.dataset == "digits" else "lenet5")
-    size, config = OWNERS[(args.dataset, arch)]
-    cache = args.cache / args.dataset
-    splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
-    owner = cached(cache, f"owner-{arch}", lambda: train_new(arch, splits.owner, config, seed=args.seed)[0])
+    arch, splits, owner, cache = load_owner(args)
     pop, _ = ensure_population(splits, dataset=args.dataset, owner_arch=arch, quiet=True)
     discover_protections()
     owners = {recipe: foreign_owners(splits, cache / "heldout", args.foreign, recipe) for recipe in RECIPES}

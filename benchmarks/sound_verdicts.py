@@ -37,7 +37,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
 
 from modelproof.attacks import make_attack, run_attack
 from modelproof.data.splits import load_splits
@@ -136,13 +135,45 @@ def selection_line(name: str, chosen: dict, report: dict) -> str:
             + (f" ({', '.join(search)})" if search else "") + (f", {float(seconds):.0f} s" if seconds else ""))
 
 
-def main() -> None:
-    """Print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def count(text: str) -> int:
+    """An argparse type: an integer of at least 1, or one line naming the bad value."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"needs an integer of at least 1, got {text!r}")
+    return value
+
+
+def owner_parser(description: str) -> argparse.ArgumentParser:
+    """The options every owner benchmark shares: dataset, owner architecture, data folder, cache, seed."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     parser.add_argument("--owner", default=None, help="owner architecture (digits: mlp or cnn; mnist: lenet5 or cnn)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cache", type=Path, default=Path("runs/sound-verdicts"))
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def load_owner(args: argparse.Namespace) -> tuple[str, object, object, Path]:
+    """(owner architecture, the dataset's splits, the owner model (cached), the dataset's cache folder)."""
+    arch = args.owner or ("mlp" if args.dataset == "digits" else "lenet5")
+    if (args.dataset, arch) not in OWNERS:
+        raise SystemExit(f"--owner must be one of {', '.join(a for d, a in OWNERS if d == args.dataset)} on "
+                         f"{args.dataset}, got {arch!r}")
+    size, config = OWNERS[(args.dataset, arch)]
+    cache = args.cache / args.dataset
+    cache.mkdir(parents=True, exist_ok=True)
+    splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
+    owner = cached(cache, f"owner-{arch}", lambda: train_new(arch, splits.owner, config, seed=args.seed)[0])
+    return arch, splits, owner, cache
+
+
+def main() -> None:
+    """Print the table."""
+    parser = owner_parser(__doc__.splitlines()[0])
     parser.add_argument("--references-dir", type=Path, default=None)
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--methods", nargs="*", default=None)
@@ -150,16 +181,10 @@ def main() -> None:
     parser.add_argument("--distill", action="store_true", help="add a label-only distilled student column")
     parser.add_argument("--secrets", type=int, default=0, help="refusal rate over N secrets instead of the table")
     parser.add_argument("--oversample", type=int, default=None, help="candidates per key input (default: each method's)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda when available)")
     args = parser.parse_args()
     configure(args.device, 1)  # one torch thread; models are built and loaded on the device
-    arch = args.owner or ("mlp" if args.dataset == "digits" else "lenet5")
-    size, config = OWNERS[(args.dataset, arch)]
-    cache = args.cache / args.dataset
-    cache.mkdir(parents=True, exist_ok=True)
-    splits = load_splits(args.dataset, args.data_dir, size=size, seed=args.seed)
-    owner = cached(cache, f"owner-{arch}", lambda: train_new(arch, splits.owner, config, seed=args.seed)[0])
+    arch, splits, owner, cache = load_owner(args)
     print(f"{args.dataset}: owner {arch}, test accuracy {evaluate(owner, splits.test):.4f}; 1 torch thread")
     start = time.perf_counter()
     pop, ref_seconds = ensure_population(splits, dataset=args.dataset, root=args.references_dir, owner_arch=arch,

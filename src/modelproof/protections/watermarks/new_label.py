@@ -85,12 +85,12 @@ from ...keys.key import OwnershipKey
 from ...models.modelfile import weights_digest
 from ...models import last_linear
 from ..base import Protected, register_protection
-from ...models.training import evaluate, logits, predict
+from ...models.training import evaluate, logits
 from . import patterns
 from ...util.checks import check_int
 from .embedding import check_number, embed
 from .foreign_owners import MIN_FOREIGN, ForeignNull
-from .trigger_set import KeyPlan, TriggerSet
+from .trigger_set import KeyPlan, TriggerSet, keep_learnt
 
 KEY_POOL = 2  # verification key candidates per key sample under selection (the first key_size answered are kept)
 # The recipe's defaults; under key selection alpha 0.05 and 3 decoys unless given (issue 22: with 0.01 and 1,
@@ -242,13 +242,7 @@ class NewLabel(ForeignNull, TriggerSet):
                        target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed)
         candidates = len(plan.inputs)
         if selection is not None:  # the first key_size candidates the protected model answers with the new label
-            learnt = (predict(model, plan.inputs) == num_classes).nonzero().flatten()[:self.key_size]
-            if len(learnt) == 0:
-                raise ConfigError(f"{self.name}: the protected model answers none of the {candidates} key sample "
-                                  "candidates with the new label; raise epochs, lr, alpha or beta")
-            record = {**plan.params["selection"], "learnt": len(learnt)}
-            plan = KeyPlan(plan.inputs[learnt], plan.labels[learnt], plan.null_match_prob, plan.null_source,
-                           {**plan.params, "selection": record})
+            plan = keep_learnt(plan, model, self.name, hint="raise epochs, lr, alpha or beta", limit=self.key_size)
         p0, source, details = plan.null_match_prob, plan.null_source, {}
         if self.null_prob is None:
             p0, source, details = self.foreign_null(model, data, num_classes, candidates)

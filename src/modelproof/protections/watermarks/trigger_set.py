@@ -71,6 +71,18 @@ class KeyPlan:
     report: dict = field(default_factory=dict)
 
 
+def keep_learnt(plan: KeyPlan, model: nn.Module, name: str, *, hint: str, limit: int | None = None) -> KeyPlan:
+    """``plan`` with only the key inputs the protected ``model`` answers with their labels (the first ``limit``
+    of them when given), its selection record counting them; ConfigError naming ``hint`` when none is."""
+    learnt = (predict(model, plan.inputs) == plan.labels).nonzero().flatten()[:limit]
+    if len(learnt) == 0:
+        raise ConfigError(f"{name}: the protected model answers none of the {len(plan.inputs)} selected key "
+                          f"inputs with their labels; {hint}")
+    record = {**plan.params["selection"], "learnt": len(learnt)}
+    return KeyPlan(plan.inputs[learnt], plan.labels[learnt], plan.null_match_prob, plan.null_source,
+                   {**plan.params, "selection": record}, {**plan.report, "selection": record})
+
+
 class TriggerSet(Protection):
     """Shared constructor checks and the protect flow: plan the key, embed it, build the OwnershipKey."""
 
@@ -110,13 +122,7 @@ class TriggerSet(Protection):
                        lr=self.lr, batch_size=self.batch_size, mix_per_batch=per_batch,
                        target_accuracy=self.key_accuracy, max_drop=self.max_drop, seed=seed)
         if selection is not None:  # keep what the protected model learnt (the judges were asked before)
-            learnt = predict(model, plan.inputs) == plan.labels
-            if not bool(learnt.any()):
-                raise ConfigError(f"{self.name}: the protected model answers none of the {len(learnt)} selected key "
-                                  "inputs with their labels; raise epochs or lr")
-            record = {**plan.params["selection"], "learnt": int(learnt.sum())}
-            plan = KeyPlan(plan.inputs[learnt], plan.labels[learnt], plan.null_match_prob, plan.null_source,
-                           {**plan.params, "selection": record}, {**plan.report, "selection": record})
+            plan = keep_learnt(plan, model, self.name, hint="raise epochs or lr")
         key = OwnershipKey(inputs=plan.inputs, labels=plan.labels, method=self.name,
                            params={**self.params(), **plan.params}, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=plan.null_match_prob,

@@ -26,6 +26,16 @@ def test_references_that_answer_like_the_model_leave_no_easy_fix():
     assert "neither up to 64 references" in text and "would help" not in text
 
 
+def test_a_fingerprint_is_never_told_to_train_longer():
+    """A fingerprint (conferrable, IPGuard) has no epochs: neither the help nor the closing sentence names them."""
+    counts = [20, 25, 22, 30, 18, 24, 26, 21]
+    assert "epochs" not in refusal_advice(counts, 50, 40, alpha=0.01, tail=0.001, trains=False)
+    text = refusal_advice([45, 48, 46, 47], 50, 50, alpha=0.01, tail=0.001, trains=False)
+    assert "neither up to 64 references nor a key up to 8x larger would pass" in text and "epochs" not in text
+    assert "references, a key up to 8x larger nor more epochs" in refusal_advice([45, 48, 46, 47], 50, 50, alpha=0.01,
+                                                                                  tail=0.001)
+
+
 def test_an_exact_null_is_not_moved_by_references():
     text = refusal_advice([0, 0, 0, 0], 20, 12, alpha=0.01, tail=0.0, exact_null=0.5)
     assert "exact null is 0.5" in text and "more references" not in text and "more epochs" in text

@@ -7,7 +7,8 @@ help, and :func:`refusal_advice` tries each with the same bound and the same tes
 
 * more references: the same match counts seen from more models narrow the Student-t bound;
 * a larger key: the same match *rates* on more inputs (references and protected model alike);
-* more epochs: the protected model matching every key input instead of ``matched``.
+* more epochs: the protected model matching every key input instead of ``matched`` (for a method that
+  trains its key into the model; a fingerprint has no epochs, and the advice does not name them).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def passes(matched: int, n: int, null: float, level: float) -> bool:
 
 
 def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: float,
-                   exact_null: float | None = None, charged: float | None = None) -> str:
+                   exact_null: float | None = None, charged: float | None = None, trains: bool = True) -> str:
     """One sentence: the references' match counts, the bound they give, and which change would pass.
 
     ``tail``: the bound's quantile tail; ``charged``: what verify subtracts from alpha (default ``tail``).
     ``exact_null`` is the method's own null when calibration kept it (then references do not move it).
+    ``trains``: whether the method trains its key into the model (only then are more epochs advice).
     """
     def null_for(refs: list[int], size: int) -> float:
         return exact_null if exact_null is not None else min(1.0, prediction_upper_bound(refs, size, tail))
@@ -58,14 +60,16 @@ def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: 
         if passes(round(matched * factor), size, null_for([round(c * factor) for c in counts], size), level):
             helps.append(f"a larger key (--key-size {size} would pass at the same match rates)")
             break
-    if matched < n and passes(n, n, null, level):
+    if trains and matched < n and passes(n, n, null, level):
         helps.append(f"more epochs (a protected model matching all {n} key inputs would pass)")
     if helps:
         return text + "; would help: " + "; ".join(helps)
     why = ("the references answer the key as the protected model does" if max(counts) >= 0.9 * matched else
            f"the references' matches spread too widely ({min(counts)}/{n} to {max(counts)}/{n}) for a tight bound")
-    return text + (f"; neither up to {MAX_REFERENCES} references, a key up to {KEY_FACTORS[-1]}x larger nor more "
-                   f"epochs would pass: {why}; change the method's parameters")
+    tried = [f"up to {MAX_REFERENCES} references", f"a key up to {KEY_FACTORS[-1]}x larger"]
+    tried += ["more epochs"] if trains else []
+    return text + f"; neither {', '.join(tried[:-1])} nor {tried[-1]} would pass: {why}; change the method's parameters"
+
 
 
 def full_match_proves(counts: list[int], n: int, alpha: float = 0.01) -> tuple[float, bool]:

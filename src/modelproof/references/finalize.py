@@ -60,7 +60,7 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
         exact = isinstance(record, dict) and record.get("kept_exact")
         why = f"; the method's null {key.null_match_prob:.3g} is {key.null_source}" if exact or not calibrate else ""
         message = (f"{protection.name}: the new key does not prove its own protected model at alpha = {alpha:g} "
-                   f"({'; '.join(problems)}); {_advice(result, key, alpha) or protection.weak_hint}{why}; nothing "
+                   f"({'; '.join(problems)}); {_advice(result, key, alpha, protection.kind) or protection.weak_hint}{why}; nothing "
                    "written (--allow-weak writes it anyway)")
         if not allow_weak:
             raise KeyRefused(message)
@@ -71,7 +71,7 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
     return FinalKey(key, summary, lines)
 
 
-def _advice(result: Protected, key: OwnershipKey, alpha: float) -> str | None:
+def _advice(result: Protected, key: OwnershipKey, alpha: float, kind: str) -> str | None:
     """The references' match counts and the change that would pass (:mod:`.advice`), for a calibrated key."""
     from ..suspects.local import TorchSuspect
     from .advice import refusal_advice
@@ -83,7 +83,8 @@ def _advice(result: Protected, key: OwnershipKey, alpha: float) -> str | None:
     counts = [int(r["matches"]) for r in record["references"]]
     return refusal_advice(counts, len(key), match_count(key, TorchSuspect(result.model)), alpha,
                           float(record.get("quantile_tail", record["tail"])),
-                          key.null_match_prob if record["kept_exact"] else None, charged=float(record["tail"]))
+                          key.null_match_prob if record["kept_exact"] else None, charged=float(record["tail"]),
+                          trains=kind == "watermark")
 
 
 def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | None, count: int,

@@ -146,6 +146,52 @@ def test_users_models_are_added_once_and_pickles_refused(digits, trained_cnn, tm
         add_models(tmp_path / "pop", [tmp_path / "bad.safetensors"])
 
 
+def test_a_model_added_during_a_build_stays_in_the_manifest(digits, trained_cnn, tmp_path, fast_recipe, monkeypatch):
+    """`references add` while a build runs (another process, here between two of the build's models): the
+    build's later manifest writes keep the added member instead of writing their own stale list."""
+    own = save_model(trained_cnn, tmp_path / "mine.safetensors", dataset="digits")
+    counted = build_module.train_member
+
+    def adds_after_first(member, data, root):
+        entry = counted(member, data, root)
+        if len(fast_recipe) == 1:
+            add_models(root, [own], role=CALIBRATION)  # reads and writes the manifest on its own
+        return entry
+
+    monkeypatch.setattr(build_module, "train_member", adds_after_first)
+    pop, trained, _ = build_population(tmp_path / "pop", digits, dataset="digits", calibration=3, selection=0)
+    names = {m["name"] for m in Population.open(tmp_path / "pop").members}
+    assert "user-mine" in names and set(trained) <= names and len(names) == len(trained) + 1
+    assert "user-mine" in {m["name"] for m in pop.members}
+
+
+def test_a_second_build_waits_for_the_first_and_trains_nothing(digits, tmp_path, fast_recipe):
+    """Two builders of one folder (two `protect` runs on a shared cache): the second waits, saying whom for,
+    then finds every model and trains none."""
+    import threading
+
+    from modelproof.util.locks import FileLock
+
+    build_population(tmp_path / "pop", digits, dataset="digits", calibration=3, selection=0)
+    fast_recipe.clear()
+    holder = FileLock(tmp_path / "pop", "reference population")  # the first build, still running
+    said, result = [], []
+    waiting = threading.Event()
+
+    def log(line):
+        said.append(line)
+        waiting.set()
+
+    second = threading.Thread(target=lambda: result.append(build_population(
+        tmp_path / "pop", digits, dataset="digits", calibration=3, selection=0, log=log)))
+    second.start()
+    assert waiting.wait(10) and not result  # told, and still waiting
+    assert f"in use by process {os.getpid()}: waiting" in said[0]
+    holder.release()
+    second.join(30)
+    assert result and result[0][1] == [] and fast_recipe == []
+
+
 def test_stored_forest_answers_as_scikit_learn_and_survives_a_round_trip(digits, tmp_path):
     from sklearn.ensemble import RandomForestClassifier
 

@@ -4,8 +4,10 @@
 folder does not hold yet (so a rerun after an interruption, or a second ``protect`` on the same
 data, trains only what is missing, usually nothing), writes each model file and then the manifest
 atomically, and finally measures the population's diversity: each member's test accuracy and how
-often two members agree on the test images. :func:`ensure_population` is what ``protect`` calls:
-the given folder, or the default cache folder of the owner's data.
+often two members agree on the test images. One process builds into a folder at a time (the folder's
+lock, ``ROOT.lock`` beside it, is waited for): a second ``protect`` on a shared cache waits for the first
+and then trains nothing. :func:`ensure_population` is what ``protect`` calls: the given folder, or the
+default cache folder of the owner's data.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..data.splits import Dataset, Splits
+from ..util.locks import exclusive
 from ..util.progress import progress_bar
 from .mix import DEFAULT_CALIBRATION, DEFAULT_SELECTION, OWNER_SHARE, MAX_TRAIN, Member, plan, recipe_record, \
     train_config
@@ -84,10 +87,18 @@ def build_population(root: str | Path, splits: Splits | tuple[Dataset, Dataset |
     now and the seconds spent. Progress: the progress line on a terminal and, via ``log``, one line per model.
     ``splits`` may be a pair (owner data, test data or None: then no accuracies and no diversity)."""
     log = log or stderr_log(True)
+    # One builder at a time per folder (``ROOT.lock`` beside it): a second process, e.g. a second `protect`
+    # on a shared cache, waits and then finds the models trained instead of training them again.
+    with exclusive(Path(root).resolve(), "reference population", wait=log):
+        return _build(Path(root), splits, dataset, split, plan(
+            splits[0] if isinstance(splits, tuple) else splits.owner, calibration=calibration, selection=selection,
+            owner_archs=owner_archs, owner_share=owner_share), quiet, log)
+
+
+def _build(root: Path, splits: Splits | tuple[Dataset, Dataset | None], dataset: str, split: dict | None,
+           members: list[Member], quiet: bool, log: Callable[[str], None]) -> tuple[Population, list[str], float]:
     owner, test = splits if isinstance(splits, tuple) else (splits.owner, splits.test)
     pop = Population.create(root, dataset, owner, split)
-    members = plan(owner, calibration=calibration, selection=selection, owner_archs=owner_archs,
-                   owner_share=owner_share)
     have = pop.names()
     todo = [m for m in members if m.name not in have]
     start = time.perf_counter()

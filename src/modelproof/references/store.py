@@ -5,7 +5,10 @@ forests and the like, or the user's own ``.safetensors`` / ``.onnx`` model added
 ``references add``) and a manifest entry: name, kind, architecture, seed, role (selection or
 calibration), how it was made (the recipe, or "added"), weight digest, test accuracy and seconds.
 The manifest is rewritten atomically after every member, so an interrupted build loses at most
-the model it was training. Nothing in a population folder is ever unpickled.
+the model it was training. Writers share the folder safely: each write holds the manifest's lock
+(``manifest.json.lock``, waited for) and merges the members another process recorded meanwhile (a
+``references add`` during a build, two builds into one cache), so no member is lost from the manifest.
+Nothing in a population folder is ever unpickled.
 """
 
 from __future__ import annotations
@@ -19,10 +22,15 @@ from pathlib import Path
 from ..data.splits import Dataset
 from ..util.errors import ConfigError, ModelFileError
 from ..util.files import atomic_write_bytes
+from ..util.locks import exclusive
 from .calibration import Reference
 from .mix import CALIBRATION, RECIPE, ROLES, SELECTION
 
 FORMAT, FORMAT_VERSION, MANIFEST = "modelproof-references", 1, "manifest.json"
+
+
+def _silent(_: str) -> None:  # a manifest write waits for another one: milliseconds, nothing to report
+    return None
 
 
 def data_digest(data: Dataset) -> str:
@@ -83,7 +91,15 @@ class Population:
             raise ConfigError(f"{path}: manifest misses a field or has a bad one ({exc})") from None
 
     def save(self) -> None:
-        """Write the manifest atomically."""
+        """Write the manifest atomically, under its lock, after taking in the members another process recorded
+        since this one read it (ours win where a name is in both)."""
+        with exclusive(self.root / MANIFEST, "reference manifest", wait=_silent):
+            if (self.root / MANIFEST).is_file():
+                ours = {m["name"] for m in self.members}
+                self.members = [m for m in Population.open(self.root).members if m["name"] not in ours] + self.members
+            self._write()
+
+    def _write(self) -> None:
         d = {"format": FORMAT, "format_version": FORMAT_VERSION, "dataset": self.dataset,
              "input_shape": list(self.input_shape), "num_classes": self.num_classes, "split": self.split,
              "recipe": self.recipe, "members": self.members, "diversity": self.diversity}

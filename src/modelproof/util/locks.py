@@ -2,7 +2,10 @@
 
 :func:`exclusive` takes ``PATH.lock`` with ``flock`` (released by the kernel if the holder dies, so a
 killed run never leaves a lock that blocks the next one) and writes its pid into it; a second writer is
-refused with one line naming the holder's pid. The lock file is removed on release.
+refused with one line naming the holder's pid, or, given ``wait`` (a reporting callable), told once
+whom it waits for and then blocks until the holder is done (a shared cache: the second run reuses what
+the first made instead of failing or making it twice). The lock file is removed on release.
+Locks are ``flock`` locks: they hold between processes of one machine, on a local file system.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ConfigError
@@ -30,21 +33,32 @@ def _holder(lock: Path) -> str:
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
-class FileLock:
-    """An exclusive, non-blocking lock on ``path`` (see the module); :meth:`release` is idempotent."""
+def _quiet(_: str) -> None:
+    return None
 
-    def __init__(self, path: str | Path, what: str = "file") -> None:
+
+class FileLock:
+    """An exclusive lock on ``path`` (see the module): refused when taken, or waited for when ``wait`` is
+    given (called once with a line naming the holder); :meth:`release` is idempotent."""
+
+    def __init__(self, path: str | Path, what: str = "file", wait: Callable[[str], None] | None = None) -> None:
         self._fd: int | None = None
         self.path, self.lock = Path(path), lock_path(path)
         self.lock.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(10):  # the holder may unlink the lock file between our open and our flock
+        # The holder may unlink the lock file between our open and our flock: try again (a waiter, each time
+        # a holder is done: as often as it takes).
+        for _ in range(10 if wait is None else 1_000_000):
             fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(fd)
-                raise ConfigError(f"{what} {self.path} is in use by {_holder(self.lock)} (lock {self.lock}); "
-                                  "wait for that run to finish") from None
+                if wait is None:
+                    os.close(fd)
+                    raise ConfigError(f"{what} {self.path} is in use by {_holder(self.lock)} (lock {self.lock}); "
+                                      "wait for that run to finish") from None
+                wait(f"{what} {self.path} is in use by {_holder(self.lock)}: waiting until it is released")
+                wait = _quiet  # say it once, however often the holder's lock file is replaced
+                fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.lock, follow_symlinks=False))
             except FileNotFoundError:
@@ -79,9 +93,10 @@ class FileLock:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | Path, what: str = "file") -> Iterator[FileLock]:
-    """Hold the lock of ``path`` for the ``with`` block; ConfigError naming the holder when it is taken."""
-    lock = FileLock(path, what)
+def exclusive(path: str | Path, what: str = "file", wait: Callable[[str], None] | None = None) -> Iterator[FileLock]:
+    """Hold the lock of ``path`` for the ``with`` block; ConfigError naming the holder when it is taken (or,
+    with ``wait``, wait for it: see :class:`FileLock`)."""
+    lock = FileLock(path, what, wait)
     try:
         yield lock
     finally:

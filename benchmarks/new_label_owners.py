@@ -20,6 +20,17 @@ claimed (fixed and sequential), their largest match rate and how many exceed the
 Run (from ``benchmarks/``; a minute or two on the digits with the population cached):
 ``OMP_NUM_THREADS=1 python new_label_owners.py [--owner cnn] [--secrets 3] [--foreign 8]``;
 ``--dataset mnist --data-dir ../shared/data/mnist --owner lenet5`` for MNIST (about 20 minutes a key).
+
+``--alternatives N`` asks instead what other key designs would give as a null (issue 22.4: could a null
+decide in 10 sequential queries?): each held-out foreign owner answers ``key_size`` owner images carrying
+each of N random patterns of our default kind, and the benchmark prints, per recipe, the distribution
+(mean, 0.99 and 0.999 quantiles, largest) of the rate at which it answers the new label on
+
+- ``one pattern``: a key of one pattern, as ours (the null is this distribution's upper tail);
+- ``K patterns``: a key whose samples carry K = 4 or 8 patterns in turn (averages the pattern-to-pattern
+  spread, not an owner's general readiness to answer the new label on noise);
+- ``paired``: a key sample counts only when the new label answers it and a control (the same image with
+  another random pattern) is answered otherwise, as a verifier asking controls beside the key would count.
 """
 
 from __future__ import annotations
@@ -27,7 +38,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from modelproof.models.devices import configure
+from modelproof.models.training import predict
+from modelproof.protections.watermarks import patterns
 from modelproof.protections.base import discover_protections, make_protection
 from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
@@ -55,12 +70,47 @@ def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[s
     return out
 
 
+def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int) -> None:
+    """Print the new-label answer rates of each recipe's foreign owners under three key designs (module doc)."""
+    defaults = make_protection("new-label")
+    gen = torch.Generator().manual_seed(seed)
+    shape = tuple(images.shape[1:])
+    keys, controls = (torch.stack([patterns.noise_pattern(shape, gen, defaults.cells) for _ in range(count)])
+                      for _ in range(2))
+
+    def hits(model, chosen: torch.Tensor, label: int) -> torch.Tensor:  # (patterns, images): 1 where label answers
+        out = []
+        for chunk in chosen.split(max(1, 2048 // len(images))):
+            probes = patterns.add_pattern(images.unsqueeze(0), chunk.unsqueeze(1), defaults.beta).flatten(0, 1)
+            out.append((predict(model, probes) == label).view(len(chunk), len(images)))
+        return torch.cat(out).double()
+
+    print(f"new-label answer rates of held-out foreign owners on {len(images)} owner images, {count} random patterns")
+    print("| recipe | design | mean | q 0.99 | q 0.999 | max |\n|---|---|---|---|---|---|")
+    for recipe, models in owners.items():
+        rates: dict[str, list[torch.Tensor]] = {"one pattern": [], "4 patterns": [], "8 patterns": [], "paired": []}
+        for _, model, _ in models:
+            label = int(getattr(model, "num_classes")) - 1
+            on_key, on_control = hits(model, keys, label), hits(model, controls, label)
+            rates["one pattern"].append(on_key.mean(dim=1))
+            rates["paired"].append((on_key * (1 - on_control)).mean(dim=1))
+            for k in (4, 8):  # image i carries pattern i mod k of each group of k patterns
+                groups = torch.arange(count // k * k).view(-1, k)[:, torch.arange(len(images)) % k]
+                rates[f"{k} patterns"].append(on_key[groups, torch.arange(len(images))].mean(dim=1))
+        for design, values in rates.items():
+            v = torch.cat(values)
+            print(f"| {recipe} | {design} | {v.mean():.3f} | {torch.quantile(v, 0.99):.3f} | "
+                  f"{torch.quantile(v, 0.999):.3f} | {v.max():.3f} |", flush=True)
+
+
 def main() -> None:
     """Print the table."""
     parser = owner_parser(__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=count, default=3, help="our keys (one secret each)")
     parser.add_argument("--foreign", type=count, default=8, help="held-out foreign owners per recipe")
     parser.add_argument("--cells", type=count, default=None, help="our keys' pattern grid (default: the method's)")
+    parser.add_argument("--alternatives", type=count, default=None, metavar="N",
+                        help="print other key designs' foreign rates over N random patterns instead of verifying keys")
     args = parser.parse_args()
     configure("cpu", 1)
     start = time.perf_counter()
@@ -71,6 +121,12 @@ def main() -> None:
     for recipe, models in owners.items():
         print(f"foreign owners ({recipe} recipe): " + ", ".join(f"{n} (own key {a:.2f})" for n, _, a in models))
     print(f"{args.dataset} {arch} owner; foreign owners made in {time.perf_counter() - start:.0f} s\n")
+    if args.alternatives is not None:
+        order = torch.randperm(len(splits.owner), generator=torch.Generator().manual_seed(args.seed))
+        alternatives(owners, splits.owner.images[order[:make_protection("new-label").key_size]], args.alternatives,
+                     args.seed)
+        print(f"\n{time.perf_counter() - start:.0f} s in all")
+        return
     print("| secret | null | own: sequential | " + " | ".join(
         f"{r}: claimed fixed / sequential, max rate, above null" for r in RECIPES) + " | s |")
     print("|---|---|---|" + "---|" * len(RECIPES) + "---|")

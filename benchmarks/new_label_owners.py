@@ -31,6 +31,10 @@ each of N random patterns of our default kind, and the benchmark prints, per rec
   spread, not an owner's general readiness to answer the new label on noise);
 - ``paired``: a key sample counts only when the new label answers it and a control (the same image with
   another random pattern) is answered otherwise, as a verifier asking controls beside the key would count.
+
+and, for keys of one pattern verified against those owners with a null of ``--null`` (default 0.70, 0.72,
+0.78: the digits MLP keys' nulls), how many of the (owner, pattern) pairs answer above the null and how
+many a fixed test at alpha 0.009 (0.01 less the null's tail) would claim.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
 from modelproof.suspects.local import TorchSuspect
 from modelproof.util.errors import ModelproofError
+from modelproof.verification.stats import decision_threshold
 from modelproof.verification.verifier import verify
 
 from heldout import TORCH_KINDS, heldout_suspects
@@ -70,7 +75,7 @@ def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[s
     return out
 
 
-def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int) -> None:
+def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, nulls: list[float]) -> None:
     """Print the new-label answer rates of each recipe's foreign owners under three key designs (module doc)."""
     defaults = make_protection("new-label")
     gen = torch.Generator().manual_seed(seed)
@@ -87,6 +92,7 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int) -> N
 
     print(f"new-label answer rates of held-out foreign owners on {len(images)} owner images, {count} random patterns")
     print("| recipe | design | mean | q 0.99 | q 0.999 | max |\n|---|---|---|---|---|---|")
+    claims = []
     for recipe, models in owners.items():
         rates: dict[str, list[torch.Tensor]] = {"one pattern": [], "4 patterns": [], "8 patterns": [], "paired": []}
         for _, model, _ in models:
@@ -101,6 +107,13 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int) -> N
             v = torch.cat(values)
             print(f"| {recipe} | {design} | {v.mean():.3f} | {torch.quantile(v, 0.99):.3f} | "
                   f"{torch.quantile(v, 0.999):.3f} | {v.max():.3f} |", flush=True)
+        one = torch.cat(rates["one pattern"]) * len(images)
+        for p0 in nulls:
+            need = decision_threshold(len(images), p0, 0.009)
+            claims.append(f"| {recipe} | {p0:g} | {float((one > p0 * len(images)).double().mean()):.4f} | "
+                          f"{float((one >= need).double().mean()):.4f} ({need}/{len(images)}) |")
+    print(f"\nkeys of one pattern against these owners ({count} patterns each)\n| recipe | null | rate above the null | "
+          "claimed, fixed test at alpha 0.009 (matches needed) |\n|---|---|---|---|\n" + "\n".join(claims))
 
 
 def main() -> None:
@@ -111,6 +124,8 @@ def main() -> None:
     parser.add_argument("--cells", type=count, default=None, help="our keys' pattern grid (default: the method's)")
     parser.add_argument("--alternatives", type=count, default=None, metavar="N",
                         help="print other key designs' foreign rates over N random patterns instead of verifying keys")
+    parser.add_argument("--null", type=float, nargs="*", default=[0.70, 0.72, 0.78],
+                        help="with --alternatives: the nulls whose claim rates are printed")
     args = parser.parse_args()
     configure("cpu", 1)
     start = time.perf_counter()
@@ -124,7 +139,7 @@ def main() -> None:
     if args.alternatives is not None:
         order = torch.randperm(len(splits.owner), generator=torch.Generator().manual_seed(args.seed))
         alternatives(owners, splits.owner.images[order[:make_protection("new-label").key_size]], args.alternatives,
-                     args.seed)
+                     args.seed, args.null)
         print(f"\n{time.perf_counter() - start:.0f} s in all")
         return
     print("| secret | null | own: sequential | " + " | ".join(

@@ -302,7 +302,8 @@ class IPGuard(FingerprintBase):
 
     name = "ipguard"
     description = "IPGuard: points near the classification boundary (Adam on Eq. 5), labelled by the model"
-    demo_params: ClassVar[dict] = {"points": 30, "k": 1.0, "init": "TL", "max_iter": 200}
+    # A fixed secret, so that the demo gives the same table every run.
+    demo_params: ClassVar[dict] = {"secret": "demo", "points": 30, "k": 1.0, "init": "TL", "max_iter": 200}
     default_null: ClassVar[float] = 0.75
 
     def __init__(self, points: int = 100, k: float | None = None, init: str = "TL", lr: float | None = None,

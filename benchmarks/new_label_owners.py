@@ -92,7 +92,7 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, null
 
     print(f"new-label answer rates of held-out foreign owners on {len(images)} owner images, {count} random patterns")
     print("| recipe | design | mean | q 0.99 | q 0.999 | max |\n|---|---|---|---|---|---|")
-    claims = []
+    claims, means = [], []
     for recipe, models in owners.items():
         rates: dict[str, list[torch.Tensor]] = {"one pattern": [], "4 patterns": [], "8 patterns": [], "paired": []}
         for _, model, _ in models:
@@ -107,6 +107,7 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, null
             v = torch.cat(values)
             print(f"| {recipe} | {design} | {v.mean():.3f} | {torch.quantile(v, 0.99):.3f} | "
                   f"{torch.quantile(v, 0.999):.3f} | {v.max():.3f} |", flush=True)
+        means.append(f"{recipe}: " + ", ".join(f"{float(r.mean()):.2f}" for r in rates["one pattern"]))
         one = torch.cat(rates["one pattern"]) * len(images)
         for p0 in nulls:
             need = decision_threshold(len(images), p0, 0.009)
@@ -114,6 +115,8 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, null
                           f"{float((one >= need).double().mean()):.4f} ({need}/{len(images)}) |")
     print(f"\nkeys of one pattern against these owners ({count} patterns each)\n| recipe | null | rate above the null | "
           "claimed, fixed test at alpha 0.009 (matches needed) |\n|---|---|---|---|\n" + "\n".join(claims))
+    print("\neach owner's mean rate over the patterns (one pattern): how readily it answers the new label to noise\n"
+          + "\n".join(means))
 
 
 def main() -> None:

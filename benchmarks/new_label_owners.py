@@ -75,6 +75,14 @@ def foreign_owners(splits, cache: Path, count: int, recipe: str) -> list[tuple[s
     return out
 
 
+def probability(text: str) -> float:
+    """A ``--null`` value: a number strictly between 0 and 1 (argparse reports anything else in one line)."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise ValueError(text)
+    return value
+
+
 def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, nulls: list[float]) -> None:
     """Print the new-label answer rates of each recipe's foreign owners under three key designs (module doc)."""
     defaults = make_protection("new-label")
@@ -113,8 +121,9 @@ def alternatives(owners: dict, images: torch.Tensor, count: int, seed: int, null
             need = decision_threshold(len(images), p0, 0.009)
             claims.append(f"| {recipe} | {p0:g} | {float((one > p0 * len(images)).double().mean()):.4f} | "
                           f"{float((one >= need).double().mean()):.4f} ({need}/{len(images)}) |")
-    print(f"\nkeys of one pattern against these owners ({count} patterns each)\n| recipe | null | rate above the null | "
-          "claimed, fixed test at alpha 0.009 (matches needed) |\n|---|---|---|---|\n" + "\n".join(claims))
+    print(f"\nkeys of one pattern against these owners ({count} patterns each)\n| recipe | null | "
+          "rate above the null | claimed, fixed test at alpha 0.009 (matches needed) |\n|---|---|---|---|\n"
+          + "\n".join(claims))
     print("\neach owner's mean rate over the patterns (one pattern): how readily it answers the new label to noise\n"
           + "\n".join(means))
 
@@ -127,7 +136,7 @@ def main() -> None:
     parser.add_argument("--cells", type=count, default=None, help="our keys' pattern grid (default: the method's)")
     parser.add_argument("--alternatives", type=count, default=None, metavar="N",
                         help="print other key designs' foreign rates over N random patterns instead of verifying keys")
-    parser.add_argument("--null", type=float, nargs="*", default=[0.70, 0.72, 0.78],
+    parser.add_argument("--null", type=probability, nargs="*", default=[0.70, 0.72, 0.78],
                         help="with --alternatives: the nulls whose claim rates are printed")
     args = parser.parse_args()
     configure("cpu", 1)

@@ -28,6 +28,7 @@ from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
 from modelproof.suspects.local import TorchSuspect, train_random_forest
 from modelproof.util.errors import ModelproofError
+from modelproof.util.progress import progress_bar
 from modelproof.verification.verifier import verify
 
 from sound_verdicts import count
@@ -57,21 +58,23 @@ def main() -> None:
     print("| method | keys written | null min / median / max | largest negative match rate | keys claiming "
           "(claimed negatives: match rate, null) |\n|---|---|---|---|---|")
     for method in args.methods:
-        nulls, rates, claiming, refused = [], [], [], 0
-        for i in range(args.secrets):
-            protection = make_protection(method, **{**PROTECTIONS[method].demo_params, "secret": f"same-recipe/{i}"})
-            try:
-                key = protect_model(protection, owner, splits, seed=0, options=ReferenceOptions(
-                    references_dir=pop.root), owner_arch=DEMO_ARCH, dataset="digits").final.key
-            except ModelproofError:
-                refused += 1
-                continue
-            verdicts = [(name, verify(key, suspect)) for name, suspect in negatives]
-            nulls.append(key.null_match_prob)
-            rates.append(max(v.matches / v.queries for _, v in verdicts))
-            claimed = [f"{name}: {v.matches}/{v.queries}" for name, v in verdicts if v.decision == "owned"]
-            if claimed:
-                claiming.append(f"secret {i} ({', '.join(claimed)}; null {key.null_match_prob:.3f})")
+        nulls, rates, claiming = [], [], []
+        with progress_bar(args.secrets, f"{method}: keys over secrets") as advance:
+            for i in range(args.secrets):
+                advance(1)
+                protection = make_protection(method, **{**PROTECTIONS[method].demo_params,
+                                                        "secret": f"same-recipe/{i}"})
+                try:
+                    key = protect_model(protection, owner, splits, seed=0, options=ReferenceOptions(
+                        references_dir=pop.root), owner_arch=DEMO_ARCH, dataset="digits").final.key
+                except ModelproofError:  # refused: counted as a key not written
+                    continue
+                verdicts = [(name, verify(key, suspect)) for name, suspect in negatives]
+                nulls.append(key.null_match_prob)
+                rates.append(max(v.matches / v.queries for _, v in verdicts))
+                claimed = [f"{name}: {v.matches}/{v.queries}" for name, v in verdicts if v.decision == "owned"]
+                if claimed:
+                    claiming.append(f"secret {i} ({', '.join(claimed)}; null {key.null_match_prob:.3f})")
         nulls.sort()
         shown = f"{nulls[0]:.3f} / {nulls[len(nulls) // 2]:.3f} / {nulls[-1]:.3f}" if nulls else "-"
         print(f"| {method} | {len(nulls)} of {args.secrets} | {shown} | {max(rates, default=0):.2f} | "

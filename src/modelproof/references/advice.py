@@ -71,7 +71,6 @@ def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: 
     return text + f"; neither {', '.join(tried[:-1])} nor {tried[-1]} would pass: {why}; change the method's parameters"
 
 
-
 def full_match_proves(counts: list[int], n: int, alpha: float = 0.01) -> tuple[float, bool]:
     """(The null that references matching ``counts`` of ``n`` key inputs bound, as calibration bounds it by
     default; whether a protected model matching all ``n`` inputs passes the self-check against it at

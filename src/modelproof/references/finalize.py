@@ -59,9 +59,9 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
         record = key.params.get("calibration")
         exact = isinstance(record, dict) and record.get("kept_exact")
         why = f"; the method's null {key.null_match_prob:.3g} is {key.null_source}" if exact or not calibrate else ""
+        advice = _advice(result, key, alpha, trains=protection.kind == "watermark") or protection.weak_hint
         message = (f"{protection.name}: the new key does not prove its own protected model at alpha = {alpha:g} "
-                   f"({'; '.join(problems)}); {_advice(result, key, alpha, protection.kind) or protection.weak_hint}{why}; nothing "
-                   "written (--allow-weak writes it anyway)")
+                   f"({'; '.join(problems)}); {advice}{why}; nothing written (--allow-weak writes it anyway)")
         if not allow_weak:
             raise KeyRefused(message)
         key = dataclasses.replace(key, params=dict(key.params, warning=message))
@@ -71,8 +71,9 @@ def finalize_key(result: Protected, protection: Protection, owner: Dataset, *, s
     return FinalKey(key, summary, lines)
 
 
-def _advice(result: Protected, key: OwnershipKey, alpha: float, kind: str) -> str | None:
-    """The references' match counts and the change that would pass (:mod:`.advice`), for a calibrated key."""
+def _advice(result: Protected, key: OwnershipKey, alpha: float, *, trains: bool) -> str | None:
+    """The references' match counts and the change that would pass (:mod:`.advice`), for a calibrated key
+    (``trains``: the method trains its key into the model, so more epochs may help)."""
     from ..suspects.local import TorchSuspect
     from .advice import refusal_advice
     from .calibration import match_count
@@ -84,7 +85,7 @@ def _advice(result: Protected, key: OwnershipKey, alpha: float, kind: str) -> st
     return refusal_advice(counts, len(key), match_count(key, TorchSuspect(result.model)), alpha,
                           float(record.get("quantile_tail", record["tail"])),
                           key.null_match_prob if record["kept_exact"] else None, charged=float(record["tail"]),
-                          trains=kind == "watermark")
+                          trains=trains)
 
 
 def _calibrated(key: OwnershipKey, owner: Dataset, *, references: list[str] | None, count: int,

@@ -22,15 +22,11 @@ from pathlib import Path
 from ..data.splits import Dataset
 from ..util.errors import ConfigError, ModelFileError
 from ..util.files import atomic_write_bytes
-from ..util.locks import exclusive
+from ..util.locks import exclusive, silently
 from .calibration import Reference
 from .mix import CALIBRATION, RECIPE, ROLES, SELECTION
 
 FORMAT, FORMAT_VERSION, MANIFEST = "modelproof-references", 1, "manifest.json"
-
-
-def _silent(_: str) -> None:  # a manifest write waits for another one: milliseconds, nothing to report
-    return None
 
 
 def data_digest(data: Dataset) -> str:
@@ -93,10 +89,11 @@ class Population:
     def save(self) -> None:
         """Write the manifest atomically, under its lock, after taking in the members another process recorded
         since this one read it (ours win where a name is in both)."""
-        with exclusive(self.root / MANIFEST, "reference manifest", wait=_silent):
+        with exclusive(self.root / MANIFEST, "reference manifest", wait=silently):
             if (self.root / MANIFEST).is_file():
                 ours = {m["name"] for m in self.members}
-                self.members = [m for m in Population.open(self.root).members if m["name"] not in ours] + self.members
+                theirs = [m for m in Population.open(self.root).members if m["name"] not in ours]
+                self.members = theirs + self.members
             self._write()
 
     def _write(self) -> None:

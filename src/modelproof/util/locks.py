@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,8 @@ def _holder(lock: Path) -> str:
     return f"process {pid}" if pid.isdigit() else "another process"
 
 
-def _quiet(_: str) -> None:
+def silently(_: str) -> None:
+    """A ``wait`` reporter that says nothing (a wait of milliseconds, such as another manifest write)."""
     return None
 
 
@@ -47,7 +49,7 @@ class FileLock:
         self.lock.parent.mkdir(parents=True, exist_ok=True)
         # The holder may unlink the lock file between our open and our flock: try again (a waiter, each time
         # a holder is done: as often as it takes).
-        for _ in range(10 if wait is None else 1_000_000):
+        for _ in range(10) if wait is None else itertools.count():
             fd = os.open(self.lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,7 +59,7 @@ class FileLock:
                     raise ConfigError(f"{what} {self.path} is in use by {_holder(self.lock)} (lock {self.lock}); "
                                       "wait for that run to finish") from None
                 wait(f"{what} {self.path} is in use by {_holder(self.lock)}: waiting until it is released")
-                wait = _quiet  # say it once, however often the holder's lock file is replaced
+                wait = silently  # say it once, however often the holder's lock file is replaced
                 fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.lock, follow_symlinks=False))
@@ -103,4 +105,4 @@ def exclusive(path: str | Path, what: str = "file", wait: Callable[[str], None] 
         lock.release()
 
 
-__all__ = ["FileLock", "exclusive", "lock_path"]
+__all__ = ["FileLock", "exclusive", "lock_path", "silently"]

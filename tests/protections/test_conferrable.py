@@ -98,6 +98,31 @@ def test_selection_judges_are_the_references_and_are_recorded(mlp16, small, refe
     assert (Selection(judges).answers(result.key.inputs, result.key.labels) == 0).all()
 
 
+class PartOwner:
+    """A judge answering as the owner's model on about half the inputs (chosen by their pixel sum), so that
+    about half the candidates are answered and a first draw leaves the key short."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        labels = predict(self.model, images)
+        half = (images.flatten(1).sum(1) * 100).long() % 2 == 0
+        return torch.where(half, labels, (labels + 1) % 10)
+
+
+def test_under_selection_too_few_survivors_draw_again_from_unused_starts(mlp16, small):
+    judge = Judge("half the owner", "digest-half", PartOwner(mlp16))
+    result = Conferrable(**{**TINY, "eps": 0.25, "steps": 20}).protect(mlp16, small, seed=0,
+                                                                       selection=Selection((judge,)))
+    record, key = result.key.params["selection"], result.key
+    assert record["rounds"] >= 2 and record["tried"] == result.report["candidates"] > 20 * 3
+    assert record["tried"] <= record["budget"] == 20 * 4 * 3 and 1 <= len(key) <= 20
+    assert (Selection((judge,)).answers(key.inputs, key.labels) == 0).all()
+    assert len({row.numpy().tobytes() for row in key.inputs.flatten(1)}) == len(key)
+    assert torch.equal(predict(mlp16, key.inputs), key.labels)
+
+
 @pytest.mark.parametrize("bad", [{"points": 0}, {"eps": 0.0}, {"eps": 2.0}, {"lambdas": [1, 1]},
                                  {"students": "mlp"}, {"targeted": "yes"}, {"copies": -1}])
 def test_bad_parameters_raise_config_error(bad):

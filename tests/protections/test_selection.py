@@ -137,3 +137,30 @@ def test_choose_drops_an_input_found_twice():
         return {"inputs": torch.zeros(count, 1, 1, 1), "labels": torch.ones(count, dtype=torch.int64)}
     with pytest.raises(ConfigError, match="only 1 of"):
         Selection(judges(0)).choose("m", 2, draw, default_oversample=2, rule="r")
+
+
+def test_partial_spends_the_budget_and_returns_the_survivors_it_found():
+    """Yield 1 in 40 with a budget of 4 x 40 = 160 candidates for 10 inputs: without ``partial`` refused;
+    with it the search tries all 160 (the projection does not stop it) and returns the 4 survivors."""
+    with pytest.raises(ConfigError, match="only 4 of 160"):
+        Selection(judges(0), oversample=4).choose("m", 10, periodic_draw(40)[0], default_oversample=9,
+                                                  rule="r", per_input=16)
+    draw, calls = periodic_draw(40)
+    chosen, record = Selection(judges(0), oversample=4).choose("m", 10, draw, default_oversample=9, rule="r",
+                                                               per_input=16, partial=True)
+    assert chosen["labels"].tolist() == [1] * 4 and record["tried"] == sum(calls) == 160
+    assert record["kept"] == 4 and record["budget"] == 160
+
+
+def test_partial_with_no_survivor_is_still_refused():
+    def draw(round_: int, count: int) -> dict:
+        return {"inputs": torch.rand(count, 1, 2, 2), "labels": torch.zeros(count, dtype=torch.int64)}
+    with pytest.raises(ConfigError, match="only 0 of 80 candidates"):
+        Selection(judges(0)).choose("m", 5, draw, default_oversample=4, rule="r", per_input=16, partial=True)
+
+
+def test_a_smaller_per_input_budget_refuses_sooner():
+    assert budget(10, 4, per_input=16) == 160 and budget(10, 8, per_input=16) == 320
+    with pytest.raises(ConfigError, match=r"over the budget of 160 \(16 per key input\)"):
+        Selection(judges(0), oversample=4).choose("m", 10, periodic_draw(1000)[0], default_oversample=9,
+                                                  rule="r", per_input=16)

@@ -21,7 +21,9 @@ that projection fits the candidate budget, :data:`MAX_CANDIDATES` per key input 
 estimate of the yield says is missing, at most as many candidates as were tried before it. The
 search refuses as soon as the projection exceeds the budget, so a hopeless one stops after a few
 draws instead of spending the budget; KeyRefused (a ConfigError) then says how many survived, the
-measured yield, and what would help. The key records :meth:`Selection.record` (rule, candidates
+measured yield, and what would help. A method whose key may hold fewer inputs than asked (``partial``:
+calibration and the self-check judge what a smaller key proves) spends the budget instead and keeps
+what survived, refusing only when nothing did. The key records :meth:`Selection.record` (rule, candidates
 tried and kept, the judges' digests), never the secret.
 
 Optionally, *surrogates* (:func:`make_surrogates`: a fine-tuned and a pruned copy of the owner's
@@ -129,17 +131,21 @@ class Selection:
 
     def choose(self, method: str, need: int, draw: Draw, *, default_oversample: int, rule: str,
                hint: str = "", max_rounds: int = MAX_ROUNDS, use_surrogates: bool = False,
-               prefer: str | None = None) -> tuple[dict, dict]:
+               prefer: str | None = None, per_input: int = MAX_CANDIDATES,
+               partial: bool = False) -> tuple[dict, dict]:
         """Draw candidates with ``draw(round, count)`` until ``need`` survive (see the module docstring).
 
         Returns (the first ``need`` survivors in draw order, or those with the largest per-candidate
         value ``prefer`` first, as per-candidate tensors as ``draw`` gave them; the selection record).
         A draw may return fewer candidates than asked (the data ran out); one that returns none ends
         the search. Raises KeyRefused when the measured yield projects that ``need`` survivors cannot
-        be found within :func:`budget` candidates, or when the budget is spent.
+        be found within :func:`budget` candidates (``per_input`` per key input), or when the budget is
+        spent. With ``partial`` (a key whose size the calibration and the self-check judge, such as a
+        conferrable fingerprint), the projection does not stop the search, which spends its budget and
+        returns the survivors it found when there are fewer than ``need`` but at least one.
         """
         factor = self.factor(default_oversample)
-        limit = budget(need, factor, max_rounds)
+        limit = budget(need, factor, max_rounds, per_input)
         kept: list[dict] = []
         seen: set[bytes] = set()
         have = tried = rounds = 0
@@ -166,9 +172,9 @@ class Selection:
             have += int(ok.sum())
             seen.update(row.numpy().tobytes() for row in got["inputs"][ok].flatten(1))
             projected = projected_candidates(have, tried, need)
-            if have < need and projected > limit:
+            if have < need and projected > limit and not partial:
                 break  # even the optimistic yield cannot fill the key within the budget: refuse now
-        if have < need:
+        if have < need and not (partial and have):
             seen_yield = f"1 in {tried / have:,.0f}" if have else "none"
             if projected is None or projected <= limit:
                 why = "the candidates ran out"  # a draw returned none
@@ -178,7 +184,7 @@ class Selection:
             raise KeyRefused(
                 f"{method}: only {have} of {tried:,} candidates survived key selection against {len(self.judges)} "
                 f"selection reference(s) ({rule}) in {rounds} draw(s), but the key needs {need}: measured yield "
-                f"{seen_yield}; {why} ({budget(1, factor, max_rounds)} per key input); raise --oversample "
+                f"{seen_yield}; {why} ({budget(1, factor, max_rounds, per_input)} per key input); raise --oversample "
                 f"(now {factor}) above {-(-limit // (max_rounds * need))}, lower the key size"
                 + (f", or {hint}" if hint else ""))
         chosen = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
@@ -190,10 +196,11 @@ class Selection:
         return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, budget=limit, **extra)
 
 
-def budget(need: int, factor: int, max_rounds: int = MAX_ROUNDS) -> int:
-    """The most candidates a search for ``need`` key inputs may try: :data:`MAX_CANDIDATES` per input, or
-    ``max_rounds`` x the oversampling ``factor`` per input where that is larger (an explicit --oversample)."""
-    return int(need) * max(MAX_CANDIDATES, int(max_rounds) * int(factor))
+def budget(need: int, factor: int, max_rounds: int = MAX_ROUNDS, per_input: int = MAX_CANDIDATES) -> int:
+    """The most candidates a search for ``need`` key inputs may try: ``per_input`` per input (by default
+    :data:`MAX_CANDIDATES`), or ``max_rounds`` x the oversampling ``factor`` per input where that is larger
+    (an explicit --oversample)."""
+    return int(need) * max(int(per_input), int(max_rounds) * int(factor))
 
 
 def projected_candidates(have: int, tried: int, need: int, confidence: float = YIELD_CONFIDENCE) -> float:

@@ -24,7 +24,8 @@ with the source model's labels.
 
 Surrogates and references: :mod:`.surrogates`. References are the selection's judges with a local
 model (``Selection``, the references the key is chosen against; judges without one, e.g. forests,
-still filter the candidates) or, without a selection, a few models trained here on the owner's
+still filter the candidates; while too few candidates survive them, more are searched from start images
+not yet used, see ``Selection.choose``) or, without a selection, a few models trained here on the owner's
 data from seeds the calibration population never uses. The key records every surrogate's and
 reference's digest; calibration and the self-check are the pipeline's (``modelproof.references``).
 
@@ -57,7 +58,7 @@ from ...util.checks import check_int
 from ...util.errors import ConfigError
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
-from ..selection import Selection
+from ..selection import MAX_ROUNDS, Selection
 from .ipguard import check_number, frozen
 from .surrogates import Ensemble, make_surrogates, owner_arch, train_independent
 
@@ -135,7 +136,9 @@ def agreement(models: list[nn.Module], x: torch.Tensor, labels: torch.Tensor) ->
 @register_protection
 class Conferrable(Protection):
     """Conferrable adversarial examples: ``points`` inputs the owner's surrogates answer as its model does and
-    independent references do not, chosen from ``oversample`` x ``points`` candidates."""
+    independent references do not, chosen from ``oversample`` x ``points`` candidates (under key selection,
+    drawn again from start images not yet used while too few survive the judges, up to 4 x ``oversample``
+    per point; the key may then hold fewer points)."""
 
     name = "conferrable"
     kind = "fingerprint"
@@ -194,38 +197,61 @@ class Conferrable(Protection):
                                      seed=seed, copies=self.copies)
         refs = self._references(model, data, seed, selection)
         trained = time.perf_counter() - start
-        oversample = selection.oversample if selection is not None and selection.oversample else self.oversample
-        n = min(len(data), self.points * oversample)
-        x0 = data.images[torch.randperm(len(data), generator=self.gen("starts"))[:n]].clone()
-        x = cigm(model, surrogates.models, refs.models, x0, eps=eps, steps=self.steps, lr=lr,
-                 lambdas=tuple(self.lambdas), targeted=self.targeted)  # type: ignore[arg-type]
         with torch.no_grad():
-            z = model(x)
-            labels, before = z.argmax(1), model(x0).argmax(1)
-            soft = conferrability(mean_probs(surrogates.models, x), mean_probs(refs.models, x))
-        s_agree, r_agree = agreement(surrogates.models, x, labels), agreement(refs.models, x, labels)
-        hard = s_agree * (1.0 - r_agree)
-        ok = (labels != before) & (r_agree == 0) & (s_agree >= MIN_SURROGATES)
-        if selection is not None:
-            ok &= selection.unanswered(x, labels)
-        score = hard + 1e-3 * soft.gather(1, labels[:, None]).squeeze(1)
-        order = [int(i) for i in torch.argsort(score, descending=True) if ok[i]][:self.points]
-        if not order:
-            raise ConfigError(f"{self.name}: none of {n} candidates became a conferrable adversarial example "
-                              f"(eps {eps:g}, {self.steps} steps); {self.weak_hint}")
-        keep = torch.tensor(order)
+            num_classes = int(model(data.images[:1]).shape[1])
+        order = torch.randperm(len(data), generator=self.gen("starts"))  # one secret order of start images
+        tally = {"used": 0, "adversarial": 0}
+
+        def draw(round_: int, count: int) -> dict:
+            """The next ``count`` starts of the secret order, searched; per candidate the key label, whether
+            it is a conferrable adversarial example ("own") and its score (share of surrogates x no
+            reference, the soft conferrability breaking ties)."""
+            x0 = data.images[order[tally["used"]:tally["used"] + count]].clone()
+            tally["used"] += len(x0)
+            if not len(x0):
+                return {"inputs": x0, "labels": torch.zeros(0, dtype=torch.long)}
+            x = cigm(model, surrogates.models, refs.models, x0, eps=eps, steps=self.steps, lr=lr,
+                     lambdas=tuple(self.lambdas), targeted=self.targeted)  # type: ignore[arg-type]
+            with torch.no_grad():
+                labels, before = model(x).argmax(1), model(x0).argmax(1)
+                soft = conferrability(mean_probs(surrogates.models, x), mean_probs(refs.models, x))
+            s_agree, r_agree = agreement(surrogates.models, x, labels), agreement(refs.models, x, labels)
+            hard = s_agree * (1.0 - r_agree)
+            tally["adversarial"] += int((labels != before).sum())
+            return {"inputs": x, "labels": labels, "hard": hard, "agree": s_agree,
+                    "own": (labels != before) & (r_agree == 0) & (s_agree >= MIN_SURROGATES),
+                    "score": hard + 1e-3 * soft.gather(1, labels[:, None]).squeeze(1)}
+
+        record = None
+        if selection is None:  # one draw of points x oversample starts; the most conferrable first
+            got = draw(0, self.points * self.oversample)
+            ok = torch.nonzero(got["own"]).flatten()
+            chosen = {name: value[ok[torch.argsort(got["score"][ok], descending=True, stable=True)]][:self.points]
+                      for name, value in got.items()}
+            if not len(chosen["inputs"]):
+                raise ConfigError(f"{self.name}: none of {tally['used']} candidates became a conferrable adversarial "
+                                  f"example (eps {eps:g}, {self.steps} steps); {self.weak_hint}")
+        else:  # too few survive the judges: draw again from starts not yet used, MAX_ROUNDS x oversample per
+            # point at most (each candidate costs a search); a key holding fewer points is left to calibration
+            # and the self-check to judge (a choice: the paper fixes no key size, and refusing here would throw
+            # away a key that may still prove its model)
+            factor = selection.factor(self.oversample)
+            chosen, record = selection.choose(self.name, self.points, draw, default_oversample=self.oversample,
+                                              rule="conferrable, unanswered by every judge", prefer="score",
+                                              partial=True, per_input=MAX_ROUNDS * factor, hint=self.weak_hint)
+        x, labels = chosen["inputs"], chosen["labels"]
         extra = {"eps": eps, "lr": lr, "dataset": data.name, "surrogates": surrogates.record(),
-                 "references": refs.record(), "candidates": n}
-        if selection is not None:
-            extra["selection"] = selection.record("conferrable, unanswered by every judge", n, len(order))
-        key = OwnershipKey(inputs=x[keep].float().contiguous(), labels=labels[keep], method=self.name,
-                           params={**self.params(), **extra}, num_classes=int(z.shape[1]),
+                 "references": refs.record(), "candidates": tally["used"]}
+        if record is not None:
+            extra["selection"] = record
+        key = OwnershipKey(inputs=x.float().contiguous(), labels=labels.long(), method=self.name,
+                           params={**self.params(), **extra}, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=self.default_null,
                            null_source=(f"default for {self.name} ({self.default_null:g}): an assumption, not a "
                                         "measurement; calibrate against independent reference models"),
                            model_digest=weights_digest(model))
-        rep = {"seconds": time.perf_counter() - start, "surrogate_seconds": trained, "candidates": n,
-               "adversarial": int((labels != before).sum()), "kept": len(order),
-               "conferrability_mean": float(hard[keep].mean()),
-               "surrogate_agreement": float(s_agree[keep].mean())}
+        rep = {"seconds": time.perf_counter() - start, "surrogate_seconds": trained, "candidates": tally["used"],
+               "adversarial": tally["adversarial"], "kept": len(labels),
+               "conferrability_mean": float(chosen["hard"].mean()),
+               "surrogate_agreement": float(chosen["agree"].mean())}
         return Protected(model, key, rep)

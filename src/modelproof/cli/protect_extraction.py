@@ -70,8 +70,9 @@ def conferrable(
         eps: Annotated[float | None, typer.Option("--eps", help="L-infinity radius (default 0.15 on grey images, "
                                                   "0.025 on colour ones).")] = None,
         steps: Annotated[int, typer.Option("--steps", help="Adam steps of the search.")] = 100,
-        oversample: Annotated[int, typer.Option("--oversample", help="Candidates drawn per fingerprint "
-                                                "input.")] = 4,
+        oversample: Annotated[int, typer.Option("--oversample", help="Candidates searched per fingerprint "
+                                                "input (under key selection, up to 4x as many while too few "
+                                                "survive the selection references).")] = 4,
         search_references: Annotated[int, typer.Option("--search-references", help="Independent models the search "
                                                 "is run against (never used to calibrate).")] = 3,
         copies: Annotated[int, typer.Option("--copies", help="Augmented copies of the owner's images the "

@@ -38,7 +38,9 @@ average); l1 = l2 = l3 = 1.
 What it achieves here (``docs/guides/extraction-resistant.md``): on the 16x16 digits MLP the kept
 points are matched by a LeNet-5 thief about five times as often as by held-out independent models on
 average, but independent models of the owner's own family and of LeNet-5 match them as often as
-the thief, so the calibrated null is near 1 and ``protect`` refuses the key.
+the thief, so the calibrated null is near 1 and ``protect`` refuses the key. On MNIST LeNet-5, chosen
+against the default population's 24 judges, it writes a 100-point key that proves the untouched model
+(null 0.785) and none of its fine-tuned or pruned copies (``docs/methods/key-selection.md``).
 """
 
 from __future__ import annotations

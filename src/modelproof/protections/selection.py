@@ -187,13 +187,18 @@ class Selection:
                 f"{seen_yield}; {why} ({budget(1, factor, max_rounds, per_input)} per key input); raise --oversample "
                 f"(now {factor}) above {-(-limit // (max_rounds * need))}, lower the key size"
                 + (f", or {hint}" if hint else ""))
-        chosen = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
-        if prefer is not None:  # the survivors with the largest `prefer` first, ties in draw order
-            order = torch.sort(chosen[prefer], descending=True, stable=True).indices
-            chosen = {name: value[order] for name, value in chosen.items()}
-        chosen = {name: value[:need] for name, value in chosen.items()}
+        chosen = ranked({name: torch.cat([part[name] for part in kept]) for name in kept[0]}, prefer, need)
         extra = {"surrogates": len(self.surrogates)} if use_surrogates and self.surrogates else {}
         return chosen, self.record(rule, tried, have, oversample=factor, rounds=rounds, budget=limit, **extra)
+
+
+def ranked(candidates: dict, prefer: str | None, need: int) -> dict:
+    """The first ``need`` of ``candidates`` (per-candidate tensors), those with the largest value ``prefer``
+    first when it is given, ties in draw order."""
+    if prefer is not None:
+        order = torch.sort(candidates[prefer], descending=True, stable=True).indices
+        candidates = {name: value[order] for name, value in candidates.items()}
+    return {name: value[:need] for name, value in candidates.items()}
 
 
 def budget(need: int, factor: int, max_rounds: int = MAX_ROUNDS, per_input: int = MAX_CANDIDATES) -> int:

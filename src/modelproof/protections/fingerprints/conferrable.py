@@ -60,7 +60,7 @@ from ...util.checks import check_int
 from ...util.errors import ConfigError
 from ...util.progress import phase, report
 from ..base import Protected, Protection, register_protection
-from ..selection import MAX_ROUNDS, Selection
+from ..selection import MAX_ROUNDS, Selection, ranked
 from .ipguard import check_number, frozen
 from .surrogates import Ensemble, make_surrogates, owner_arch, train_independent
 
@@ -227,9 +227,7 @@ class Conferrable(Protection):
         record = None
         if selection is None:  # one draw of points x oversample starts; the most conferrable first
             got = draw(0, self.points * self.oversample)
-            ok = torch.nonzero(got["own"]).flatten()
-            chosen = {name: value[ok[torch.argsort(got["score"][ok], descending=True, stable=True)]][:self.points]
-                      for name, value in got.items()}
+            chosen = ranked({name: value[got["own"]] for name, value in got.items()}, "score", self.points)
             if not len(chosen["inputs"]):
                 raise ConfigError(f"{self.name}: none of {tally['used']} candidates became a conferrable adversarial "
                                   f"example (eps {eps:g}, {self.steps} steps); {self.weak_hint}")
@@ -246,7 +244,7 @@ class Conferrable(Protection):
                  "references": refs.record(), "candidates": tally["used"]}
         if record is not None:
             extra["selection"] = record
-        key = OwnershipKey(inputs=x.float().contiguous(), labels=labels.long(), method=self.name,
+        key = OwnershipKey(inputs=x.float().contiguous(), labels=labels, method=self.name,
                            params={**self.params(), **extra}, num_classes=num_classes,
                            input_shape=data.input_shape, null_match_prob=self.default_null,
                            null_source=(f"default for {self.name} ({self.default_null:g}): an assumption, not a "

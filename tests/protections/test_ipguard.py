@@ -187,6 +187,49 @@ def test_igsm_stays_in_its_ball_and_cw_reaches_its_confidence(digits, trained_cn
     assert bool((margin[ok] >= K - 1e-3).all())
 
 
+class _Counting(torch.nn.Module):
+    """A model that counts the rows it is asked about."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += len(x)
+        return self.model(x)
+
+
+def plain_igsm(model, x0, target, eps, max_iter):
+    """IGSM as the paper states it: every point steps until it reaches its target or max_iter."""
+    x, steps = x0.clone(), torch.zeros(len(x0), dtype=torch.int64)
+    for _ in range(max_iter):
+        xa = x.clone().requires_grad_(True)
+        z = model(xa)
+        go = z.detach().argmax(1) != target
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(z, target, reduction="sum"), xa)
+        moved = torch.maximum(torch.minimum(x - grad.sign() / 255, x0 + eps), x0 - eps).clamp(0.0, 1.0)
+        x = torch.where(go[:, None, None, None], moved, x)
+        steps += go.long()
+    return x, steps
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.25])  # none reach j / about half do
+def test_igsm_stops_cycling_points_with_the_plain_loops_result(digits, trained_cnn, eps):
+    """A point back in an earlier state stops where max_iter steps would leave it: same points and
+    steps as the plain loop, with fewer questions to the model."""
+    gen = torch.Generator().manual_seed(3)
+    counting = _Counting(trained_cnn)
+    with frozen(trained_cnn):
+        x0, _, j = initial_points(trained_cnn, digits.owner, 40, "TL", gen)
+        expected, expected_steps = plain_igsm(trained_cnn, x0, j, eps, 300)
+        x, steps = targeted_igsm(counting, x0, j, eps, max_iter=300)
+    assert torch.equal(steps, expected_steps)
+    assert torch.equal(x, expected)
+    never = expected_steps == 300
+    assert int(never.sum()) >= 5  # points that never reach j: the ones the memory stops early
+    assert counting.rows < 0.8 * int(expected_steps.sum())  # the plain loop asks once per step and more
+
+
 def test_cli_writes_key_and_leaves_model(tmp_path, trained_cnn):
     from modelproof.cli.app import app
 

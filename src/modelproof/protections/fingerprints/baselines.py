@@ -11,7 +11,9 @@ same TR/TL/RR/RL initialisations and target label j as IPGuard (:func:`ipguard.i
 - FGSM (Eq. 1): one step x' = clip(x - eps * sign(grad_x CE(model(x), j))).
 - IGSM (Eq. 2): steps of alpha = 1/255 (the smallest image step) against the gradient of CE toward
   j, projected onto the L-infinity ball of radius eps around the start and onto [0,1]; a point
-  stops as soon as the model predicts j, or after ``max_iter`` (1,000) steps.
+  stops as soon as the model predicts j, or after ``max_iter`` (1,000) steps. A point found back in
+  an earlier state is in a cycle that never reaches j: it stops early where ``max_iter`` steps would
+  leave it (same points, 5x fewer steps on MNIST LeNet-5 at eps 0.1).
 - CW-L2 (Carlini & Wagner 2017), following the authors' ``l2_attack.py``: x = (tanh(w) + 1) / 2,
   minimise ||x - x0||^2 + c * max(max_{t != j} Z_t - Z_j + k, 0) with Adam (reset every outer step),
   binary search over c per point (``binary_steps`` = 9, c starts at 1e-3, x10 until the first
@@ -61,13 +63,25 @@ def targeted_fgsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
 
 
 def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps: float, *,
-                  alpha: float = ALPHA, max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Iterative targeted FGSM; returns the points and the steps each took (batched, masked)."""
+                  alpha: float = ALPHA, max_iter: int = 1000,
+                  stop_cycles: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iterative targeted FGSM; returns the points and the steps each took (batched, masked).
+
+    A step is a function of the point alone (the model is frozen), so a point that comes back to a
+    state it was in (the sign step bounces between the eps ball's faces: on MNIST at eps 0.1 most
+    starts that never reach j do so within 200 steps) repeats that cycle until ``max_iter`` without
+    reaching j. It stops once it stands where ``max_iter`` steps would leave it (at most
+    :data:`CYCLE_MEMORY` steps more), and its step count is the ``max_iter`` it would have taken:
+    the points and steps of the plain loop, for a fraction of the steps (``stop_cycles=False``: the
+    plain loop, for benchmarks/igsm_speed.py).
+    """
     x = x0.detach().clone()
-    steps = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-    active = torch.arange(len(x), device=x.device)
-    phase(f"IGSM search, {len(x)} point(s)", max_iter)
-    for _ in range(max_iter):
+    n = len(x)
+    steps = torch.zeros(n, dtype=torch.int64, device=x.device)
+    active = torch.arange(n, device=x.device)
+    states = _StateMemory(x, max_iter) if stop_cycles else None
+    phase(f"IGSM search, {n} point(s)", max_iter)
+    for it in range(max_iter):
         xa = x[active].requires_grad_(True)
         z = model(xa)
         keep = z.detach().argmax(1) != target[active]
@@ -79,8 +93,56 @@ def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
         x[idx] = torch.maximum(torch.minimum(moved, x0[idx] + eps), x0[idx] - eps).clamp_(0.0, 1.0)
         steps[idx] += 1
         report(1, searching=len(idx))
-        active = idx
+        finished = states.step(x, idx, it + 1) if states else torch.zeros_like(idx, dtype=torch.bool)
+        steps[idx[finished]] += max_iter - (it + 1)
+        active = idx[~finished]
     return x, steps
+
+
+CYCLE_MEMORY = 64  # states each IGSM point remembers (cycles up to this length are found)
+
+
+class _StateMemory:
+    """The last :data:`CYCLE_MEMORY` states of each point, as two random projections in float64.
+
+    Two states are the same when both projections are equal: distinct states (which differ by at
+    least one pixel step) collide with probability about 1e-22 per comparison.
+    """
+
+    def __init__(self, x: torch.Tensor, max_iter: int) -> None:
+        device = x.device if x.device.type in ("cpu", "cuda") else torch.device("cpu")  # float64 there
+        gen = torch.Generator().manual_seed(0)
+        self.weights = (1.0 + torch.rand((x[0].numel(), 2), dtype=torch.float64, generator=gen)).to(device)
+        self.max_iter = max_iter
+        n = len(x)
+        self.seen = torch.full((n, CYCLE_MEMORY, 2), float("nan"), dtype=torch.float64, device=device)
+        self.when = torch.full((n, CYCLE_MEMORY), -1, dtype=torch.int64, device=device)
+        self.left = torch.full((n,), -1, dtype=torch.int64, device=device)  # steps to go once in a cycle
+        self._remember(torch.arange(n, device=device), self._project(x), 0)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1).to(self.weights.device, torch.float64) @ self.weights
+
+    def _remember(self, rows: torch.Tensor, projection: torch.Tensor, state: int) -> None:
+        self.seen[rows, state % CYCLE_MEMORY] = projection
+        self.when[rows, state % CYCLE_MEMORY] = state
+
+    def step(self, x: torch.Tensor, moved: torch.Tensor, state: int) -> torch.Tensor:
+        """Points ``moved`` now stand in state number ``state``: which of them are finished."""
+        rows = moved.to(self.weights.device)
+        cycling = self.left[rows] >= 0
+        self.left[rows[cycling]] -= 1
+        fresh = rows[~cycling]
+        if len(fresh):
+            projection = self._project(x[moved[~cycling.to(moved.device)]])
+            same = (self.seen[fresh] == projection[:, None]).all(2)
+            found = same.any(1)
+            if bool(found.any()):
+                back = self.when[fresh[found], same[found].float().argmax(1)]
+                period = state - back  # the state ``max_iter`` is ``state + left`` steps on, modulo the period
+                self.left[fresh[found]] = (self.max_iter - state) % period
+            self._remember(fresh, projection, state)
+        return (self.left[rows] == 0).to(moved.device)
 
 
 def _cw_margin(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

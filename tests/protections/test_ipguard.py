@@ -230,6 +230,24 @@ def test_igsm_stops_cycling_points_with_the_plain_loops_result(digits, trained_c
     assert counting.rows < 0.8 * int(expected_steps.sum())  # the plain loop asks once per step and more
 
 
+@pytest.mark.parametrize("max_iter", [20, 21, 24, 9])
+def test_state_memory_stops_a_cycle_where_max_iter_steps_would_end(max_iter):
+    """Three states, then a cycle of five: the point stops in the state max_iter steps reach."""
+    from modelproof.protections.fingerprints.baselines import _StateMemory
+
+    distinct = torch.rand((8, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+
+    def state(t: int) -> torch.Tensor:
+        return distinct[t if t < 3 else 3 + (t - 3) % 5]
+
+    memory, moved = _StateMemory(state(0), max_iter), torch.tensor([0])
+    for t in range(1, max_iter + 1):
+        if bool(memory.step(state(t), moved, t)[0]):
+            break
+    assert torch.equal(state(t), state(max_iter))
+    assert t == max_iter or t < 8 + 5  # stopped within a cycle's length after the first return (state 8)
+
+
 def test_cli_writes_key_and_leaves_model(tmp_path, trained_cnn):
     from modelproof.cli.app import app
 

@@ -73,6 +73,16 @@ def test_selection_lowers_the_match_of_a_non_judge(mlp16, digits16, selection):
     assert rates[1] < rates[0]
 
 
+def test_cw_l2_first_draw_is_four_times_the_key(mlp16, digits16, selection):
+    """CW-L2's candidates are the costliest: its first draw is 4 x the key (16 x for the other fingerprints),
+    later draws follow the measured yield."""
+    key = make_protection("cw-l2-fingerprint", secret="order", **CASES["cw-l2-fingerprint"]).protect(
+        mlp16, digits16.owner, seed=0, selection=selection).key
+    record = key.params["selection"]
+    assert record["oversample"] == 4
+    assert record["tried"] == 4 * len(key) if record["rounds"] == 1 else record["tried"] > 4 * len(key)
+
+
 def test_too_few_survivors_is_a_config_error_with_the_counts(mlp16, digits16):
     """The owner's model as its own judge answers every candidate alike: nothing survives."""
     same = Selection((Judge("owner", None, TorchSuspect(mlp16), mlp16),), oversample=2)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from modelproof.protections.fingerprints.baselines import targeted_igsm
+from modelproof.protections.adversarial import targeted_igsm
 from modelproof.protections.fingerprints.ipguard import frozen, initial_points
 
 from sound_verdicts import load_owner, owner_parser

@@ -9,8 +9,9 @@ import torch
 from typer.testing import CliRunner
 
 from modelproof.util.errors import ConfigError
+from modelproof.protections.adversarial import targeted_igsm
 from modelproof.protections.fingerprints.baselines import (
-    CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint, cw_l2, targeted_igsm,
+    CWL2Fingerprint, FGSMFingerprint, IGSMFingerprint, RandomFingerprint, cw_l2,
 )
 from modelproof.protections.fingerprints.ipguard import (
     IPGuard, boundary_loss, boundary_search, frozen, initial_points, learning_rate, per_point_search,
@@ -233,14 +234,14 @@ def test_igsm_stops_cycling_points_with_the_plain_loops_result(digits, trained_c
 @pytest.mark.parametrize("max_iter", [20, 21, 24, 9])
 def test_state_memory_stops_a_cycle_where_max_iter_steps_would_end(max_iter):
     """Three states, then a cycle of five: the point stops in the state max_iter steps reach."""
-    from modelproof.protections.fingerprints.baselines import _StateMemory
+    from modelproof.protections.adversarial import CycleMemory
 
     distinct = torch.rand((8, 1, 2, 2), generator=torch.Generator().manual_seed(0))
 
     def state(t: int) -> torch.Tensor:
         return distinct[t if t < 3 else 3 + (t - 3) % 5]
 
-    memory, moved = _StateMemory(state(0), max_iter), torch.tensor([0])
+    memory, moved = CycleMemory(state(0), max_iter), torch.tensor([0])
     for t in range(1, max_iter + 1):
         if bool(memory.step(state(t), moved, t)[0]):
             break

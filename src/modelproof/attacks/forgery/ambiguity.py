@@ -2,7 +2,7 @@
 
 With a copy of the model (white box) the counterfeiter can make any model "prove" to be its own:
 
-- ``forge-adversarial``: targeted IGSM adversarial examples (``fingerprints.baselines.targeted_igsm``:
+- ``forge-adversarial``: targeted IGSM adversarial examples (``protections.adversarial.targeted_igsm``:
   steps of 1/255 inside an L-infinity ball of ``eps``) of the counterfeiter's own images, toward
   labels drawn from its seed among the classes the model does not give the clean image; only
   inputs that reach their label are kept. It presents them as an Adi-style key (labels chosen at
@@ -29,7 +29,7 @@ import torch
 
 from ...util.checks import check_int
 from ...util.errors import ConfigError
-from ...protections.fingerprints.baselines import targeted_igsm
+from ...protections.adversarial import targeted_igsm
 from ...protections.fingerprints.ipguard import IPGuard, frozen, learning_rate
 from ...keys.key import OwnershipKey
 from ...models.devices import model_device

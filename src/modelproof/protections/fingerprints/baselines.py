@@ -39,10 +39,10 @@ from ...util.progress import phase, report
 from ...util.checks import check_int
 from ...util.errors import KeyRefused
 from ..base import Protected, register_protection
+from ..adversarial import targeted_igsm
 from ..selection import Selection, budget, left_out, projected_candidates
 from .ipguard import FingerprintBase, check_init, check_number, frozen, initial_points
 
-ALPHA = 1.0 / 255.0
 CHUNK = 2048  # starts moved at once; the points do not interact, so the chunking changes no point
 # CW-L2's Adam rate (in tanh space): the paper's 0.001 (CIFAR) and 0.1 (ImageNet); on the grey
 # datasets the CW authors' own default 0.01, because at 0.001 the many exactly-0 pixels (tanh
@@ -60,89 +60,6 @@ def targeted_fgsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
     x = x0.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), target, reduction="sum"), x)
     return (x0 - eps * grad.sign()).clamp(0.0, 1.0)
-
-
-def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps: float, *,
-                  alpha: float = ALPHA, max_iter: int = 1000,
-                  stop_cycles: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Iterative targeted FGSM; returns the points and the steps each took (batched, masked).
-
-    A step is a function of the point alone (the model is frozen), so a point that comes back to a
-    state it was in (the sign step bounces between the eps ball's faces: on MNIST at eps 0.1 most
-    starts that never reach j do so within 200 steps) repeats that cycle until ``max_iter`` without
-    reaching j. It stops once it stands where ``max_iter`` steps would leave it (at most
-    :data:`CYCLE_MEMORY` steps more), and its step count is the ``max_iter`` it would have taken:
-    the points and steps of the plain loop, for a fraction of the steps (``stop_cycles=False``: the
-    plain loop, for benchmarks/igsm_speed.py).
-    """
-    x = x0.detach().clone()
-    n = len(x)
-    steps = torch.zeros(n, dtype=torch.int64, device=x.device)
-    active = torch.arange(n, device=x.device)
-    states = _StateMemory(x, max_iter) if stop_cycles else None
-    phase(f"IGSM search, {n} point(s)", max_iter)
-    for it in range(max_iter):
-        xa = x[active].requires_grad_(True)
-        z = model(xa)
-        keep = z.detach().argmax(1) != target[active]
-        if not bool(keep.any()):
-            break
-        (grad,) = torch.autograd.grad(F.cross_entropy(z, target[active], reduction="sum"), xa)
-        idx = active[keep]
-        moved = x[idx] - alpha * grad[keep].sign()
-        x[idx] = torch.maximum(torch.minimum(moved, x0[idx] + eps), x0[idx] - eps).clamp_(0.0, 1.0)
-        steps[idx] += 1
-        report(1, searching=len(idx))
-        finished = states.step(x, idx, it + 1) if states else torch.zeros_like(idx, dtype=torch.bool)
-        steps[idx[finished]] += max_iter - (it + 1)
-        active = idx[~finished]
-    return x, steps
-
-
-CYCLE_MEMORY = 64  # states each IGSM point remembers (cycles up to this length are found)
-
-
-class _StateMemory:
-    """The last :data:`CYCLE_MEMORY` states of each point, as two random projections in float64.
-
-    Two states are the same when both projections are equal: distinct states (which differ by at
-    least one pixel step) collide with probability about 1e-22 per comparison.
-    """
-
-    def __init__(self, x: torch.Tensor, max_iter: int) -> None:
-        device = x.device if x.device.type in ("cpu", "cuda") else torch.device("cpu")  # float64 there
-        gen = torch.Generator().manual_seed(0)
-        self.weights = (1.0 + torch.rand((x[0].numel(), 2), dtype=torch.float64, generator=gen)).to(device)
-        self.max_iter = max_iter
-        n = len(x)
-        self.seen = torch.full((n, CYCLE_MEMORY, 2), float("nan"), dtype=torch.float64, device=device)
-        self.when = torch.full((n, CYCLE_MEMORY), -1, dtype=torch.int64, device=device)
-        self.left = torch.full((n,), -1, dtype=torch.int64, device=device)  # steps to go once in a cycle
-        self._remember(torch.arange(n, device=device), self._project(x), 0)
-
-    def _project(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1).to(self.weights.device, torch.float64) @ self.weights
-
-    def _remember(self, rows: torch.Tensor, projection: torch.Tensor, state: int) -> None:
-        self.seen[rows, state % CYCLE_MEMORY] = projection
-        self.when[rows, state % CYCLE_MEMORY] = state
-
-    def step(self, x: torch.Tensor, moved: torch.Tensor, state: int) -> torch.Tensor:
-        """Points ``moved`` now stand in state number ``state``: which of them are finished."""
-        rows = moved.to(self.weights.device)
-        cycling = self.left[rows] >= 0
-        self.left[rows[cycling]] -= 1
-        fresh = rows[~cycling]
-        if len(fresh):
-            projection = self._project(x[moved[~cycling.to(moved.device)]])
-            same = (self.seen[fresh] == projection[:, None]).all(2)
-            found = same.any(1)
-            if bool(found.any()):
-                back = self.when[fresh[found], same[found].float().argmax(1)]
-                period = state - back  # the state ``max_iter`` is ``state + left`` steps on, modulo the period
-                self.left[fresh[found]] = (self.max_iter - state) % period
-            self._remember(fresh, projection, state)
-        return (self.left[rows] == 0).to(moved.device)
 
 
 def _cw_margin(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -231,6 +231,26 @@ def test_igsm_stops_cycling_points_with_the_plain_loops_result(digits, trained_c
     assert counting.rows < 0.8 * int(expected_steps.sum())  # the plain loop asks once per step and more
 
 
+class _NoEmptyBatch(torch.nn.Module):
+    """A model written as models often are, ``x.view(len(x), -1)``, which cannot take an empty batch."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(x), "asked about an empty batch"
+        return self.model(x.view(len(x), -1).view(x.shape))
+
+
+def test_igsm_never_asks_about_an_empty_batch(digits, trained_cnn):
+    """Once every point has finished its cycle the search ends without another (empty) question."""
+    with frozen(trained_cnn):
+        x0, _, j = initial_points(trained_cnn, digits.owner, 10, "TL", torch.Generator().manual_seed(3))
+        _, steps = targeted_igsm(_NoEmptyBatch(trained_cnn), x0, j, 0.05, max_iter=300)
+    assert bool((steps == 300).all())  # none reaches j at eps 0.05: all stopped by the memory
+
+
 @pytest.mark.parametrize("max_iter", [20, 21, 24, 9])
 def test_state_memory_stops_a_cycle_where_max_iter_steps_would_end(max_iter):
     """Three states, then a cycle of five: the point stops in the state max_iter steps reach."""

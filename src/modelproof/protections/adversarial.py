@@ -122,6 +122,8 @@ def targeted_igsm(model: nn.Module, x0: torch.Tensor, target: torch.Tensor, eps:
         finished = states.step(x, idx, it + 1) if states else torch.zeros_like(idx, dtype=torch.bool)
         steps[idx[finished]] += max_iter - (it + 1)
         active = idx[~finished]
+        if not len(active):  # every point reached j or finished its cycle: ask the model nothing more
+            break
     return x, steps
 
 
@@ -132,7 +134,9 @@ class CycleMemory:
     """The last :data:`CYCLE_MEMORY` states of each point, as two random projections in float64.
 
     Two states are the same when both projections are equal: distinct states (which differ by at
-    least one pixel step) collide with probability about 1e-22 per comparison.
+    least one pixel step) collide with probability about 1e-22 per comparison. A point still searching
+    has moved at every step so far (one that stops never moves again), so column ``c`` holds its
+    latest state number ``s`` with ``s % CYCLE_MEMORY == c``.
     """
 
     def __init__(self, x: torch.Tensor, max_iter: int) -> None:
@@ -142,7 +146,6 @@ class CycleMemory:
         self.max_iter = max_iter
         n = len(x)
         self.seen = torch.full((n, CYCLE_MEMORY, 2), float("nan"), dtype=torch.float64, device=device)
-        self.when = torch.full((n, CYCLE_MEMORY), -1, dtype=torch.int64, device=device)
         self.left = torch.full((n,), -1, dtype=torch.int64, device=device)  # steps to go once in a cycle
         self._remember(torch.arange(n, device=device), self._project(x), 0)
 
@@ -151,7 +154,6 @@ class CycleMemory:
 
     def _remember(self, rows: torch.Tensor, projection: torch.Tensor, state: int) -> None:
         self.seen[rows, state % CYCLE_MEMORY] = projection
-        self.when[rows, state % CYCLE_MEMORY] = state
 
     def step(self, x: torch.Tensor, moved: torch.Tensor, state: int) -> torch.Tensor:
         """Points ``moved`` now stand in state number ``state``: which of them are finished."""
@@ -160,12 +162,12 @@ class CycleMemory:
         self.left[rows[cycling]] -= 1
         fresh = rows[~cycling]
         if len(fresh):
-            projection = self._project(x[moved[~cycling.to(moved.device)]])
+            projection = self._project(x[moved[(~cycling).to(moved.device)]])
             same = (self.seen[fresh] == projection[:, None]).all(2)
             found = same.any(1)
             if bool(found.any()):
-                back = self.when[fresh[found], same[found].float().argmax(1)]
-                period = state - back  # the state ``max_iter`` is ``state + left`` steps on, modulo the period
-                self.left[fresh[found]] = (self.max_iter - state) % period
+                column = same[found].float().argmax(1)
+                period = (state - column - 1) % CYCLE_MEMORY + 1  # back to the state column ``column`` holds
+                self.left[fresh[found]] = (self.max_iter - state) % period  # then where max_iter steps end
             self._remember(fresh, projection, state)
         return (self.left[rows] == 0).to(moved.device)

@@ -63,14 +63,17 @@ def test_without_selection_the_key_is_what_it_was(mlp16, digits16):
 
 
 def test_selection_lowers_the_match_of_a_non_judge(mlp16, digits16, selection):
-    """A model that was not a judge matches a selected IPGuard key less than an unselected one."""
-    other = TorchSuspect(train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=33)[0])
+    """Models that were not judges match a selected IPGuard key less, on average, than an unselected one.
+
+    Three non-judges, not one: a single 30-point comparison sits within a point or two of a tie (0.57 vs
+    0.47 for seed 33) and a different float summation order (thread count) can close it."""
+    others = [TorchSuspect(train_new("mlp", digits16.owner, JUDGE_CONFIG, seed=s)[0]) for s in (33, 34, 35)]
     rates = []
     for sel in (None, selection):
         key = make_protection("ipguard", secret="s", points=30, max_iter=150).protect(
             mlp16, digits16.owner, seed=0, selection=sel).key
-        rates.append(float((other.predict(key.inputs) == key.labels).float().mean()))
-    assert rates[1] < rates[0]
+        rates.append(sum(float((o.predict(key.inputs) == key.labels).float().mean()) for o in others) / 3)
+    assert rates[1] < rates[0] - 0.1
 
 
 def test_cw_l2_first_draw_is_four_times_the_key(mlp16, digits16, selection):

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats
 
 from modelproof.references.calibration import DEFAULT_REFERENCES, TAIL, rank_bound, skew_tail
-from modelproof.verification.stats import default_p1
+from modelproof.verification.stats import key_p1
 from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.verification.verifier import check_new_look
 
@@ -48,9 +48,11 @@ def thresholds(n: int, p0: np.ndarray, level: float) -> np.ndarray:
 
 
 def sequential_owned(hits: np.ndarray, p0: np.ndarray, level: float, beta: float = 0.05, batch: int = 10) -> np.ndarray:
-    """Whether the test martingale (p1 = default_p1(p0)) reaches 1/level at a batch end before beta."""
+    """Whether the test martingale (p1 = key_p1(p0, n, level), as verify sets it) reaches 1/level at a batch end
+    before beta."""
     p0 = np.asarray(p0, dtype=float)
-    p1 = np.minimum(np.maximum(0.9, (1 + p0) / 2), 1 - 1e-12)  # a null of 1 (rank bound at n/n): no claim
+    n = hits.shape[1]
+    p1 = np.array([key_p1(q, n, level) if q < 1 else 1 - 1e-12 for q in p0])  # a null of 1 (rank bound): no claim
     up, down = np.log(p1 / np.maximum(p0, 1e-300)), np.log1p(-p1) - np.log1p(-np.minimum(p0, 1 - 1e-12))
     checks = np.arange(batch, hits.shape[1] + 1, batch)
     m = hits.cumsum(1)[:, checks - 1]
@@ -153,7 +155,7 @@ def main() -> None:
               f"{budget_workflow(rng, p0, n, alpha, args.nulls, refuse=True):.4f} |")
         hits = rng.random((args.nulls, n)) < p0
         seq = float(sequential_owned(hits, np.full(args.nulls, p0), alpha).mean())
-        print(f"| sequential continuing one log, 10..100 | {p0} exact (p1 {default_p1(p0):g}) | {seq:.4f} |")
+        print(f"| sequential continuing one log, 10..100 | {p0} exact (p1 {key_p1(p0, n, alpha):g}) | {seq:.4f} |")
     tables = [(f"calibrated nulls: {args.references} references from the population, Student-t bound at tail "
                f"{TAIL:g}, verify charged {skew_tail(args.references):g} (calibration.skew_tail), tested at alpha - "
                f"{skew_tail(args.references):g} = {alpha - skew_tail(args.references):g}", args.references, False)]

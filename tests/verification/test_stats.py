@@ -9,7 +9,8 @@ from scipy.stats import binom, binomtest
 
 from modelproof.util.errors import ConfigError
 from modelproof.verification.stats import (
-    binomial_p_value, decision_threshold, default_p1, log_e_value, sequential_decision, simulate_sequential,
+    MAX_KEY_P1, binomial_p_value, decision_threshold, default_p1, key_p1, log_e_value, sequential_decision,
+    simulate_sequential,
 )
 from modelproof.keys.nulls import clopper_pearson_upper
 
@@ -124,6 +125,31 @@ def test_sequential_false_claim_rate_at_most_alpha(p0, key_size, batch_size):
                                      generator=torch.Generator().manual_seed(int(p0 * 1000) + key_size))
     rate = float((outcome == 1).double().mean())
     assert rate <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs), rate
+
+
+def test_key_p1_is_the_default_unless_the_key_is_too_small_for_it():
+    assert key_p1(0.5, 100, 0.01) == default_p1(0.5) and key_p1(0.0, 5, 0.01) == default_p1(0.0)
+    # Keras CNN conferrable key (6 Dec): 69 inputs at a calibrated null of 0.897, tested at 0.009
+    need, p1 = -math.log(0.009), key_p1(0.897, 69, 0.009)
+    assert default_p1(0.897) < p1 <= MAX_KEY_P1
+    assert log_e_value(69, 69, 0.897, default_p1(0.897)) < need <= log_e_value(69, 69, 0.897, p1)
+    assert log_e_value(69, 69, 0.897, p1) < 1.1 * need  # the smallest such p1, with 5% to spare
+    assert log_e_value(68, 69, 0.897, p1) < need  # one miss: this key can no longer claim
+    assert key_p1(0.97, 20, 0.01) == default_p1(0.97)  # it would need p1 above 0.99: unchanged, cannot prove
+
+
+@pytest.mark.parametrize("p0,key_size", [(0.897, 69), (0.6, 10), (0.8, 25)])
+def test_sequential_false_claim_rate_at_most_alpha_with_a_raised_p1(p0, key_size):
+    """Keys too small for the default alternative: the raised p1 is fixed before any answer, Ville still holds."""
+    alpha, runs = 0.01, 40_000
+    p1 = key_p1(p0, key_size, alpha)
+    assert p1 > default_p1(p0)
+    outcome, _ = simulate_sequential(p0, key_size, p0, p1=p1, alpha=alpha, runs=runs,
+                                     generator=torch.Generator().manual_seed(key_size))
+    rate = float((outcome == 1).double().mean())
+    assert rate <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / runs), rate
+    owned, _ = simulate_sequential(1.0, key_size, p0, p1=p1, alpha=alpha, runs=10)
+    assert bool((owned == 1).all())  # while a suspect answering every key input is owned
 
 
 def test_naive_repeated_testing_would_break_the_bound():

@@ -31,7 +31,8 @@ def verify_cmd(key: KeyOpt,
                                                         "(test martingale; valid under early stopping).")] = False,
                batch_size: Annotated[int, typer.Option("--batch-size", help="Key inputs per query batch.")] = 10,
                p1: Annotated[float | None, typer.Option(help="Sequential: match rate of a suspect that is ours "
-                                                        "(default max(0.9, (1 + null) / 2)).")] = None,
+                                                        "(default max(0.9, (1 + null) / 2), raised up to 0.99 for a key "
+                                                        "too small to prove with it).")] = None,
                beta: Annotated[float, typer.Option(help="Sequential: chance of dismissing a suspect matching "
                                                    "at rate p1.")] = 0.05,
                passphrase: PassOpt = None, passphrase_file: PassFileOpt = None,

@@ -17,7 +17,7 @@ import math
 from itertools import cycle, islice
 
 from ..keys.nulls import prediction_upper_bound
-from ..verification.stats import binomial_p_value, log_e_value
+from ..verification.stats import binomial_p_value, key_p1, log_e_value
 
 MAX_REFERENCES = 64
 KEY_FACTORS = (2, 3, 4, 6, 8)
@@ -25,10 +25,12 @@ KEY_FACTORS = (2, 3, 4, 6, 8)
 
 def passes(matched: int, n: int, null: float, level: float) -> bool:
     """Whether ``matched`` of ``n`` reaches ``level`` against ``null`` in both modes the self-check runs: the
-    exact binomial test, and the sequential test's e-value after all ``n`` answers (default p1)."""
+    exact binomial test, and the sequential test's e-value after all ``n`` answers (the key's p1,
+    :func:`~modelproof.verification.stats.key_p1`)."""
     if null >= 1.0:
         return False
-    return binomial_p_value(matched, n, null) <= level and log_e_value(matched, n, null) >= -math.log(level)
+    return (binomial_p_value(matched, n, null) <= level
+            and log_e_value(matched, n, null, key_p1(null, n, level)) >= -math.log(level))
 
 
 def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: float,
@@ -64,7 +66,9 @@ def refusal_advice(counts: list[int], n: int, matched: int, alpha: float, tail: 
         helps.append(f"more epochs (a protected model matching all {n} key inputs would pass)")
     if helps:
         return text + "; would help: " + "; ".join(helps)
-    why = ("the references answer the key as the protected model does" if max(counts) >= 0.9 * matched else
+    why = (f"the method's own null ({null:.3g}) is what bounds the test, and references do not move it"
+           if exact_null is not None else
+           "the references answer the key as the protected model does" if max(counts) >= 0.9 * matched else
            f"the references' matches spread too widely ({min(counts)}/{n} to {max(counts)}/{n}) for a tight bound")
     tried = [f"up to {MAX_REFERENCES} references", f"a key up to {KEY_FACTORS[-1]}x larger"]
     tried += ["more epochs"] if trains else []

@@ -69,6 +69,34 @@ def default_p1(p0: float) -> float:
     return max(0.9, (1.0 + p0) / 2.0)
 
 
+# The highest alternative :func:`key_p1` raises to: a suspect that then misses one key input needs about
+# log((1 - p0) / (1 - p1)) / log(p1 / p0) further matches to make up for it (24 at p0 0.9).
+MAX_KEY_P1 = 0.99
+# The share of the boundary log(1/level) a raised alternative keeps in hand when every answer matches.
+KEY_P1_SPARE = 0.05
+
+
+def key_p1(p0: float, n: int, level: float) -> float:
+    """The sequential test's alternative for a key of ``n`` inputs tested at ``level``: :func:`default_p1`,
+    raised when with it even ``n`` matches of ``n`` could not reach 1/level.
+
+    A key with a high null and few inputs (a conferrable key of 69 at a calibrated null of 0.897) proves
+    its model in the fixed test (0.897^69 = 5.6e-4) but not sequentially with p1 0.95: each match then
+    adds log(p1/p0) = 0.056, and 1/level needs 4.6. Raised, p1 is the smallest value that lets ``n``
+    matches reach the boundary with KEY_P1_SPARE of it in hand, if that is at most MAX_KEY_P1 (else the
+    default stays and the key cannot prove sequentially). It depends on the key and the level only and
+    is fixed before any answer is seen, so Ville's bound P(ever owned | independent) <= level holds as
+    for any fixed p1; the price is that a suspect missing a key input loses more evidence.
+    """
+    p0 = check_prob("p0", p0, open_high=True)
+    p1 = default_p1(p0)
+    need = -math.log(check_prob("level", level, open_low=True, open_high=True))
+    if p0 == 0.0 or n < 1 or n * (math.log(p1) - math.log(p0)) >= need:
+        return p1
+    raised = p0 * math.exp((1 + KEY_P1_SPARE) * need / n)
+    return raised if raised <= MAX_KEY_P1 else p1
+
+
 def _log_ratios(p0: float, p1: float | None) -> tuple[float, float, float]:
     """(p1, log(p1/p0), log((1-p1)/(1-p0))), validated; the first is +inf when p0 == 0."""
     p0 = check_prob("null match probability p0", p0, open_high=True)

@@ -38,7 +38,7 @@ import torch
 
 from ..util.errors import ConfigError, SuspectError
 from ..keys.key import OwnershipKey
-from .stats import binomial_p_value, decision_threshold, default_p1, log_e_value, sequential_decision
+from .stats import binomial_p_value, decision_threshold, key_p1, log_e_value, sequential_decision
 
 MODES = ("fixed", "sequential")
 DECISIONS = ("owned", "not owned", "inconclusive")
@@ -167,7 +167,7 @@ def can_prove(key: OwnershipKey, alpha: float, mode: str = "fixed", p1: float | 
     if p0 >= 1.0:
         return False
     if mode == "sequential":
-        return log_e_value(n, n, p0, default_p1(p0) if p1 is None else p1) >= -math.log(level)
+        return log_e_value(n, n, p0, key_p1(p0, n, level) if p1 is None else p1) >= -math.log(level)
     return binomial_p_value(n, n, p0) < level
 
 
@@ -217,7 +217,8 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
     """Ask ``suspect`` the key and decide ownership at level ``alpha`` (see the module docstring).
 
     ``suspect`` is any Suspect; it is wrapped in ``suspects.QueriedSuspect`` (budget, query log,
-    resume). ``p1`` and ``beta`` set the sequential test (``stats.default_p1`` when ``p1`` is None).
+    resume). ``p1`` and ``beta`` set the sequential test (``stats.key_p1`` of the key and level when ``p1`` is
+    None).
     A calibrated key tests at ``alpha - tail`` (:func:`test_level`). Every decision is recorded in the
     query log; a second fixed-sample look at one log with another budget or alpha is refused.
     """
@@ -229,7 +230,7 @@ def verify(key: OwnershipKey, suspect, *, alpha: float = 0.01, mode: str = "fixe
         if p0 >= 1.0:
             raise ConfigError("sequential verification needs null_match_prob < 1 (a key every model matches "
                               "proves nothing); calibrate the key")
-        p1 = default_p1(p0) if p1 is None else p1
+        p1 = key_p1(p0, len(key), level) if p1 is None else p1
         log_e_value(0, 0, p0, p1)  # validates p1 against p0
     check_compatible(key, suspect)
     if isinstance(suspect, QueriedSuspect):

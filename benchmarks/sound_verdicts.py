@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -111,13 +112,19 @@ def secrets_table(names, owner, splits, options, arch: str, dataset: str, count:
         for i in range(count):
             protection = make_protection(name)
             protection.set_secret(f"sound-verdicts/{name}/secret-{i}")
+            start = time.perf_counter()
             try:
                 outcome = protect_model(protection, owner, splits, seed=seed, options=options, owner_arch=arch,
                                         dataset=dataset)
                 nulls.append(outcome.final.key.null_match_prob)
+                said = f"written, null {nulls[-1]:.3g}"
             except ModelproofError as exc:
                 reason = str(exc).removeprefix(f"{name}: ").split(" (")[0].split(":")[0][:70]
                 reasons[reason] = reasons.get(reason, 0) + 1
+                said = f"refused: {reason}"
+            # one line per secret on stderr, so that a run stopped part-way still says what it measured
+            print(f"{name} secret {i + 1}/{count}: {said} ({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+                  flush=True)
         nulls.sort()
         spread = (f"{nulls[0]:.3g} / {nulls[len(nulls) // 2]:.3g} / {nulls[-1]:.3g}" if nulls else "-")
         why = "; ".join(f"{n}x {r}" for r, n in reasons.items()) or "-"

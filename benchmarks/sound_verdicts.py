@@ -49,6 +49,7 @@ from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
 from modelproof.suspects.local import TorchSuspect
 from modelproof.util.errors import ModelproofError
+from modelproof.verification.stats import p_value_text
 from modelproof.verification.verifier import verify
 
 from heldout import heldout_suspects
@@ -249,7 +250,8 @@ def main() -> None:
         held = [verify(key, n) for n in negs]
         claims = sum(v.decision == "owned" for v in held)
         min_p = min(v.p_value for v in held)
-        print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {fixed.p_value:.1e} | "
+        own_p = p_value_text(fixed.p_value, fixed.matches, fixed.queries, fixed.null_match_prob)
+        print(f"| {name} | key of {len(key)} | {key.null_match_prob:.3g} | {fixed.decision} p {own_p} | "
               f"{seq.decision} in {seq.queries} | " + " | ".join(cells or ["-"] * len(labels))
               + f" | {claims}/{len(negs)} ({min_p:.2g}) | {seconds:.0f} |", flush=True)
         chosen = key.params.get("selection")

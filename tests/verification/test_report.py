@@ -57,6 +57,14 @@ def test_summary_of_fixed_mode_and_infinite_e_value():
     assert v.to_dict()["e_value"] == "inf" and "inf" in summary(v)
 
 
+def test_summary_never_says_p_is_zero():
+    # 419 of 419 matched at a null of 0.014 (the MNIST LeNet-5 blind key): p = 0.014^419 underflows to 0.0
+    v = make_verdict(mode="fixed", queries=419, matches=419, key_size=419, null_match_prob=0.014, p_value=0.0,
+                     e_value=None, p1=None, beta=None)
+    assert "p-value:  10^-776.8 (exact" in summary(v)
+    assert "p-value:  9.31e-10 (exact" in summary(make_verdict())
+
+
 def test_signed_report_verifies_and_detects_the_signer(tmp_path):
     key, other = generate_signing_key(), generate_signing_key()
     save_signing_key(key, tmp_path / "owner")

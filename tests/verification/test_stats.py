@@ -1,5 +1,6 @@
 """The statistics against scipy, the frontier-stitching thresholds, and the sequential test by simulation."""
 
+from fractions import Fraction
 import math
 
 import pytest
@@ -9,8 +10,8 @@ from scipy.stats import binom, binomtest
 
 from modelproof.util.errors import ConfigError
 from modelproof.verification.stats import (
-    MAX_KEY_P1, binomial_p_value, decision_threshold, default_p1, key_p1, log_e_value, sequential_decision,
-    simulate_sequential,
+    MAX_KEY_P1, binomial_p_value, decision_threshold, default_p1, key_p1, log10_p_value, log_e_value, p_value_text,
+    sequential_decision, simulate_sequential,
 )
 from modelproof.keys.nulls import clopper_pearson_upper
 
@@ -36,6 +37,30 @@ def test_binomial_edge_cases():
     assert binomial_p_value(10, 10, 1.0) == 1.0     # every model matches under p0 = 1
     assert binomial_p_value(10, 10, 0.5) == 0.5 ** 10
     assert binomial_p_value(0, 0, 0.5) == 1.0
+
+
+@pytest.mark.parametrize("k, n, p0", [(1, 1, 0.5), (30, 100, 0.1), (419, 419, 0.014), (400, 1000, 0.05),
+                                      (5, 10, 0.999), (2000, 2000, 0.3)])
+def test_log10_p_value_matches_an_exact_sum_where_the_p_value_underflows(k, n, p0):
+    # exact reference: the tail summed in rationals (scipy's logsf underflows to -inf there too)
+    q = Fraction(p0)
+    tail = sum(math.comb(n, j) * q ** j * (1 - q) ** (n - j) for j in range(k, n + 1))
+    want = math.log10(tail.numerator) - math.log10(tail.denominator)
+    got = log10_p_value(k, n, p0)
+    assert math.isfinite(got) and got == pytest.approx(want, rel=1e-9, abs=1e-9), (k, n, p0, want)
+    p = binomial_p_value(k, n, p0)
+    text = p_value_text(p, k, n, p0)
+    if p > 0:
+        assert text == f"{p:.3g}" and got == pytest.approx(math.log10(p), rel=1e-9, abs=1e-9)
+    else:  # below the smallest float: the report gives the exponent, never "p = 0"
+        assert text == f"10^{want:.1f}" and want < -300
+
+
+def test_log10_p_value_edge_cases():
+    assert log10_p_value(0, 10, 0.3) == 0.0 and log10_p_value(10, 10, 1.0) == 0.0
+    assert log10_p_value(5, 10, 0.0) == -math.inf and p_value_text(0.0, 5, 10, 0.0) == "0"
+    with pytest.raises(ConfigError):
+        log10_p_value(11, 10, 0.5)
 
 
 @pytest.mark.parametrize("bad", [(-1, 10, 0.5), (11, 10, 0.5), (3, 10, 1.5), (3, 10, -0.1), (3, 10, math.nan),

@@ -50,7 +50,9 @@ def _count(value: float | None) -> str:
 
 
 def _sci(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1e}"
+    if value is None:
+        return "-"
+    return f"{value:.1e}" if value > 0 else "<1e-300"  # a p-value below the smallest float, not zero
 
 
 def _group(title: str, rows: list[dict]) -> dict:

@@ -22,6 +22,7 @@ from ..keys.signing import ReportError, b64, check_signature, fingerprint, load_
 from ..util.files import atomic_write_bytes
 from ..util.jsonsafe import loads as json_loads
 from .verifier import Verdict
+from .stats import p_value_text
 
 FORMAT = "modelproof-report"
 FORMAT_VERSION = 1
@@ -37,7 +38,7 @@ def summary(verdict: Verdict) -> str:
         f"decision: {v.decision.upper()} at alpha = {v.alpha:g} ({v.mode} mode)",
         f"evidence: {v.matches} of {v.queries} key labels matched ({v.match_rate:.1%}); key holds {v.key_size}",
         f"null:     an independent model matches with probability {v.null_match_prob:.4g} ({v.null_source})",
-        f"p-value:  {v.p_value:.3g} (exact one-sided binomial"
+        f"p-value:  {p_value_text(v.p_value, v.matches, v.queries, v.null_match_prob)} (exact one-sided binomial"
         + ("; NOT valid at the data-dependent stopping time of a sequential run: the decision rests on the "
            "e-value)" if v.mode == "sequential" else ")"),
         f"test:     {test}" + (f"; run at alpha - {v.null_tail:g} (calibration tail)" if v.null_tail else ""),

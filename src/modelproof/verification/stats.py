@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
-from ..keys.nulls import binomial_range, check_counts, check_prob
+from ..keys.nulls import binomial_range, check_counts, check_prob, log_binomial_range
 from ..util.errors import ConfigError
 
 
@@ -38,6 +38,25 @@ def binomial_p_value(matches: int, n: int, p0: float) -> float:
     if p0 == 0.0:
         return 0.0
     return binomial_range(matches, n, n, p0)
+
+
+def log10_p_value(matches: int, n: int, p0: float) -> float:
+    """log10 of :func:`binomial_p_value`, computed in log space: finite where the p-value underflows to 0."""
+    check_counts(matches, n)
+    p0 = check_prob("p0", p0)
+    if matches == 0 or p0 == 1.0:
+        return 0.0
+    if p0 == 0.0:
+        return -math.inf
+    return log_binomial_range(matches, n, n, p0) / math.log(10)
+
+
+def p_value_text(p_value: float, matches: int, n: int, p0: float) -> str:
+    """A p-value for people: ``1.2e-45``, or ``10^-776.3`` where the float underflowed to 0 (a
+    report saying "p = 0" would claim what no finite test can)."""
+    if p_value > 0.0 or matches == 0 or not 0.0 < p0 < 1.0:
+        return f"{p_value:.3g}"
+    return f"10^{log10_p_value(matches, n, p0):.1f}"
 
 
 def decision_threshold(n: int, p0: float, alpha: float) -> int:

@@ -25,30 +25,28 @@ from __future__ import annotations
 import math
 
 import torch
-from ..keys.nulls import binomial_range, check_counts, check_prob, log_binomial_range
+from ..keys.nulls import check_counts, check_prob, log_binomial_range
 from ..util.errors import ConfigError
 
 
 def binomial_p_value(matches: int, n: int, p0: float) -> float:
     """One-sided exact p-value P[X >= matches] for X ~ Binomial(n, p0) (the null's upper tail)."""
-    check_counts(matches, n)
-    p0 = check_prob("p0", p0)
-    if matches == 0 or p0 == 1.0:
-        return 1.0
-    if p0 == 0.0:
-        return 0.0
-    return binomial_range(matches, n, n, p0)
+    return math.exp(_log_p_value(matches, n, p0))
 
 
 def log10_p_value(matches: int, n: int, p0: float) -> float:
     """log10 of :func:`binomial_p_value`, computed in log space: finite where the p-value underflows to 0."""
+    return _log_p_value(matches, n, p0) / math.log(10)
+
+
+def _log_p_value(matches: int, n: int, p0: float) -> float:
     check_counts(matches, n)
     p0 = check_prob("p0", p0)
     if matches == 0 or p0 == 1.0:
         return 0.0
     if p0 == 0.0:
         return -math.inf
-    return log_binomial_range(matches, n, n, p0) / math.log(10)
+    return log_binomial_range(matches, n, n, p0)
 
 
 def p_value_text(p_value: float, matches: int, n: int, p0: float) -> str:

@@ -8,7 +8,7 @@ from a population of references (``prediction_upper_bound``: the calibration of
 :mod:`modelproof.references.calibration`). It also reads what a calibration recorded in the key
 (``is_calibrated``, ``tail_of``), which verification needs. The exact binomial arithmetic shared with
 the tests of :mod:`modelproof.verification.stats` lives here too (``check_counts``, ``check_prob``,
-``binomial_range``).
+``binomial_range`` and its log, ``log_binomial_range``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _log_pmf(k: int, n: int, log_p: float, log_q: float) -> float:
 
 def binomial_range(lo: int, hi: int, n: int, p: float) -> float:
     """P[lo <= X <= hi] for X ~ Binomial(n, p) with 0 < p < 1, summed in log space."""
-    return min(1.0, math.exp(log_binomial_range(lo, hi, n, p)))
+    return math.exp(log_binomial_range(lo, hi, n, p))  # the log is capped at 0
 
 
 def log_binomial_range(lo: int, hi: int, n: int, p: float) -> float:

@@ -130,6 +130,7 @@ def test_protected_owned_independent_not_owned(calibrated, trained_cnn, others, 
         assert v.mode == mode and v.key_digest == calibrated.digest() and v.key_size == 200
         assert v.queries_sent + v.replayed == v.queries and v.replayed == 0
         assert v.p_value == pytest.approx(binom.sf(v.matches - 1, v.queries, v.null_match_prob), rel=1e-9)
+        assert v.log10_p_value == pytest.approx(binom.logsf(v.matches - 1, v.queries, v.null_match_prob) / np.log(10))
         assert v.suspect.startswith("torch:") and v.method == "blend-fingerprint"
         json.dumps(v.to_dict())
     if mode == "fixed":
@@ -140,6 +141,18 @@ def test_protected_owned_independent_not_owned(calibrated, trained_cnn, others, 
         assert ours.p1 == pytest.approx(key_p1(p0, 200, level_of(calibrated, 0.01)))
         if ours.p1 == default_p1(p0):
             assert ours.queries < 100
+
+
+def test_verdict_keeps_the_exponent_of_an_underflowing_p_value(trained_cnn, digits):
+    # 1,200 inputs all matched at a null of 0.2: p = 0.2^1200 = 10^-838.8, below the smallest double
+    inputs = torch.rand((1200, *digits.test.images.shape[1:]), generator=torch.Generator().manual_seed(7))
+    big = key_from_model(trained_cnn, inputs, method="uniform-fingerprint",
+                         null_match_prob=0.2, null_source="a test's null")
+    v = verify(big, TorchSuspect(trained_cnn), mode="fixed", alpha=0.01)
+    assert v.decision == "owned" and v.matches == 1200 and v.p_value == 0.0
+    assert v.log10_p_value == pytest.approx(1200 * np.log10(0.2), rel=1e-12)
+    written = json.loads(json.dumps(v.to_dict()))
+    assert written["p_value"] == 0.0 and written["log10_p_value"] == pytest.approx(-838.8, abs=0.05)
 
 
 def test_budget_runs_out(calibrated, trained_cnn, others):

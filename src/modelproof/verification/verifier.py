@@ -38,7 +38,7 @@ import torch
 
 from ..util.errors import ConfigError, SuspectError
 from ..keys.key import OwnershipKey
-from .stats import binomial_p_value, decision_threshold, key_p1, log_e_value, sequential_decision
+from .stats import binomial_p_value, decision_threshold, key_p1, log10_p_value, log_e_value, sequential_decision
 
 MODES = ("fixed", "sequential")
 DECISIONS = ("owned", "not owned", "inconclusive")
@@ -88,6 +88,7 @@ class Verdict:
     replay: dict | None = None  # replayed answers: count, the endpoints that gave them, when, re-asks, the log's chain
     top_answer_share: float | None = None  # share of the answered key inputs given the suspect's commonest label
     warning: str | None = None  # the answers are (nearly) one label: see :func:`concentration_warning`
+    log10_p_value: float | None = None  # log10 of p_value, exact where p_value underflows to 0.0
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (a non-finite e-value is written as the string "inf")."""
@@ -290,7 +291,8 @@ def _verify(key: OwnershipKey, queried, *, alpha: float, mode: str, batch_size: 
                    suspect=str(queried.identity), started=started, finished=_now(),
                    queries_sent=queried.queries - sent0, replayed=queried.replayed - replayed0,
                    budget=budget, batch_size=batch_size, null_tail=alpha - level, note=note,
-                   replay=queried.replay_summary(), top_answer_share=top_share, warning=warning)
+                   replay=queried.replay_summary(), top_answer_share=top_share, warning=warning,
+                   log10_p_value=log10_p_value(matches, asked, p0))
 
 
 def check_new_look(decisions: list[dict], look: dict) -> str | None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from modelproof.keys.container import save_key
 from modelproof.models.modelfile import save_model
 from modelproof.references.calibration import TAIL, Reference, calibrate
 from modelproof.models.modelfile import weights_digest
-from modelproof.verification.stats import decision_threshold, default_p1, key_p1
+from modelproof.verification.stats import decision_threshold, key_p1
 from modelproof.keys.nulls import prediction_upper_bound
 from modelproof.suspects.queried import QueriedSuspect
 from modelproof.suspects.local import TorchSuspect
@@ -139,8 +140,10 @@ def test_protected_owned_independent_not_owned(calibrated, trained_cnn, others, 
         p0 = calibrated.null_match_prob
         assert theirs.queries < 200 and ours.e_value >= 100
         assert ours.p1 == pytest.approx(key_p1(p0, 200, level_of(calibrated, 0.01)))
-        if ours.p1 == default_p1(p0):
-            assert ours.queries < 100
+        # every answer matches, so the e-value after n queries is (p1/p0)^n: the verdict comes at the first
+        # look (batches of 10) where it reaches 1/alpha; p0 is calibrated, so n depends on the CPU's floats
+        needed = math.ceil(math.log(100) / math.log(ours.p1 / p0))
+        assert ours.queries == 10 * math.ceil(needed / 10)
 
 
 def test_verdict_keeps_the_exponent_of_an_underflowing_p_value(trained_cnn, digits):

@@ -234,6 +234,40 @@ def test_new_label_sweep_bound_holds_for_patterns_it_never_saw():
     assert max(record["counts"]) / 50 < p0  # our own key's answers alone sit below the tail
 
 
+def test_other_owners_are_made_once_and_reused_from_the_store(mlp16, digits16, selection, tmp_path, monkeypatch):
+    """New-label's other owners depend on the judges, the data and the recipe, not on our secret: with a store,
+    a key of another secret trains none of them and meets the same models; a damaged file is made again, and
+    other data make their own."""
+    from dataclasses import replace
+
+    from modelproof.models.modelfile import load_model
+    from modelproof.protections.watermarks.new_label import NewLabel
+
+    calls = []
+    real = NewLabel.protect
+    monkeypatch.setattr(NewLabel, "protect", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    stored = replace(selection, store=tmp_path)
+
+    def owners(secret, chosen=stored, data=digits16.owner):
+        calls.clear()
+        return make_protection("new-label", secret=secret, **CASES["new-label"]).foreign_owners(data, 10, chosen)
+
+    first, made = owners("first")
+    files = sorted((tmp_path / "new-label-owners").glob("*.safetensors"))
+    assert made == len(calls) == len(files) == 2 and len(first) >= 1  # one torch judge, FOREIGN_ROUNDS each
+    second, again = owners("second")
+    fresh, _ = owners("third", chosen=selection)  # no store: trained now
+    assert len(calls) == made and again == made and len(second) == len(fresh) == len(first)
+    probe = digits16.owner.images[:64]
+    for a, b, c in zip(first, second, fresh):
+        assert torch.equal(a(probe), b(probe)) and torch.equal(a(probe), c(probe))
+    files[0].write_bytes(b"damaged")
+    owners("fourth")
+    assert len(calls) == 1 and load_model(files[0]).num_classes == 11
+    owners("fifth", data=digits16.owner.subset(range(400)))
+    assert len(calls) == 2 and len(list((tmp_path / "new-label-owners").glob("*.safetensors"))) == 4
+
+
 @pytest.mark.slow
 def test_new_label_with_selection_owns_its_model_and_claims_no_foreign_owner_of_either_recipe(mlp16, digits16):
     from modelproof.verification.verifier import verify

@@ -7,6 +7,7 @@ Its own module so that the readers (:mod:`modelproof.data.loaders`) and the name
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import hashlib
 
 import numpy as np
 import torch
@@ -64,6 +65,10 @@ class Dataset:
             return self
         x = F.interpolate(self.images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return Dataset(x.clamp_(0.0, 1.0), self.labels, self.class_names, self.name, dict(self.meta))
+
+    def digest(self) -> str:
+        """SHA-256 of the images and labels: which data (and split) something was made from."""
+        return hashlib.sha256(self.images.numpy().tobytes() + self.labels.numpy().tobytes()).hexdigest()
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=self.num_classes).tolist()

@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -91,6 +92,9 @@ class Selection:
     provable: Callable[[list[int], int, float], tuple[float, bool]] | None = field(default=None, repr=False,
                                                                                    compare=False)
     alpha: float = 0.01  # the self-check's level (protect's --verify-alpha)
+    # A folder where a protection keeps what it derives from the judges alone (new-label's other owners'
+    # models), so that later keys on the same population and data reuse it; None keeps nothing.
+    store: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.judges:

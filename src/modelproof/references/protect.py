@@ -96,7 +96,8 @@ def protect_model(protection: Protection, model: nn.Module, splits: Splits, *, s
                               references_dir=options.references_dir, user_references=options.references,
                               calibration=options.count, selection=options.selection_count,
                               select=options.select, quiet=quiet)  # progress: the one helper
-    selection = selection_of(sets.selection, options.oversample, options.alpha) if sets is not None and sets.selection else None
+    selection = selection_of(sets.selection, options.oversample, options.alpha, sets.folder) \
+        if sets is not None and sets.selection else None
     start = time.perf_counter()
     result = protection.protect(model, splits.owner, seed=seed, test=splits.test, selection=selection)
     protect_seconds = time.perf_counter() - start

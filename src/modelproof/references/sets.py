@@ -84,13 +84,16 @@ def check_disjoint(selection: list[Reference], calibration: list[Reference]) -> 
                               "and calibration references must be different models")
 
 
-def selection_of(refs: list[Reference], oversample: int | None = None, alpha: float = 0.01) -> Selection:
+def selection_of(refs: list[Reference], oversample: int | None = None, alpha: float = 0.01,
+                 folder: Path | None = None) -> Selection:
     """The Selection (judges) a protection chooses its key against; ``alpha`` is the self-check's level, at
-    which a protection that foresees its calibration (random-fingerprint's pilot) judges a key provable."""
+    which a protection that foresees its calibration (random-fingerprint's pilot) judges a key provable;
+    ``folder``, the population's, holds what a protection derives from the judges (under ``derived/``)."""
     from .advice import full_match_proves
 
     return Selection(tuple(Judge(r.name, r.digest, r.suspect, getattr(r.suspect, "model", None)) for r in refs),
-                     oversample=oversample, provable=full_match_proves, alpha=alpha)
+                     oversample=oversample, provable=full_match_proves, alpha=alpha,
+                     store=Path(folder) / "derived" if folder is not None else None)
 
 
 def record_selection(key: OwnershipKey, selection: Selection | None) -> OwnershipKey:

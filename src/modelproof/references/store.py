@@ -31,7 +31,7 @@ FORMAT, FORMAT_VERSION, MANIFEST = "modelproof-references", 1, "manifest.json"
 
 def data_digest(data: Dataset) -> str:
     """SHA-256 of a dataset's images and labels: which data (and split) a population was trained on."""
-    return hashlib.sha256(data.images.numpy().tobytes() + data.labels.numpy().tobytes()).hexdigest()
+    return data.digest()
 
 
 @dataclass

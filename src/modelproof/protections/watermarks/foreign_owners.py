@@ -3,22 +3,27 @@
 The method and its reasoning are in :mod:`.new_label`'s docstring. This mixin measures it two ways: on the
 protected model itself by symmetry (:meth:`ForeignNull.foreign_null`: owner images carrying foreign
 patterns), and, under key selection, on other owners' new-label models made from the selection references
-(:meth:`ForeignNull.foreign_owners`), each answering our key and :data:`SWEEP_PATTERNS` random patterns
+(:meth:`ForeignNull.foreign_owners`; made once per population, owner data and recipe, and kept in the
+population folder), each answering our key and :data:`SWEEP_PATTERNS` random patterns
 (:meth:`ForeignNull.owners_null`). The host class provides ``_order``, ``params``, ``gen``, ``cells``,
 ``beta`` and ``key_size`` (:class:`.new_label.NewLabel`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ...data.splits import Dataset
 from ...keys.nulls import clopper_pearson_upper
+from ...models.modelfile import load_model, save_model, weights_digest
 from ...models.training import predict
-from ...util.errors import ConfigError
+from ...util.errors import ConfigError, ModelFileError
 from ..selection import Selection
 from . import patterns
 
@@ -45,23 +50,58 @@ class ForeignNull:
 
     def foreign_owners(self, data: Dataset, num_classes: int, selection: Selection) -> tuple[list[nn.Module], int]:
         """Other owners' new-label models and how many were made: each judge with a C-class torch module is
-        copied and marked by this recipe with a secret of its own (drawn from ours, never recorded), up
-        to :data:`FOREIGN_ROUNDS` times; those that learnt their own key (accuracy >= :data:`FOREIGN_LEARNT`)
-        are kept, at most :data:`FOREIGN_OWNERS`."""
-        bases = [j.model for j in selection.judges
+        copied and marked by this recipe with a secret of its own, up to :data:`FOREIGN_ROUNDS` times; those
+        that learnt their own key (accuracy >= :data:`FOREIGN_LEARNT`) are kept, at most
+        :data:`FOREIGN_OWNERS`. They depend on the judges, the owner's data and the recipe, not on our
+        secret, so they are kept in ``selection.store`` and the next key on the same population and data
+        trains none (:meth:`foreign_owner`)."""
+        bases = [j for j in selection.judges
                  if j.model is not None and int(getattr(j.model, "num_classes", -1)) == num_classes]
+        folder = selection.store / "new-label-owners" if selection.store is not None else None
+        data_id = data.digest() if folder is not None else ""
         owners, made = [], 0
         for i in range(FOREIGN_ROUNDS * len(bases)):
             if len(owners) == FOREIGN_OWNERS:
                 break
-            secret = int(torch.randint(0, 2 ** 62, (1,), generator=self.gen(f"foreign-owner/{i}")))
-            marked = type(self)(**{**self.params(), **FOREIGN_RECIPES[i % len(FOREIGN_RECIPES)], "secret": secret,
-                                   "null_prob": 1.0}).protect(
-                bases[i % len(bases)], data, seed=i)
+            judge = bases[i % len(bases)]
+            recipe = {**self.params(), **FOREIGN_RECIPES[i % len(FOREIGN_RECIPES)], "null_prob": 1.0}
+            model, learnt = self.foreign_owner(judge.model, judge.digest or weights_digest(judge.model), data,
+                                               recipe, i, folder, data_id)
             made += 1
-            if marked.report["key_accuracy"] >= FOREIGN_LEARNT:
-                owners.append(marked.model)
+            if learnt >= FOREIGN_LEARNT:
+                owners.append(model)
         return owners, made
+
+    def foreign_owner(self, base: nn.Module, base_id: str, data: Dataset, recipe: dict, index: int,
+                      folder: Path | None, data_id: str) -> tuple[nn.Module, float]:
+        """The ``index``-th other owner's new-label model (``base`` marked by ``recipe``) and its key accuracy.
+
+        Its secret comes from ``base_id`` and ``index``, never from ours: the other owners stand for the
+        population, like the calibration references, so every key on it meets the same ones. With a
+        ``folder``, the model is read from the file named by (recipe, base, data, index) when one is there,
+        else trained and written to it (atomically; a damaged file is made again, a model that cannot be
+        saved, e.g. a user's own, is only not kept)."""
+        seed = hashlib.sha256(f"modelproof/new-label/foreign-owner/{index}/{base_id}".encode()).digest()
+        path = None
+        if folder is not None:
+            name = json.dumps({"recipe": recipe, "base": base_id, "data": data_id, "index": index},
+                              sort_keys=True, default=str)
+            path = folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.safetensors"
+            if path.is_file():
+                try:
+                    model = load_model(path)
+                    return model, float(model.record.extra["key_accuracy"])  # type: ignore[attr-defined]
+                except (ModelFileError, KeyError, TypeError, ValueError):
+                    pass  # damaged: made again below and replaced
+        marked = type(self)(**recipe, secret=int.from_bytes(seed[:8], "little") >> 2).protect(base, data, seed=index)
+        learnt = float(marked.report["key_accuracy"])
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_model(marked.model, path, extra={"key_accuracy": learnt, "foreign_owner": index})
+            except (ModelFileError, OSError):
+                pass  # not a zoo model, or a read-only folder: used now, made again next time
+        return marked.model, learnt
 
     def sweep_images(self, data: Dataset, candidates: int) -> torch.Tensor:
         """``key_size`` owner images for the pattern sweep: after D1, D2 and the foreign-pattern probes

@@ -98,6 +98,35 @@ def test_selection_judges_are_the_references_and_are_recorded(mlp16, small, refe
     assert (Selection(judges).answers(result.key.inputs, result.key.labels) == 0).all()
 
 
+def test_surrogates_are_made_once_per_model_and_data_and_change_no_key(mlp16, small, tmp_path, monkeypatch):
+    """Kept in the selection's store, the surrogates (and own references) of a second key, with another secret,
+    are read, not trained, and a key made with the store is the key made without it."""
+    from modelproof.protections.fingerprints import surrogates
+
+    trained = []
+    real_fit = surrogates.fit
+    monkeypatch.setattr(surrogates, "fit", lambda *a, **k: trained.append(1) or real_fit(*a, **k))
+    judges = (Judge("half the owner", "digest-half", PartOwner(mlp16)),)
+    params = {**TINY, "eps": 0.25, "steps": 10}
+    first = Conferrable(**params).protect(mlp16, small, seed=0, selection=Selection(judges, store=tmp_path))
+    files = list((tmp_path / "conferrable-surrogates").glob("*.safetensors"))
+    # the two copies, the students and, the judge having no model to take gradients of, 2 own references
+    assert len(trained) == len(files) == 2 + len(TINY["students"]) + TINY["references"]
+    trained.clear()
+    again = Conferrable(**params).protect(mlp16, small, seed=0, selection=Selection(judges, store=tmp_path))
+    other = Conferrable(**{**params, "secret": "another"}).protect(mlp16, small, seed=0,
+                                                                   selection=Selection(judges, store=tmp_path))
+    assert trained == []
+    plain = Conferrable(**params).protect(mlp16, small, seed=0, selection=Selection(judges))
+    assert len(trained) == len(files)
+    assert torch.equal(first.key.inputs, plain.key.inputs) and torch.equal(again.key.inputs, plain.key.inputs)
+    assert first.key.params["surrogates"] == plain.key.params["surrogates"] == other.key.params["surrogates"]
+    trained.clear()
+    Conferrable(**params).protect(mlp16, small.subset(torch.arange(250)), seed=0,
+                                  selection=Selection(judges, store=tmp_path))
+    assert len(trained) == len(files)  # other data: their own surrogates
+
+
 class PartOwner:
     """A judge answering as the owner's model on about half the inputs (chosen by their pixel sum), so that
     about half the candidates are answered and a first draw leaves the key short."""

@@ -46,6 +46,7 @@ against the default population's 24 judges, it writes a 100-point key that prove
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -179,13 +180,14 @@ class Conferrable(Protection):
         with frozen(model):
             return super().protect(model, data, seed=seed, test=test, selection=selection)
 
-    def _references(self, model: nn.Module, data: Dataset, seed: int, selection: Selection | None) -> Ensemble:
+    def _references(self, model: nn.Module, data: Dataset, seed: int, selection: Selection | None,
+                    store: Path | None = None) -> Ensemble:
         refs = Ensemble()
         if selection is not None:
             for judge in selection.judges:
                 refs.add(judge.model, judge.name, judge.digest)
         if not refs.models:  # no selection, or none with a local model: train independent ones
-            own = train_independent(data, self.references, owner=owner_arch(model), seed=seed)
+            own = train_independent(data, self.references, owner=owner_arch(model), seed=seed, folder=store)
             for m, n, d in zip(own.models, own.names, own.digests):
                 refs.add(m, n, d)
         return refs
@@ -195,9 +197,10 @@ class Conferrable(Protection):
         start = time.perf_counter()
         eps = self.eps if self.eps is not None else default_eps(data)
         lr = self.lr if self.lr is not None else eps / 10
+        store = selection.store / "conferrable-surrogates" if selection is not None and selection.store else None
         surrogates = make_surrogates(model, data, students=None if self.students is None else tuple(self.students),
-                                     seed=seed, copies=self.copies)
-        refs = self._references(model, data, seed, selection)
+                                     seed=seed, copies=self.copies, folder=store)
+        refs = self._references(model, data, seed, selection, store)
         trained = time.perf_counter() - start
         with torch.no_grad():
             num_classes = int(model(data.images[:1]).shape[1])

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -35,11 +36,13 @@ from ...models.registry import architecture_record
 from ...models.training import TrainConfig, fit, predict
 from ...util.errors import ConfigError
 from ...util.progress import progress_bar
+from ..derived import kept
 
 FAMILIES = ("mlp", "cnn", "lenet5", "lenet1")
 # Far from the calibration population's seeds (owner seed + 7919 * (i + 1)), so never the same models.
 REFERENCE_SEED_BASE, REFERENCE_SEED_STEP = 15_485_863, 104_729
 PRUNE_FRACTION = 0.5
+SURROGATE_RECIPE = 1  # raise when make_surrogates trains its members otherwise: kept ones are then made again
 
 
 @dataclass(frozen=True)
@@ -134,56 +137,85 @@ def relabelled(model: nn.Module, data: Dataset) -> Dataset:
 
 
 def make_surrogates(model: nn.Module, data: Dataset, *, students: tuple[str, ...] | None, seed: int,
-                    copies: int = 4, quiet: bool = True) -> Ensemble:
+                    copies: int = 4, quiet: bool = True, folder: Path | None = None) -> Ensemble:
     """A fine-tuned copy, a pruned copy and label-only students (``students``: architectures; None:
     every zoo family that fits, the owner's included) of the source ``model``; the copies are tuned
-    on ``data``, the students trained on :func:`augmented` ``data`` (``copies`` new images per image)."""
+    on ``data``, the students trained on :func:`augmented` ``data`` (``copies`` new images per image).
+    None of them depends on the key's secret: with a ``folder`` each is made once for this model, data
+    and recipe (:func:`..derived.kept`) and read by the next key."""
     labelled = relabelled(model, data)
     epochs = epochs_for(data)
     arch = owner_arch(model)
     students = tuple(fitting_families(data)) if students is None else students
-    taught = relabelled(model, augmented(data, copies, torch.Generator().manual_seed(seed + 17)))
+    taught: list[Dataset] = []  # the students' data, made only when a student is trained
+
+    def teaching() -> Dataset:
+        if not taught:
+            taught.append(relabelled(model, augmented(data, copies, torch.Generator().manual_seed(seed + 17))))
+        return taught[0]
+
     ensemble = Ensemble()
     base_lr = rate(arch or "cnn")
-    with progress_bar(2 + len(students), "training surrogates", quiet) as advance:
-        tuned = copy.deepcopy(model)
-        for p in tuned.parameters():
+    common = {"kind": "conferrable surrogate", "recipe": SURROGATE_RECIPE, "owner": weights_digest(model),
+              "data": data.digest() if folder is not None else "", "seed": seed, "epochs": epochs}
+
+    def copied(fraction: float, fit_seed: int) -> tuple[nn.Module, dict]:
+        net = copy.deepcopy(model)
+        for p in net.parameters():
             p.requires_grad_(True)
-        fit(tuned, labelled, TrainConfig(epochs=max(1, epochs // 2), lr=base_lr / 10), seed=seed + 1)
-        ensemble.add(tuned, "fine-tuned copy")
-        advance(1)
-        pruned = copy.deepcopy(model)
-        for p in pruned.parameters():
-            p.requires_grad_(True)
-        masks = magnitude_prune(pruned, PRUNE_FRACTION)
-        fit(pruned, labelled, TrainConfig(epochs=max(1, epochs // 2), lr=base_lr / 10), seed=seed + 2)
+        masks = magnitude_prune(net, fraction) if fraction > 0 else {}
+        fit(net, labelled, TrainConfig(epochs=max(1, epochs // 2), lr=base_lr / 10), seed=fit_seed)
         with torch.no_grad():
-            for name, p in pruned.named_parameters():
+            for name, p in net.named_parameters():
                 if name in masks:
                     p.mul_(masks[name])
+        return net, {}
+
+    def student_of(arch_: str, net_seed: int) -> tuple[nn.Module, dict]:
+        net = build_model(arch_, data.num_classes, data.input_shape, seed=net_seed)
+        fit(net, teaching(), TrainConfig(epochs=max(2, round(2 * epochs / (copies + 1))), lr=rate(arch_)),
+            seed=net_seed)
+        return net, {}
+
+    with progress_bar(2 + len(students), "training surrogates", quiet) as advance:
+        tuned, _ = kept(folder, {**common, "member": "fine-tuned copy"}, lambda: copied(0.0, seed + 1))
+        ensemble.add(tuned, "fine-tuned copy")
+        advance(1)
+        pruned, _ = kept(folder, {**common, "member": "pruned copy", "fraction": PRUNE_FRACTION},
+                         lambda: copied(PRUNE_FRACTION, seed + 2))
         ensemble.add(pruned, f"{PRUNE_FRACTION:.0%}-pruned copy")
         advance(1)
         for i, student in enumerate(students):
-            net = build_model(student, data.num_classes, data.input_shape, seed=seed + 31 * (i + 1))
-            fit(net, taught, TrainConfig(epochs=max(2, round(2 * epochs / (copies + 1))), lr=rate(student)),
-                seed=seed + 31 * (i + 1))
+            net_seed = seed + 31 * (i + 1)
+            spec = {**common, "member": "student", "arch": student, "copies": copies, "net_seed": net_seed}
+            net, _ = kept(folder, spec, lambda: student_of(student, net_seed))
             ensemble.add(net, f"{student} student (label-only)")
             advance(1)
     return ensemble
 
 
-def train_independent(data: Dataset, count: int, *, owner: str | None, seed: int, quiet: bool = True) -> Ensemble:
-    """``count`` references trained on ``data``'s true labels, cycling over the owner's family and others."""
+def train_independent(data: Dataset, count: int, *, owner: str | None, seed: int, quiet: bool = True,
+                      folder: Path | None = None) -> Ensemble:
+    """``count`` references trained on ``data``'s true labels, cycling over the owner's family and others
+    (with a ``folder``, each made once for this data and seed: :func:`..derived.kept`)."""
     families = ([owner] if owner else []) + fitting_families(data, owner)
     if not families:
         raise ConfigError(f"no zoo architecture fits inputs of shape {data.input_shape}; pass a selection")
     ensemble = Ensemble()
+    data_id = data.digest() if folder is not None else ""
+
+    def trained(arch: str, ref_seed: int) -> tuple[nn.Module, dict]:
+        net = build_model(arch, data.num_classes, data.input_shape, seed=ref_seed)
+        fit(net, data, TrainConfig(epochs=epochs_for(data), lr=rate(arch)), seed=ref_seed)
+        return net, {}
+
     with progress_bar(count, "training independent references", quiet) as advance:
         for i in range(count):
             arch = families[i % len(families)]
             ref_seed = seed + REFERENCE_SEED_BASE + REFERENCE_SEED_STEP * (i + 1)
-            net = build_model(arch, data.num_classes, data.input_shape, seed=ref_seed)
-            fit(net, data, TrainConfig(epochs=epochs_for(data), lr=rate(arch)), seed=ref_seed)
+            spec = {"kind": "conferrable reference", "recipe": SURROGATE_RECIPE, "arch": arch, "seed": ref_seed,
+                    "data": data_id}
+            net, _ = kept(folder, spec, lambda: trained(arch, ref_seed))
             ensemble.add(net, f"{arch} (seed {ref_seed})")
             advance(1)
     return ensemble

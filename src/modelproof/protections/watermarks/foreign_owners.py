@@ -12,7 +12,6 @@ population folder), each answering our key and :data:`SWEEP_PATTERNS` random pat
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from torch import nn
 
 from ...data.splits import Dataset
 from ...keys.nulls import clopper_pearson_upper
-from ...models.modelfile import load_model, save_model, weights_digest
+from ...models.modelfile import weights_digest
 from ...models.training import predict
-from ...util.errors import ConfigError, ModelFileError
+from ...util.errors import ConfigError
+from ..derived import kept
 from ..selection import Selection
 from . import patterns
 
@@ -78,30 +78,16 @@ class ForeignNull:
 
         Its secret comes from ``base_id`` and ``index``, never from ours: the other owners stand for the
         population, like the calibration references, so every key on it meets the same ones. With a
-        ``folder``, the model is read from the file named by (recipe, base, data, index) when one is there,
-        else trained and written to it (atomically; a damaged file is made again, a model that cannot be
-        saved, e.g. a user's own, is only not kept)."""
-        seed = hashlib.sha256(f"modelproof/new-label/foreign-owner/{index}/{base_id}".encode()).digest()
-        path = None
-        if folder is not None:
-            name = json.dumps({"recipe": recipe, "base": base_id, "data": data_id, "index": index},
-                              sort_keys=True, default=str)
-            path = folder / f"{hashlib.sha256(name.encode()).hexdigest()[:32]}.safetensors"
-            if path.is_file():
-                try:
-                    model = load_model(path)
-                    return model, float(model.record.extra["key_accuracy"])  # type: ignore[attr-defined]
-                except (ModelFileError, KeyError, TypeError, ValueError):
-                    pass  # damaged: made again below and replaced
-        marked = type(self)(**recipe, secret=int.from_bytes(seed[:8], "little") >> 2).protect(base, data, seed=index)
-        learnt = float(marked.report["key_accuracy"])
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_model(marked.model, path, extra={"key_accuracy": learnt, "foreign_owner": index})
-            except (ModelFileError, OSError):
-                pass  # not a zoo model, or a read-only folder: used now, made again next time
-        return marked.model, learnt
+        ``folder`` it is made once (:func:`..derived.kept`, named by the recipe, base, data and index)."""
+        def make() -> tuple[nn.Module, dict]:
+            seed = hashlib.sha256(f"modelproof/new-label/foreign-owner/{index}/{base_id}".encode()).digest()
+            marked = type(self)(**recipe, secret=int.from_bytes(seed[:8], "little") >> 2).protect(base, data,
+                                                                                                 seed=index)
+            return marked.model, {"key_accuracy": float(marked.report["key_accuracy"]), "foreign_owner": index}
+
+        spec = {"recipe": recipe, "base": base_id, "data": data_id, "index": index}
+        model, extra = kept(folder, spec, make)
+        return model, float(extra["key_accuracy"])
 
     def sweep_images(self, data: Dataset, candidates: int) -> torch.Tensor:
         """``key_size`` owner images for the pattern sweep: after D1, D2 and the foreign-pattern probes

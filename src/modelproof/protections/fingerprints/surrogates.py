@@ -18,6 +18,8 @@ cheaply here:
   key is chosen against never also bound its null.
 
 Every model is trained in seconds on the digits and a minute or two on MNIST (:func:`epochs_for`).
+None depends on the key's secret, so under key selection each is kept in the population folder
+(:func:`..derived.kept`) and a later key for the same model and data reads it instead.
 """
 
 from __future__ import annotations

@@ -55,7 +55,9 @@ def test_demo_runs_end_to_end(demo_run):
         assert row["decision"] == "owned" and row["false_claim_count"] == 0 and row["negatives"] == 3, row
         assert row["accuracy_after"] >= row["accuracy_before"] - 0.02, row
     for name in ("zhang-content", "zhang-noise", "adi", "new-label"):
-        assert rows[name]["p_value"] < 1e-3 and rows[name]["sequential_queries"] <= 30
+        # new-label's null comes from other owners' new-label models (0.64-0.78 over secrets on the digits,
+        # docs/methods/key-selection.md): 20-40 sequential queries; the others' nulls are under 0.2
+        assert rows[name]["p_value"] < 1e-3 and rows[name]["sequential_queries"] <= (40 if name == "new-label" else 30)
     assert (tmp_path / "new-label" / "key.mpkey").is_file() and (tmp_path / "new-label" / "model.safetensors").is_file()
 
 

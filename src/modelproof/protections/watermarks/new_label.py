@@ -51,7 +51,8 @@ models.
 
 Under key selection (``selection=``, issue 22.4) the null is measured on other owners' new-label
 models directly: each judge that is a C-class torch model is copied and marked with a secret of its
-own (:meth:`NewLabel.foreign_owners`), in turn by this recipe and by Zhong et al.'s plain version
+own (:meth:`NewLabel.foreign_owners`; made once per population, data and recipe and kept in the
+population folder, since they do not depend on our secret), in turn by this recipe and by Zhong et al.'s plain version
 (white noise, no decoys: its models answer the new label for noise of any kind, so for our key too).
 What makes one of them answer our key is how much our pattern resembles what it learnt, and our pattern
 is a random draw like any other, so the rate at which it answers our key is distributed as the rate at

@@ -29,11 +29,6 @@ from .mix import CALIBRATION, RECIPE, ROLES, SELECTION
 FORMAT, FORMAT_VERSION, MANIFEST = "modelproof-references", 1, "manifest.json"
 
 
-def data_digest(data: Dataset) -> str:
-    """SHA-256 of a dataset's images and labels: which data (and split) a population was trained on."""
-    return data.digest()
-
-
 @dataclass
 class Population:
     """A population folder and its manifest (``members``: one dict per model, in the order they were made)."""
@@ -51,7 +46,7 @@ class Population:
     def create(cls, root: str | Path, dataset: str, data: Dataset, split: dict | None = None) -> Population:
         """A new, empty population for ``data`` in ``root`` (or the one already there, checked to match)."""
         root = Path(root)
-        info = {"data_digest": data_digest(data), "images": len(data), **(split or {})}
+        info = {"data_digest": data.digest(), "images": len(data), **(split or {})}
         if (root / MANIFEST).is_file():
             found = cls.open(root)
             if tuple(found.input_shape) != tuple(data.input_shape) or found.num_classes != data.num_classes:
@@ -213,8 +208,8 @@ def default_root() -> Path:
 def default_dir(dataset: str, data: Dataset) -> Path:
     """The cache folder of ``data``'s default population: keyed by dataset, split (data digest) and recipe."""
     shape = "x".join(str(s) for s in data.input_shape)
-    return default_root() / f"{dataset}-{shape}-{data_digest(data)[:12]}-{RECIPE}"
+    return default_root() / f"{dataset}-{shape}-{data.digest()[:12]}-{RECIPE}"
 
 
-__all__ = ["CALIBRATION", "MANIFEST", "Population", "SELECTION", "add_models", "data_digest", "default_dir",
+__all__ = ["CALIBRATION", "MANIFEST", "Population", "SELECTION", "add_models", "default_dir",
            "default_root", "open_member"]

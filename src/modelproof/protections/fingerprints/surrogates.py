@@ -25,6 +25,7 @@ None depends on the key's secret, so under key selection each is kept in the pop
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ FAMILIES = ("mlp", "cnn", "lenet5", "lenet1")
 # Far from the calibration population's seeds (owner seed + 7919 * (i + 1)), so never the same models.
 REFERENCE_SEED_BASE, REFERENCE_SEED_STEP = 15_485_863, 104_729
 PRUNE_FRACTION = 0.5
-SURROGATE_RECIPE = 1  # raise when make_surrogates trains its members otherwise: kept ones are then made again
+SURROGATE_VERSION = 1  # raise when make_surrogates trains its members otherwise: kept ones are then made again
 
 
 @dataclass(frozen=True)
@@ -145,20 +146,21 @@ def make_surrogates(model: nn.Module, data: Dataset, *, students: tuple[str, ...
     on ``data``, the students trained on :func:`augmented` ``data`` (``copies`` new images per image).
     None of them depends on the key's secret: with a ``folder`` each is made once for this model, data
     and recipe (:func:`..derived.kept`) and read by the next key."""
-    labelled = relabelled(model, data)
     epochs = epochs_for(data)
     arch = owner_arch(model)
     students = tuple(fitting_families(data)) if students is None else students
-    taught: list[Dataset] = []  # the students' data, made only when a student is trained
 
-    def teaching() -> Dataset:
-        if not taught:
-            taught.append(relabelled(model, augmented(data, copies, torch.Generator().manual_seed(seed + 17))))
-        return taught[0]
+    @functools.cache
+    def labelled() -> Dataset:  # the copies' data, made only when a copy is trained
+        return relabelled(model, data)
+
+    @functools.cache
+    def teaching() -> Dataset:  # the students' data, made only when a student is trained
+        return relabelled(model, augmented(data, copies, torch.Generator().manual_seed(seed + 17)))
 
     ensemble = Ensemble()
     base_lr = rate(arch or "cnn")
-    common = {"kind": "conferrable surrogate", "recipe": SURROGATE_RECIPE, "owner": weights_digest(model),
+    common = {"kind": "conferrable surrogate", "version": SURROGATE_VERSION, "owner": weights_digest(model),
               "data": data.digest() if folder is not None else "", "seed": seed, "epochs": epochs}
 
     def copied(fraction: float, fit_seed: int) -> tuple[nn.Module, dict]:
@@ -166,7 +168,7 @@ def make_surrogates(model: nn.Module, data: Dataset, *, students: tuple[str, ...
         for p in net.parameters():
             p.requires_grad_(True)
         masks = magnitude_prune(net, fraction) if fraction > 0 else {}
-        fit(net, labelled, TrainConfig(epochs=max(1, epochs // 2), lr=base_lr / 10), seed=fit_seed)
+        fit(net, labelled(), TrainConfig(epochs=max(1, epochs // 2), lr=base_lr / 10), seed=fit_seed)
         with torch.no_grad():
             for name, p in net.named_parameters():
                 if name in masks:
@@ -215,7 +217,7 @@ def train_independent(data: Dataset, count: int, *, owner: str | None, seed: int
         for i in range(count):
             arch = families[i % len(families)]
             ref_seed = seed + REFERENCE_SEED_BASE + REFERENCE_SEED_STEP * (i + 1)
-            spec = {"kind": "conferrable reference", "recipe": SURROGATE_RECIPE, "arch": arch, "seed": ref_seed,
+            spec = {"kind": "conferrable reference", "version": SURROGATE_VERSION, "arch": arch, "seed": ref_seed,
                     "data": data_id}
             net, _ = kept(folder, spec, lambda: trained(arch, ref_seed))
             ensemble.add(net, f"{arch} (seed {ref_seed})")

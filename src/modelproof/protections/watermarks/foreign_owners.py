@@ -43,6 +43,9 @@ SWEEP_PATTERNS = 300
 # owners of that recipe matched our keys at most 0.64, below their nulls of 0.72-0.78
 # (benchmarks/new_label_owners.py; docs/methods/key-selection.md).
 FOREIGN_RECIPES = ({}, {"cells": None, "decoys": 0})
+# Raise when a foreign owner is made otherwise than its recipe's parameters say (new code, same parameters): the
+# kept ones (:func:`..derived.kept`) are then made again instead of standing for the new recipe.
+FOREIGN_VERSION = 1
 
 
 class ForeignNull:
@@ -85,7 +88,8 @@ class ForeignNull:
                                                                                                  seed=index)
             return marked.model, {"key_accuracy": float(marked.report["key_accuracy"]), "foreign_owner": index}
 
-        spec = {"recipe": recipe, "base": base_id, "data": data_id, "index": index}
+        spec = {"kind": "new-label foreign owner", "version": FOREIGN_VERSION, "recipe": recipe, "base": base_id,
+                "data": data_id, "index": index}
         model, extra = kept(folder, spec, make)
         return model, float(extra["key_accuracy"])
 

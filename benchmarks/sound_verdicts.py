@@ -29,13 +29,15 @@ refusals, the nulls of the written keys and the refusal reasons.
 Run: ``.venv/bin/python benchmarks/sound_verdicts.py [--owner cnn]`` (digits) or
 ``... --dataset mnist --data-dir ../shared/data/mnist [--owner cnn]``; models cached in ``--cache``. One torch
 thread unless ``--threads N`` (the reproducible choice, and the one the docs' figures state; two threads
-shorten the hours-long MNIST Keras CNN rows on an idle 2-core machine).
+shorten the hours-long MNIST Keras CNN rows on an idle 2-core machine). The blind watermark's training keeps a
+checkpoint in ``--cache``/DATASET/resume/ after each epoch: the same command run again after a stop goes on from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,6 +49,7 @@ from modelproof.models.devices import configure
 from modelproof.models.modelfile import load_model, save_model, weights_digest
 from modelproof.models.training import TrainConfig, evaluate, train_new
 from modelproof.protections.base import PROTECTIONS, discover_protections, make_protection
+from modelproof.protections.checkpoint import Resume
 from modelproof.references.build import ensure_population
 from modelproof.references.protect import ReferenceOptions, protect_model
 from modelproof.suspects.local import TorchSuspect
@@ -222,9 +225,16 @@ def main() -> None:
         t0 = time.perf_counter()
         protection = make_protection(name)
         protection.set_secret(f"sound-verdicts/{name}")
+        resume = Resume(cache / "resume" / f"{arch}-{name}")  # the blind watermark's hours go on after a stop
+        resumed = resume.path("blind").is_file()
+        protection.resume_in(resume)
         try:
             outcome = protect_model(protection, owner, splits, seed=args.seed, options=options, owner_arch=arch,
                                     dataset=args.dataset)
+            shutil.rmtree(resume.folder, ignore_errors=True)
+            if resumed:
+                print(f"({name}: went on from a checkpoint of an interrupted run; training took "
+                      f"{outcome.result.report.get('embed_seconds', 0):.0f} s in all)", flush=True)
         except ModelproofError as exc:
             print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(labels) + f"| {time.perf_counter() - t0:.0f} |",
                   flush=True)

@@ -160,6 +160,7 @@ def test_cli_protect_blind_and_fresh_samples(tmp_path) -> None:
     for name in ("key.mpkey", "key.mpsecret", "key-samples.png", "model.safetensors"):
         assert (out / name).is_file()
     assert "labels" not in summary and "inputs" not in summary and "cli" not in json.dumps(summary["history"])
+    assert not (tmp_path / "run.resume").exists()  # its checkpoint is removed once the folder is written
     res = _run(["keys", "blind-samples", str(out / "key.mpkey"), *passphrase("pw"), "--size", "16", "--count", "5",
                 "--model", str(out / "model.safetensors"), "-o", str(tmp_path / "fresh.safetensors"), "--json"])
     assert res.exit_code == 0, res.output
@@ -206,3 +207,62 @@ def test_a_collapsed_encoder_is_refused_with_one_line(splits) -> None:
     with pytest.raises(KeyRefused, match="collapsed") as info:
         check_not_collapsed(imperceptibility(sources, black)["ssim_mean"], black)
     assert "\n" not in str(info.value) and "20 repeated" not in str(info.value) and "19 repeated" in str(info.value)
+
+
+def test_an_interrupted_training_goes_on_from_its_checkpoint_to_the_same_model(tmp_path, splits, base,
+                                                                            monkeypatch) -> None:
+    from modelproof.protections.checkpoint import Resume
+    from modelproof.protections.watermarks.blind import joint
+
+    params = {**FAST, "epochs": 4}
+    plain = make_protection("blind", **params).protect(base, splits.owner, seed=0)
+    saved, original = [], joint.save_checkpoint
+
+    def save_then_stop(path, tag, tensors, meta, passphrase=None):
+        original(path, tag, tensors, meta, passphrase)
+        saved.append(meta["epoch"])
+        if meta["epoch"] == 2 and len(saved) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the third epoch's first moment
+
+    monkeypatch.setattr(joint, "save_checkpoint", save_then_stop)
+    resume = Resume(tmp_path / "out.resume", passphrase="pw")
+    with pytest.raises(KeyboardInterrupt):
+        make_protection("blind", **params).resume_in(resume).protect(base, splits.owner, seed=0)
+    assert saved == [1, 2] and resume.path("blind").is_file()
+    assert b"blind" not in resume.path("blind").read_bytes()[:200]  # encrypted with the passphrase
+    again = make_protection("blind", **params).resume_in(resume).protect(base, splits.owner, seed=0)
+    assert saved == [1, 2, 3, 4]  # epochs 1 and 2 were not trained again
+    for name, value in plain.model.state_dict().items():
+        assert torch.equal(value, again.model.state_dict()[name]), name
+    assert torch.equal(plain.key.inputs, again.key.inputs) and torch.equal(plain.key.labels, again.key.labels)
+    assert [row["epoch"] for row in again.report["history"]] == [1, 2, 3, 4]
+    assert "resume" not in json.dumps(again.key.params)  # where it resumed from is not part of the key
+    other = make_protection("blind", **{**params, "secret": "another"}).resume_in(resume)
+    other.protect(base, splits.owner, seed=0)  # another run: the checkpoint is not its own, so it starts over
+    assert saved[4:] == [1, 2, 3, 4]
+
+
+def test_cli_protect_blind_goes_on_after_a_ctrl_c_with_its_random_secret(tmp_path, monkeypatch) -> None:
+    from modelproof.protections.watermarks.blind import joint
+
+    saved, original = [], joint.save_checkpoint
+
+    def save_then_stop(path, tag, tensors, meta, passphrase=None):
+        original(path, tag, tensors, meta, passphrase)
+        saved.append(meta["epoch"])
+        if len(saved) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(joint, "save_checkpoint", save_then_stop)
+    out = tmp_path / "run"
+    args = ["protect", "blind", "--arch", "mlp", "--size", "16", "--epochs", "3", "--key-fraction", "0.02",
+            *passphrase("pw"), "--out", str(out), "--json", "--allow-weak"]  # no secret: a random one is drawn
+    stopped = _run(args)
+    assert stopped.exit_code == 130 and not out.exists()
+    kept = tmp_path / "run.resume"
+    assert sorted(p.name for p in kept.iterdir()) == ["blind.ckpt", "secret"]
+    assert b"pw" not in (kept / "secret").read_bytes() and len((kept / "secret").read_bytes()) > 32  # encrypted
+    res = _run(args)
+    assert res.exit_code == 0, res.output
+    assert saved == [1, 2, 3] and not kept.exists()  # epoch 1 was not trained again; the checkpoint is gone
+    assert [row["epoch"] for row in json.loads(res.stdout)["history"]] == [1, 2, 3]

@@ -23,6 +23,7 @@ from torch import nn
 from ..data.splits import Dataset
 from ..util.errors import ConfigError
 from ..models.modelfile import weights_digest
+from .checkpoint import Resume
 from .selection import Selection
 
 PROTECTIONS: dict[str, type[Protection]] = {}
@@ -49,6 +50,8 @@ class Protection(ABC):
     # The method's analytic/default null is known not to bound real models: an uncalibrated key of
     # this method never gives "owned" (see modelproof.references.calibration).
     analytic_null_unsound: ClassVar[bool] = False
+    # Keeps a checkpoint after each epoch when given a Resume (resume_in): ``protect`` then goes on after a stop.
+    resumable: ClassVar[bool] = False
     # What to change when a key fails the self-check (said in the one-line refusal).
     weak_hint: ClassVar[str] = "train longer (--epochs) or use a larger key (--key-size)"
 
@@ -106,6 +109,17 @@ class Protection(ABC):
         """Write what the method keeps beside the key (``result.secret``); returns {what: path}. Default: none."""
         del result, key_path, passphrase
         return {}
+
+    def resume_in(self, resume: Resume | None) -> Protection:
+        """Where a long protection (the blind watermark's training) keeps its checkpoint, so that an
+        interrupted run of the same protection goes on from it (:mod:`.checkpoint`); never in the key."""
+        self._resume = resume
+        return self
+
+    @property
+    def resume(self) -> Resume | None:
+        """The checkpoint folder given to :meth:`resume_in`, if any."""
+        return getattr(self, "_resume", None)
 
     def params(self) -> dict:
         """The constructor parameters, as stored (JSON-serialisable), recorded in the key."""

@@ -10,6 +10,7 @@ command line (``modelproof protect METHOD``) is argument parsing around :func:`p
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..models import build_model
 from ..models.modelfile import load_model, save_model, weights_digest
 from ..models.training import evaluate, predict
 from ..protections.base import Protected, Protection
+from ..protections.checkpoint import Resume, kept_secret
 from ..util.errors import ConfigError
 from ..util.files import atomic_folder, refuse_existing
 from ..util.locks import exclusive
@@ -137,6 +139,12 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
         if net is None:
             net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
         owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
+        resume = None
+        if protection.resumable:  # interrupted here, the same command goes on from the checkpoint next time
+            resume = protection.resume or Resume(out.with_name(out.name + ".resume"), passphrase)
+            if getattr(protection, "_secret", None) is None:  # no secret given: the random one must be the same
+                protection.set_secret(kept_secret(resume, lambda: protection.secret))
+            protection.resume_in(resume)
         outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
                                 trained=model is not None, quiet=quiet, dataset=dataset)
         result, final = outcome.result, outcome.final
@@ -153,6 +161,8 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
                 summary["model"] = str(save_model(result.model, tmp / "model.safetensors", dataset=dataset,
                                                   extra={"split_seed": seed, "size": size,
                                                          "protection": protection.name}))
+        if resume is not None:
+            shutil.rmtree(resume.folder, ignore_errors=True)  # written: the checkpoint has served
     outcome.summary = _moved(summary, str(tmp), str(out))
     return outcome
 

@@ -14,6 +14,9 @@ dropped as in the authors' loader), then
 Optimisers as in §5.1 and the authors' code: Adam (lr 0.001, betas 0.5/0.999) for e and d; SGD
 (momentum 0.9, weight decay 5e-4) for h, its rate divided by 10 every 40 epochs (the authors'
 MultiStepLR at 40 and 80). k_1 = k_2 = 1 (the paper's setting): one d/e step per h step.
+
+With a :class:`~modelproof.protections.checkpoint.Resume`, the state after each epoch is kept, and a run
+interrupted at any point goes on from its last finished epoch (to the same weights as an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from torch import nn
 from ....models.devices import model_device
 from ....util.errors import ConfigError
 from ....util.progress import progress_bar
+from ...checkpoint import (Resume, load_checkpoint, module_tensors, optimizer_tensors, restore_module,
+                          restore_optimizer, run_tag, save_checkpoint)
 from .networks import Discriminator, Encoder
 
 
@@ -100,8 +105,11 @@ def encoder_loss(x: torch.Tensor, x_key: torch.Tensor, d_logits: torch.Tensor, h
 def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: torch.Tensor,
                   images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor,
                   config: JointConfig, *, seed: int, after_epoch: Callable[[int], dict] | None = None,
-                  quiet: bool = True) -> JointReport:
-    """Run Algorithm 1 in place on the three networks; ``after_epoch(epoch)`` adds a row to the history."""
+                  quiet: bool = True, resume: Resume | None = None) -> JointReport:
+    """Run Algorithm 1 in place on the three networks; ``after_epoch(epoch)`` adds a row to the history.
+
+    ``resume``: keep a checkpoint after each epoch there, and go on from one this run left (module docstring).
+    """
     if len(sources) < 1 or len(images) < 1:
         raise ConfigError("joint training needs at least one key source and one owner image")
     gen = torch.Generator().manual_seed(seed)
@@ -117,9 +125,27 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
     sched = torch.optim.lr_scheduler.StepLR(opt_h, step_size=config.lr_step, gamma=0.1)
     history: list[dict] = []
     cursor, start, paused, w = 0, time.perf_counter(), 0.0, config.weights
+    nets = (("host", host), ("encoder", encoder), ("disc", disc))
+    opts = (("opt_e", opt_e), ("opt_d", opt_d), ("opt_h", opt_h))
+    tag = None if resume is None else run_tag(
+        {"config": repr(config), "seed": seed, "device": device.type},
+        [*(t for _, net in nets for t in net.state_dict().values()), logo, images, labels, sources, targets])
     with torch.random.fork_rng(devices=[]), progress_bar(config.epochs * steps, "blind watermark", quiet) as bar:
         torch.manual_seed(seed)  # the host's dropout draws from the forked global RNG
-        for epoch in range(config.epochs):
+        first, earlier = 0, 0.0
+        found = None if resume is None else load_checkpoint(resume.path("blind"), tag, resume.passphrase)
+        if found is not None:
+            tensors, meta = found
+            for name, net in nets:
+                restore_module(net, name, tensors)
+            for name, opt in opts:
+                restore_optimizer(opt, name, tensors, meta[name])
+            sched.load_state_dict(meta["sched"])
+            gen.set_state(tensors["rng.gen"])
+            torch.set_rng_state(tensors["rng.global"])
+            first, cursor, history, earlier = meta["epoch"], meta["cursor"], meta["history"], meta["seconds"]
+            bar(first * steps, resumed=f"from epoch {first}")  # shown on the bar and its stage lines
+        for epoch in range(first, config.epochs):
             host.train(), encoder.train(), disc.train()
             perm = torch.randperm(len(images), generator=gen)
             sums = {"d_loss": 0.0, "e_loss": 0.0, "h_loss": 0.0, "mse": 0.0, "ssim": 0.0, "adv": 0.0, "host_ce": 0.0}
@@ -159,8 +185,17 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                 row.update(after_epoch(epoch + 1))
                 paused += time.perf_counter() - tick
             history.append(row)
+            if resume is not None:
+                tensors = {k: v for name, net in nets for k, v in module_tensors(name, net).items()}
+                meta = {"epoch": epoch + 1, "cursor": cursor, "history": history, "sched": sched.state_dict(),
+                        "seconds": earlier + time.perf_counter() - start - paused}
+                for name, opt in opts:
+                    saved, meta[name] = optimizer_tensors(name, opt)
+                    tensors.update(saved)
+                tensors.update({"rng.gen": gen.get_state(), "rng.global": torch.get_rng_state()})
+                save_checkpoint(resume.path("blind"), tag, tensors, meta, resume.passphrase)
         host.eval(), encoder.eval(), disc.eval()
-    seconds = time.perf_counter() - start - paused  # training only, not the per-epoch measurements
+    seconds = earlier + time.perf_counter() - start - paused  # training only, not the per-epoch measurements
     if not all(math.isfinite(r["e_loss"]) and math.isfinite(r["h_loss"]) for r in history):
         raise ConfigError("joint training diverged (non-finite loss); lower --host-lr or --lr")
     return JointReport(config.epochs, config.epochs * steps, seconds, history)

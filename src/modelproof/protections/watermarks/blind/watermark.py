@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 
 import copy
-import secrets as _secrets
 from pathlib import Path
 from typing import ClassVar
 
@@ -56,7 +55,6 @@ from ....keys.key import OwnershipKey
 from ....models.modelfile import weights_digest
 from ...base import Protected, Protection, register_protection
 from ....models.training import evaluate, predict
-from .. import patterns
 from ..embedding import check_mode, check_number, key_accuracy, probe_null
 from ...selection import Selection
 from .imperceptibility import grid_png, imperceptibility
@@ -122,6 +120,7 @@ class BlindWatermark(Protection):
     # step, the host term weighted 1 so that the key is learnt that fast, the adversarial term 0.1 (the
     # paper's, which these settings were tuned with). On 16x16 digits the key is still not learnt well
     # enough to pass calibration (reference models answer 80-86% of its targets): the demo refuses it.
+    resumable: ClassVar[bool] = True  # 100 epochs: hours on a CPU for an MNIST CNN (joint.py's checkpoints)
     demo_params: ClassVar[dict] = {"secret": "demo", "mode": "finetune", "epochs": 14, "key_fraction": 0.03,
                                    "batch_size": 50, "key_batch": 10, "host_lr": 0.02, "gamma": 0.1, "delta": 1.0}
 
@@ -131,7 +130,7 @@ class BlindWatermark(Protection):
                  host_lr: float | None = None, lr_step: int = 40, alpha: float = LossWeights.alpha,
                  beta: float = LossWeights.beta, gamma: float = LossWeights.gamma,
                  delta: float = LossWeights.delta, width: int = WIDTH, quiet: bool = True) -> None:
-        self._secret = patterns.check_secret(secret) if secret is not None else _secrets.token_hex(16)
+        self.set_secret(secret)  # None: drawn at random when first used
         if logo is not None and logo_text is not None:
             raise ConfigError("give a logo file or a logo text, not both")
         if logo is not None and (not isinstance(logo, (str, Path)) or not str(logo)):
@@ -151,10 +150,6 @@ class BlindWatermark(Protection):
                                                          (("alpha", alpha), ("beta", beta), ("gamma", gamma),
                                                           ("delta", delta)))
         self.width = check_int("width", width, 1)
-
-    def gen(self, purpose: str) -> torch.Generator:
-        """A generator for ``purpose``, seeded by this protection's secret."""
-        return patterns.secret_generator(self._secret, f"{self.name}/{purpose}")
 
     def config(self) -> JointConfig:
         """Algorithm 1's hyper-parameters."""
@@ -191,7 +186,7 @@ class BlindWatermark(Protection):
             return row
 
         joint = train_jointly(model, encoder, disc, logo, data.images, data.labels, sources, targets, self.config(),
-                              seed=seed, after_epoch=after_epoch, quiet=self._quiet)
+                              seed=seed, after_epoch=after_epoch, quiet=self._quiet, resume=self.resume)
         inputs = encode(encoder, logo, sources)
         quality = imperceptibility(sources, inputs)
         check_not_collapsed(quality["ssim_mean"], inputs)

@@ -225,7 +225,7 @@ def test_an_interrupted_training_goes_on_from_its_checkpoint_to_the_same_model(t
             raise KeyboardInterrupt  # Ctrl-C in the third epoch's first moment
 
     monkeypatch.setattr(joint, "save_checkpoint", save_then_stop)
-    resume = Resume(tmp_path / "out.resume", passphrase="pw")
+    resume = Resume(tmp_path / "out.resume", passphrase="pw", every_s=0.0)  # after every epoch
     with pytest.raises(KeyboardInterrupt):
         make_protection("blind", **params).resume_in(resume).protect(base, splits.owner, seed=0)
     assert saved == [1, 2] and resume.path("blind").is_file()
@@ -243,6 +243,7 @@ def test_an_interrupted_training_goes_on_from_its_checkpoint_to_the_same_model(t
 
 
 def test_cli_protect_blind_goes_on_after_a_ctrl_c_with_its_random_secret(tmp_path, monkeypatch) -> None:
+    from modelproof.protections import checkpoint
     from modelproof.protections.watermarks.blind import joint
 
     saved, original = [], joint.save_checkpoint
@@ -252,6 +253,8 @@ def test_cli_protect_blind_goes_on_after_a_ctrl_c_with_its_random_secret(tmp_pat
         saved.append(meta["epoch"])
         if len(saved) == 1:
             raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # after every epoch (the default: at most once a minute)
 
     monkeypatch.setattr(joint, "save_checkpoint", save_then_stop)
     out = tmp_path / "run"

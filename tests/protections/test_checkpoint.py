@@ -78,3 +78,12 @@ def test_the_run_tag_follows_every_byte_and_shape() -> None:
     b[1, 2] = 1e-30
     assert run_tag({"x": 1}, [a]) != run_tag({"x": 1}, [b])
     assert run_tag({}, [torch.tensor(5)]) != run_tag({}, [torch.tensor(6)])  # 0-dim tensors too
+
+
+def test_a_checkpoint_is_due_once_a_minute_and_after_the_last_epoch(tmp_path) -> None:
+    from modelproof.protections.checkpoint import SAVE_EVERY_S, Resume
+
+    every_minute, always = Resume(tmp_path), Resume(tmp_path, every_s=0.0)
+    assert SAVE_EVERY_S == 60.0
+    assert not every_minute.due(59.0, last=False) and every_minute.due(60.0, last=False)
+    assert every_minute.due(0.1, last=True) and always.due(0.0, last=False)

@@ -1,7 +1,8 @@
 """Checkpoints of a long protection, so that an interrupted ``protect`` resumes where it stopped.
 
 The blind watermark's Algorithm 1 trains for 100 epochs: hours on a CPU for an MNIST CNN. A run
-given a :class:`Resume` writes, after every epoch, everything the next epoch depends on (the networks,
+given a :class:`Resume` writes, after an epoch (at most once a minute, and after the last), everything the next
+epoch depends on (the networks,
 the optimisers and the scheduler, the random generators, the history) into one file, atomically and
 owner-only; a run of the same protection on the same model and data, with the same secret and
 parameters, reads it and goes on from the next epoch, and ends with the same weights, bit for bit on
@@ -34,14 +35,23 @@ from ..util.files import atomic_write_bytes
 
 META = "modelproof_checkpoint"
 VERSION = 1
+# A checkpoint at most this often (and after the last epoch): an encrypted one costs about 0.5 s (scrypt),
+# as much as a whole epoch of a small model, and a stop then loses at most a minute of training.
+SAVE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
 class Resume:
-    """Where a protection keeps its checkpoints, and the passphrase that encrypts them (None: plain)."""
+    """Where a protection keeps its checkpoints, and the passphrase that encrypts them (None: plain);
+    ``every_s``: the least time between two checkpoints (None: :data:`SAVE_EVERY_S`)."""
 
     folder: Path
     passphrase: str | None = None
+    every_s: float | None = None
+
+    def due(self, since: float, last: bool) -> bool:
+        """Whether to write a checkpoint ``since`` seconds after the previous one (always after the ``last`` epoch)."""
+        return last or since >= (SAVE_EVERY_S if self.every_s is None else self.every_s)
 
     def path(self, name: str) -> Path:
         """The checkpoint file of the part ``name`` (e.g. "blind")."""

@@ -15,8 +15,9 @@ Optimisers as in §5.1 and the authors' code: Adam (lr 0.001, betas 0.5/0.999) f
 (momentum 0.9, weight decay 5e-4) for h, its rate divided by 10 every 40 epochs (the authors'
 MultiStepLR at 40 and 80). k_1 = k_2 = 1 (the paper's setting): one d/e step per h step.
 
-With a :class:`~modelproof.protections.checkpoint.Resume`, the state after each epoch is kept, and a run
-interrupted at any point goes on from its last finished epoch (to the same weights as an uninterrupted run).
+With a :class:`~modelproof.protections.checkpoint.Resume`, the state after an epoch is kept (at most once a
+minute, and after the last), and a run interrupted at any point goes on from its last checkpoint (to the same
+weights as an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
         [*(t for _, net in nets for t in net.state_dict().values()), logo, images, labels, sources, targets])
     with torch.random.fork_rng(devices=[]), progress_bar(config.epochs * steps, "blind watermark", quiet) as bar:
         torch.manual_seed(seed)  # the host's dropout draws from the forked global RNG
-        first, earlier = 0, 0.0
+        first, earlier, saved_at = 0, 0.0, time.perf_counter()
         found = None if resume is None else load_checkpoint(resume.path("blind"), tag, resume.passphrase)
         if found is not None:
             tensors, meta = found
@@ -185,7 +186,7 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                 row.update(after_epoch(epoch + 1))
                 paused += time.perf_counter() - tick
             history.append(row)
-            if resume is not None:
+            if resume is not None and resume.due(time.perf_counter() - saved_at, epoch + 1 == config.epochs):
                 tensors = {k: v for name, net in nets for k, v in module_tensors(name, net).items()}
                 meta = {"epoch": epoch + 1, "cursor": cursor, "history": history, "sched": sched.state_dict(),
                         "seconds": earlier + time.perf_counter() - start - paused}
@@ -194,6 +195,7 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                     tensors.update(saved)
                 tensors.update({"rng.gen": gen.get_state(), "rng.global": torch.get_rng_state()})
                 save_checkpoint(resume.path("blind"), tag, tensors, meta, resume.passphrase)
+                saved_at = time.perf_counter()
         host.eval(), encoder.eval(), disc.eval()
     seconds = earlier + time.perf_counter() - start - paused  # training only, not the per-epoch measurements
     if not all(math.isfinite(r["e_loss"]) and math.isfinite(r["h_loss"]) for r in history):

@@ -4,7 +4,8 @@
 writes ``OUT/model.safetensors``, ``OUT/key.mpkey``, the owner's secret ``OUT/key.mpsecret``
 (encoder, logo, key sources; encrypted with the key's passphrase) and ``OUT/key-samples.png``
 (source | key sample | difference x5; it shows key inputs, so keep it with the key).
-``--mode`` defaults to ``finetune`` for ``--model`` and ``scratch`` for ``--arch``.
+``--mode`` defaults to ``finetune`` for ``--model`` and ``scratch`` for ``--arch``. Interrupted (Ctrl-C, a
+crash), the same command goes on from ``OUT.resume/``, the checkpoint of its training (removed once OUT is written).
 
 ``keys blind-samples`` loads a secret and (a) checks that it regenerates the key's inputs bit for
 bit, (b) makes fresh key samples from images of a dataset (Eq. 3) and writes them (safetensors:
@@ -54,7 +55,8 @@ def blind(out: OutOpt, model: ModelOpt = None, arch: ArchOpt = None,
           gamma: Annotated[Float, typer.Option("--gamma", help="Weight of the adversarial term.")] = WEIGHTS["gamma"],
           delta: Annotated[Float, typer.Option("--delta", help="Weight of the host term.")] = WEIGHTS["delta"],
           json_out: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Li et al. blind watermark: a logo hidden by a trained encoder in near-identical key samples."""
+    """Li et al. blind watermark: a logo hidden by a trained encoder in near-identical key samples.
+    Interrupted, the same command goes on from its checkpoint in OUT.resume/."""
     from ..protections.watermarks.blind import BlindWatermark  # torch only once the command runs
 
     protection = BlindWatermark(secret, logo=str(logo) if logo is not None else None, logo_text=logo_text,

@@ -255,16 +255,24 @@ def test_cli_protect_blind_goes_on_after_a_ctrl_c_with_its_random_secret(tmp_pat
             raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint, "SAVE_EVERY_S", 0.0)  # after every epoch (the default: at most once a minute)
+    from itertools import count
+
+    from modelproof.keys.container import decrypt_bytes
+    from modelproof.protections import base
+
+    drawn = (f"{i:032x}" for i in count(1))  # "random" secrets, each draw another (fixed, so the test is too)
+    monkeypatch.setattr(base._secrets, "token_hex", lambda n=16: next(drawn))
 
     monkeypatch.setattr(joint, "save_checkpoint", save_then_stop)
     out = tmp_path / "run"
     args = ["protect", "blind", "--arch", "mlp", "--size", "16", "--epochs", "3", "--key-fraction", "0.02",
-            *passphrase("pw"), "--out", str(out), "--json", "--allow-weak"]  # no secret: a random one is drawn
+            *passphrase("pw"), "--out", str(out), "--json", "--allow-weak", "--no-selection"]
+    # no secret: a random one is drawn (without selection and with --allow-weak, 3 epochs write a key for any secret)
     stopped = _run(args)
     assert stopped.exit_code == 130 and not out.exists()
     kept = tmp_path / "run.resume"
     assert sorted(p.name for p in kept.iterdir()) == ["blind.ckpt", "secret"]
-    assert b"pw" not in (kept / "secret").read_bytes() and len((kept / "secret").read_bytes()) > 32  # encrypted
+    assert decrypt_bytes((kept / "secret").read_bytes(), "pw") == f"{1:032x}".encode()  # encrypted
     res = _run(args)
     assert res.exit_code == 0, res.output
     assert saved == [1, 2, 3] and not kept.exists()  # epoch 1 was not trained again; the checkpoint is gone

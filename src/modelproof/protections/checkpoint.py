@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -127,6 +128,33 @@ def restore_module(module: nn.Module, prefix: str, tensors: dict[str, torch.Tens
     """Load what :func:`module_tensors` saved into ``module`` (on its device)."""
     start = len(prefix) + 1
     module.load_state_dict({k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+
+
+def training_state(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                   schedulers: dict[str, Any], generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict]:
+    """Everything a training loop goes on from, as named tensors and JSON: the modules, the optimisers, the
+    schedulers, ``generator`` and torch's global generator (the one dropout draws from)."""
+    tensors = {k: v for name, module in modules.items() for k, v in module_tensors(name, module).items()}
+    meta: dict = {name: s.state_dict() for name, s in schedulers.items()}  # every name once, at the top
+    for name, opt in optimizers.items():
+        saved, meta[name] = optimizer_tensors(name, opt)
+        tensors.update(saved)
+    tensors.update({"rng.gen": generator.get_state(), "rng.global": torch.get_rng_state()})
+    return tensors, meta
+
+
+def restore_training_state(tensors: dict[str, torch.Tensor], meta: dict, modules: dict[str, nn.Module],
+                           optimizers: dict[str, torch.optim.Optimizer], schedulers: dict[str, Any],
+                           generator: torch.Generator) -> None:
+    """Load what :func:`training_state` saved into the same objects, and set torch's global generator."""
+    for name, module in modules.items():
+        restore_module(module, name, tensors)
+    for name, opt in optimizers.items():
+        restore_optimizer(opt, name, tensors, meta[name])
+    for name, scheduler in schedulers.items():
+        scheduler.load_state_dict(meta[name])
+    generator.set_state(tensors["rng.gen"])
+    torch.set_rng_state(tensors["rng.global"])
 
 
 def save_checkpoint(path: Path, tag: str, tensors: dict[str, torch.Tensor], meta: dict,

@@ -34,8 +34,8 @@ from torch import nn
 from ....models.devices import model_device
 from ....util.errors import ConfigError
 from ....util.progress import progress_bar
-from ...checkpoint import (Resume, load_checkpoint, module_tensors, optimizer_tensors, restore_module,
-                          restore_optimizer, run_tag, save_checkpoint)
+from ...checkpoint import (Resume, load_checkpoint, restore_training_state, run_tag, save_checkpoint,
+                          training_state)
 from .networks import Discriminator, Encoder
 
 
@@ -126,24 +126,18 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
     sched = torch.optim.lr_scheduler.StepLR(opt_h, step_size=config.lr_step, gamma=0.1)
     history: list[dict] = []
     cursor, start, paused, w = 0, time.perf_counter(), 0.0, config.weights
-    nets = (("host", host), ("encoder", encoder), ("disc", disc))
-    opts = (("opt_e", opt_e), ("opt_d", opt_d), ("opt_h", opt_h))
+    state = ({"host": host, "encoder": encoder, "disc": disc}, {"opt_e": opt_e, "opt_d": opt_d, "opt_h": opt_h},
+             {"sched": sched}, gen)  # the names are the checkpoint's layout
     tag = None if resume is None else run_tag(
         {"config": repr(config), "seed": seed, "device": device.type},
-        [*(t for _, net in nets for t in net.state_dict().values()), logo, images, labels, sources, targets])
+        [*(t for net in state[0].values() for t in net.state_dict().values()), logo, images, labels, sources, targets])
     with torch.random.fork_rng(devices=[]), progress_bar(config.epochs * steps, "blind watermark", quiet) as bar:
         torch.manual_seed(seed)  # the host's dropout draws from the forked global RNG
         first, earlier, saved_at = 0, 0.0, time.perf_counter()
         found = None if resume is None else load_checkpoint(resume.path("blind"), tag, resume.passphrase)
         if found is not None:
             tensors, meta = found
-            for name, net in nets:
-                restore_module(net, name, tensors)
-            for name, opt in opts:
-                restore_optimizer(opt, name, tensors, meta[name])
-            sched.load_state_dict(meta["sched"])
-            gen.set_state(tensors["rng.gen"])
-            torch.set_rng_state(tensors["rng.global"])
+            restore_training_state(tensors, meta, *state)
             first, cursor, history, earlier = meta["epoch"], meta["cursor"], meta["history"], meta["seconds"]
             bar(first * steps, resumed=f"from epoch {first}")  # shown on the bar and its stage lines
         for epoch in range(first, config.epochs):
@@ -187,13 +181,9 @@ def train_jointly(host: nn.Module, encoder: Encoder, disc: Discriminator, logo: 
                 paused += time.perf_counter() - tick
             history.append(row)
             if resume is not None and resume.due(time.perf_counter() - saved_at, epoch + 1 == config.epochs):
-                tensors = {k: v for name, net in nets for k, v in module_tensors(name, net).items()}
-                meta = {"epoch": epoch + 1, "cursor": cursor, "history": history, "sched": sched.state_dict(),
-                        "seconds": earlier + time.perf_counter() - start - paused}
-                for name, opt in opts:
-                    saved, meta[name] = optimizer_tensors(name, opt)
-                    tensors.update(saved)
-                tensors.update({"rng.gen": gen.get_state(), "rng.global": torch.get_rng_state()})
+                tensors, meta = training_state(*state)
+                meta.update(epoch=epoch + 1, cursor=cursor, history=history,
+                            seconds=earlier + time.perf_counter() - start - paused)
                 save_checkpoint(resume.path("blind"), tag, tensors, meta, resume.passphrase)
                 saved_at = time.perf_counter()
         host.eval(), encoder.eval(), disc.eval()

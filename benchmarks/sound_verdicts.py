@@ -226,7 +226,7 @@ def main() -> None:
         protection = make_protection(name)
         protection.set_secret(f"sound-verdicts/{name}")
         resume = Resume(cache / "resume" / f"{arch}-{name}")  # the blind watermark's hours go on after a stop
-        resumed = resume.path("blind").is_file()
+        resumed = resume.folder.exists()
         protection.resume_in(resume)
         try:
             outcome = protect_model(protection, owner, splits, seed=args.seed, options=options, owner_arch=arch,

@@ -93,6 +93,11 @@ class Protection(ABC):
             self._secret = _secrets.token_hex(16)
         return self._secret  # type: ignore[return-value]
 
+    @property
+    def secret_given(self) -> bool:
+        """Whether a secret was given or drawn already (False: :attr:`secret` would draw one now)."""
+        return getattr(self, "_secret", None) is not None
+
     def set_secret(self, secret: int | str | None) -> None:
         """Use ``secret`` (validated) for the key's randomness; None draws a random one."""
         from .watermarks.patterns import check_secret

@@ -65,23 +65,33 @@ def kept_secret(resume: Resume, draw: Callable[[], str]) -> str:
     path = Path(resume.folder) / "secret"
     if path.is_file():
         try:
-            raw = path.read_bytes()
-            if resume.passphrase is not None:
-                from ..keys.container import decrypt_bytes
-
-                raw = decrypt_bytes(raw, resume.passphrase, source="checkpoint secret")
+            raw = _read(path, resume.passphrase)
             if raw:
                 return raw.decode()
         except (ModelproofError, OSError, UnicodeDecodeError):
             pass  # not this run's: draw a new one (the checkpoint's tag will not match either)
     secret = draw()
-    raw = secret.encode()
-    if resume.passphrase is not None:
+    _write(path, secret.encode(), resume.passphrase)
+    return secret
+
+
+def _write(path: Path, raw: bytes, passphrase: str | None) -> None:
+    """``raw`` to ``path``, atomically, owner-only, encrypted with ``passphrase`` when one is given."""
+    if passphrase is not None:
         from ..keys.container import encrypt_bytes
 
-        raw = encrypt_bytes(raw, resume.passphrase)
-    atomic_write_bytes(path, raw, secret=True)
-    return secret
+        raw = encrypt_bytes(raw, passphrase)
+    atomic_write_bytes(Path(path), raw, secret=True)
+
+
+def _read(path: Path, passphrase: str | None) -> bytes:
+    """What :func:`_write` wrote (KeyFileError when it does not decrypt with ``passphrase``)."""
+    raw = Path(path).read_bytes()
+    if passphrase is None:
+        return raw
+    from ..keys.container import decrypt_bytes
+
+    return decrypt_bytes(raw, passphrase, source=f"checkpoint {Path(path).name}")
 
 
 def run_tag(settings: dict, tensors: Iterable[torch.Tensor]) -> str:
@@ -161,12 +171,8 @@ def save_checkpoint(path: Path, tag: str, tensors: dict[str, torch.Tensor], meta
                     passphrase: str | None = None) -> None:
     """Write ``tensors`` and the JSON ``meta`` under ``tag``, atomically, owner-only, encrypted with ``passphrase``."""
     plain = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    raw = save_tensors(plain, metadata={META: json.dumps({"version": VERSION, "tag": tag, **meta})})
-    if passphrase is not None:
-        from ..keys.container import encrypt_bytes
-
-        raw = encrypt_bytes(raw, passphrase)
-    atomic_write_bytes(Path(path), raw, secret=True)
+    _write(path, save_tensors(plain, metadata={META: json.dumps({"version": VERSION, "tag": tag, **meta})}),
+           passphrase)
 
 
 def load_checkpoint(path: Path, tag: str, passphrase: str | None = None) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -176,11 +182,7 @@ def load_checkpoint(path: Path, tag: str, passphrase: str | None = None) -> tupl
     if not path.is_file():
         return None
     try:
-        raw = path.read_bytes()
-        if passphrase is not None:
-            from ..keys.container import decrypt_bytes
-
-            raw = decrypt_bytes(raw, passphrase, source="checkpoint")
+        raw = _read(path, passphrase)
         from ..keys.container import safetensors_metadata
 
         meta = json.loads(safetensors_metadata(raw, "checkpoint")[META])

@@ -142,7 +142,7 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
         resume = None
         if protection.resumable:  # interrupted here, the same command goes on from the checkpoint next time
             resume = protection.resume or Resume(out.with_name(out.name + ".resume"), passphrase)
-            if getattr(protection, "_secret", None) is None:  # no secret given: the random one must be the same
+            if not protection.secret_given:  # none given: the random one must be the same next time
                 protection.set_secret(kept_secret(resume, lambda: protection.secret))
             protection.resume_in(resume)
         outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,

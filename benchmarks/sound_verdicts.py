@@ -30,7 +30,8 @@ Run: ``.venv/bin/python benchmarks/sound_verdicts.py [--owner cnn]`` (digits) or
 ``... --dataset mnist --data-dir ../shared/data/mnist [--owner cnn]``; models cached in ``--cache``. One torch
 thread unless ``--threads N`` (the reproducible choice, and the one the docs' figures state; two threads
 shorten the hours-long MNIST Keras CNN rows on an idle 2-core machine). The blind watermark's training keeps a
-checkpoint in ``--cache``/DATASET/resume/ after each epoch: the same command run again after a stop goes on from it.
+checkpoint in ``--cache``/DATASET/resume/ after each epoch, the IGSM and CW-L2 fingerprints each chunk of their
+selection search that took a minute or more: the same command run again after a stop goes on from it.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def main() -> None:
         t0 = time.perf_counter()
         protection = make_protection(name)
         protection.set_secret(f"sound-verdicts/{name}")
-        resume = Resume(cache / "resume" / f"{arch}-{name}")  # the blind watermark's hours go on after a stop
+        resume = Resume(cache / "resume" / f"{arch}-{name}")  # blind's training and IGSM's search go on after a stop
         resumed = resume.folder.exists()
         protection.resume_in(resume)
         try:
@@ -233,8 +234,10 @@ def main() -> None:
                                     dataset=args.dataset)
             shutil.rmtree(resume.folder, ignore_errors=True)
             if resumed:
-                print(f"({name}: went on from a checkpoint of an interrupted run; training took "
-                      f"{outcome.result.report.get('embed_seconds', 0):.0f} s in all)", flush=True)
+                print(f"({name}: went on from a checkpoint of an interrupted run; its times below count this "
+                      f"run only)" if "embed_seconds" not in outcome.result.report else
+                      f"({name}: went on from a checkpoint of an interrupted run; training took "
+                      f"{outcome.result.report['embed_seconds']:.0f} s in all)", flush=True)
         except ModelproofError as exc:
             print(f"| {name} | refused: {str(exc)[:150]} | | | | " + "| " * len(labels) + f"| {time.perf_counter() - t0:.0f} |",
                   flush=True)

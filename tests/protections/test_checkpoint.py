@@ -87,3 +87,25 @@ def test_a_checkpoint_is_due_once_a_minute_and_after_the_last_epoch(tmp_path) ->
     assert SAVE_EVERY_S == 60.0
     assert not every_minute.due(59.0, last=False) and every_minute.due(60.0, last=False)
     assert every_minute.due(0.1, last=True) and always.due(0.0, last=False)
+
+
+def test_a_piece_is_kept_only_when_it_took_long_enough_and_only_for_its_tag(tmp_path) -> None:
+    from modelproof.protections.checkpoint import Resume, kept_piece
+
+    computed = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        computed.append(1)
+        return {"points": torch.arange(6.0).reshape(2, 3), "ok": torch.tensor([True, False])}
+
+    quick = Resume(tmp_path / "quick")  # the default: only a piece of a minute or more is worth a file
+    kept_piece(quick, "part", "a" * 64, compute)
+    assert not quick.folder.exists()
+    every = Resume(tmp_path / "every", passphrase="pw", every_s=0.0)
+    first = kept_piece(every, "part", "a" * 64, compute)
+    again = kept_piece(every, "part", "a" * 64, compute)
+    assert len(computed) == 2 and all(torch.equal(first[k], again[k]) for k in first)
+    kept_piece(every, "part", "b" * 64, compute)  # another tag: computed, not read
+    kept_piece(Resume(every.folder, passphrase="other", every_s=0.0), "part", "a" * 64, compute)  # unreadable
+    assert len(computed) == 4
+    assert kept_piece(None, "part", "a" * 64, compute) and len(computed) == 5

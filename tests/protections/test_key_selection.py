@@ -86,6 +86,46 @@ def test_cw_l2_first_draw_is_four_times_the_key(mlp16, digits16, selection):
     assert record["tried"] == 4 * len(key) if record["rounds"] == 1 else record["tried"] > 4 * len(key)
 
 
+def test_an_interrupted_selection_search_goes_on_from_its_kept_chunks(mlp16, digits16, selection, tmp_path,
+                                                                     monkeypatch):
+    """IGSM's search stopped after a few chunks goes on from them and chooses the key an uninterrupted run
+    chooses; another secret moves no kept chunk (its starts differ), so it starts over."""
+    from modelproof.protections.checkpoint import Resume
+    from modelproof.protections.fingerprints import baselines
+
+    monkeypatch.setattr(baselines, "CHUNK", 16)  # 20 points x 16 oversampled: 20 chunks in the first draw
+    real, calls = baselines.IGSMFingerprint._run, []
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(baselines.IGSMFingerprint, "_run", counted)
+    settings = {"secret": "resume", **CASES["igsm-fingerprint"]}
+    stop_at = None
+    plain = make_protection("igsm-fingerprint", **settings).protect(mlp16, digits16.owner, seed=0, selection=selection)
+    whole, resume = len(calls), Resume(tmp_path / "out.resume", passphrase="pw", every_s=0.0)
+    calls.clear()
+    stop_at = 6
+    with pytest.raises(KeyboardInterrupt):
+        make_protection("igsm-fingerprint", **settings).resume_in(resume).protect(
+            mlp16, digits16.owner, seed=0, selection=selection)
+    assert len(list(resume.folder.glob("igsm-fingerprint-*.ckpt"))) == 5
+    calls.clear()
+    stop_at = None
+    again = make_protection("igsm-fingerprint", **settings).resume_in(resume).protect(
+        mlp16, digits16.owner, seed=0, selection=selection)
+    assert len(calls) == whole - 5  # the five kept chunks were not moved again
+    assert torch.equal(again.key.inputs, plain.key.inputs) and torch.equal(again.key.labels, plain.key.labels)
+    assert again.key.params == plain.key.params
+    calls.clear()
+    make_protection("igsm-fingerprint", **{**settings, "secret": "other"}).resume_in(resume).protect(
+        mlp16, digits16.owner, seed=0, selection=selection)
+    assert len(calls) >= 20
+
+
 def test_too_few_survivors_is_a_config_error_with_the_counts(mlp16, digits16):
     """The owner's model as its own judge answers every candidate alike: nothing survives."""
     same = Selection((Judge("owner", None, TorchSuspect(mlp16), mlp16),), oversample=2)

@@ -2,7 +2,8 @@
 
 Each command builds the fingerprint from its flags and hands it to :func:`run_protect`, which
 loads data and model, extracts the fingerprint and writes ``OUT/key.mpkey``. A fingerprint only
-reads the model: the model file is left as it was and no model is written.
+reads the model: the model file is left as it was and no model is written. The IGSM and CW-L2 searches keep
+their long chunks of candidates in ``OUT.resume/``, so that an interrupted command goes on.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def igsm_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt =
              eps: EpsOpt = 0.1, init: InitOpt = "TL", points: PointsOpt = 100, max_iter: MaxIterOpt = 1000,
              null_match_prob: NullOpt = None, out: OutDir = Path("runs/igsm-fingerprint"), passphrase: PassOpt = None,
              seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
-    """IPGuard's IGSM baseline: targeted steps of 1/255 within an eps ball until the target label."""
+    """IPGuard's IGSM baseline: targeted steps of 1/255 within an eps ball until the target label.
+
+    Interrupted, the same command goes on from the candidates it kept in OUT.resume/."""
     from ..protections.fingerprints.baselines import IGSMFingerprint  # torch only once the command runs
 
     _run(IGSMFingerprint(points=points, eps=eps, init=init, max_iter=max_iter, null_match_prob=null_match_prob),
@@ -115,7 +118,9 @@ def cw_cmd(model: ModelReq, dataset: DatasetOpt = None, data_dir: DataDirOpt = N
            binary_steps: Annotated[int, typer.Option("--binary-steps", help="Binary-search steps over c.")] = 9,
            null_match_prob: NullOpt = None, out: OutDir = Path("runs/cw-l2-fingerprint"), passphrase: PassOpt = None,
            seed: SeedOpt = 0, json_out: JsonOpt = False) -> None:
-    """IPGuard's CW-L2 baseline: smallest-L2 targeted examples with confidence k (slow)."""
+    """IPGuard's CW-L2 baseline: smallest-L2 targeted examples with confidence k (slow).
+
+    Interrupted, the same command goes on from the candidates it kept in OUT.resume/."""
     from ..protections.fingerprints.baselines import CWL2Fingerprint  # torch only once the command runs
 
     protection = CWL2Fingerprint(points=points, k=k, init=init, lr=lr, binary_steps=binary_steps,

@@ -50,7 +50,8 @@ class Protection(ABC):
     # The method's analytic/default null is known not to bound real models: an uncalibrated key of
     # this method never gives "owned" (see modelproof.references.calibration).
     analytic_null_unsound: ClassVar[bool] = False
-    # Keeps a checkpoint after each epoch when given a Resume (resume_in): ``protect`` then goes on after a stop.
+    # Keeps checkpoints when given a Resume (resume_in): ``protect`` then goes on after a stop (the blind
+    # watermark: its training epochs; the IGSM and CW-L2 fingerprints: the chunks of their selection search).
     resumable: ClassVar[bool] = False
     # What to change when a key fails the self-check (said in the one-line refusal).
     weak_hint: ClassVar[str] = "train longer (--epochs) or use a larger key (--key-size)"

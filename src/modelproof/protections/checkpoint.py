@@ -13,6 +13,12 @@ encrypted with the key's passphrase when one is given (it holds the unfinished k
 removes it once the folder is written; when no secret was given, the random one it drew is kept there
 too (:func:`kept_secret`), so that the same command run again goes on.
 
+A long *search* keeps its pieces instead (:func:`kept_piece`): the IGSM and CW-L2 fingerprints move
+their candidates chunk by chunk, and a chunk that took a minute or more is kept under a digest of
+everything it depends on (the model's weights, the method's settings, the chunk's starting points and
+target labels), so that a run stopped after hours of selection goes on from its last chunk and
+chooses the same key.
+
 The file is safetensors (tensors) with the rest as JSON in its metadata: nothing is ever unpickled.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +80,25 @@ def kept_secret(resume: Resume, draw: Callable[[], str]) -> str:
     secret = draw()
     _write(path, secret.encode(), resume.passphrase)
     return secret
+
+
+def kept_piece(resume: Resume | None, part: str, tag: str | None,
+               compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``compute()``'s tensors, or those an earlier run kept under ``tag`` in ``resume``'s folder (a piece of a
+    long search). A fresh result is kept when computing it took at least ``resume``'s least time between
+    checkpoints (a minute by default: a piece of seconds costs little to redo, and writing an encrypted one
+    takes about half a second); without ``resume`` nothing is kept."""
+    if resume is None or tag is None:
+        return compute()
+    path = resume.path(f"{part}-{tag[:16]}")
+    found = load_checkpoint(path, tag, resume.passphrase)
+    if found is not None:
+        return found[0]
+    start = time.perf_counter()
+    tensors = compute()
+    if resume.due(time.perf_counter() - start, last=False):
+        save_checkpoint(path, tag, tensors, {}, resume.passphrase)
+    return tensors
 
 
 def _write(path: Path, raw: bytes, passphrase: str | None) -> None:

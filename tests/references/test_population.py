@@ -133,6 +133,23 @@ def test_protect_uses_a_given_population_and_trains_nothing_into_it(digits, trai
         protect_to_folder(protection, tmp_path / "o2", arch="cnn", options=ReferenceOptions(references_dir=tmp_path))
 
 
+def test_protect_to_folder_keeps_its_checkpoint_beside_its_own_output(digits, trained_cnn, tmp_path, fast_recipe):
+    """A resumable protection used for two folders keeps each one's checkpoint beside that folder (the first
+    call's Resume is not left on the caller's object), and a Resume the caller gave is kept."""
+    from modelproof.protections.checkpoint import Resume
+
+    build_population(tmp_path / "pop", digits, dataset="digits", owner_archs=("cnn",), **TINY)
+    model = save_model(trained_cnn, tmp_path / "m.safetensors", dataset="digits")
+    protection = make_protection("igsm-fingerprint", points=5, max_iter=20, secret="s")
+    options = ReferenceOptions(references_dir=tmp_path / "pop", allow_weak=True)
+    for out in ("one", "two"):
+        protect_to_folder(protection, tmp_path / out, model=model, dataset="digits", options=options)
+        assert protection.resume is None and (tmp_path / out / "key.mpkey").is_file()
+    mine = Resume(tmp_path / "mine")
+    protect_to_folder(protection.resume_in(mine), tmp_path / "three", model=model, dataset="digits", options=options)
+    assert protection.resume is mine
+
+
 def test_users_models_are_added_once_and_pickles_refused(digits, trained_cnn, tmp_path, fast_recipe):
     build_population(tmp_path / "pop", digits, dataset="digits", calibration=4, selection=0)
     own = save_model(trained_cnn, tmp_path / "mine.safetensors", dataset="digits")

@@ -139,14 +139,17 @@ def protect_to_folder(protection: Protection, out: str | Path, *, model: str | P
         if net is None:
             net = build_model(arch, splits.num_classes, splits.input_shape, seed=seed)
         owner_arch = arch or getattr(getattr(net, "record", None), "arch", None)
-        resume = None
+        resume, given = None, protection.resume
         if protection.resumable:  # interrupted here, the same command goes on from the checkpoint next time
-            resume = protection.resume or Resume(out.with_name(out.name + ".resume"), passphrase)
+            resume = given or Resume(out.with_name(out.name + ".resume"), passphrase)
             if not protection.secret_given:  # none given: the random one must be the same next time
                 protection.set_secret(kept_secret(resume, lambda: protection.secret))
             protection.resume_in(resume)
-        outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
-                                trained=model is not None, quiet=quiet, dataset=dataset)
+        try:
+            outcome = protect_model(protection, net, splits, seed=seed, options=options, owner_arch=owner_arch,
+                                    trained=model is not None, quiet=quiet, dataset=dataset)
+        finally:  # this folder's checkpoint is not the caller's: a later call with another OUT keeps its own
+            protection.resume_in(given)
         result, final = outcome.result, outcome.final
         with atomic_folder(out, last=("key.mpkey",)) as tmp:  # a Ctrl-C leaves all of the folder or none
             key_path = save_key(final.key, tmp / "key.mpkey", passphrase=passphrase)
